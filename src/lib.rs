@@ -5,7 +5,18 @@
 //! file descriptors handed over a unix socket.
 #![deny(unsafe_code)]
 
+pub mod cli;
+pub mod client;
+pub mod decode;
 pub mod error;
 pub mod format;
+pub mod paths;
+pub mod play;
+pub mod protocol;
+pub mod ring;
+pub mod server;
+pub mod sink;
+pub mod sys;
+pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,123 @@
+//! dmix-serve: owns the sink, the ring and the socket; runs the period loop.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dmix::format::SampleFormat;
+use dmix::ring::RingParams;
+use dmix::server::{self, ServerConfig};
+use dmix::sink::SinkSpec;
+use dmix::{Error, Result};
+
+/// Serve a sound device (or a WAV file, or nothing) to any number of dmix clients, which
+/// mix by adding their samples straight into one shared ring.
+#[derive(Parser, Debug)]
+#[command(name = "dmix-serve", version = dmix::cli::version())]
+struct Args {
+    /// Where the mix goes: alsa:PCM (an ALSA device), wav:PATH (a WAV file), or null.
+    #[arg(long, value_name = "SPEC", default_value = "alsa:default")]
+    sink: String,
+    /// Sample rate in Hz.
+    #[arg(short = 'r', long, default_value_t = 48000)]
+    rate: u32,
+    /// Channels.
+    #[arg(short = 'c', long, default_value_t = 2)]
+    channels: u32,
+    /// Device sample format: S16_LE, S32_LE or FLOAT_LE.
+    #[arg(short = 'f', long, default_value = "S16_LE")]
+    format: String,
+    /// Frames per period: the unit the server takes out of the ring and plays.
+    #[arg(long, value_name = "FRAMES", default_value_t = 256)]
+    period: u32,
+    /// Frames in the mix ring: how far ahead of the device clients may write
+    /// [default: 4 periods].
+    #[arg(long, value_name = "FRAMES")]
+    buffer: Option<u32>,
+    /// Server name: clients find it with -D NAME.
+    #[arg(short = 'n', long, default_value = dmix::paths::DEFAULT_NAME)]
+    name: String,
+    /// Listen on this socket path instead of the runtime directory.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Do not run in real time: advance as soon as every playing client has supplied the
+    /// period (exact offline renders).
+    #[arg(long)]
+    freewheel: bool,
+    /// Hold the first period until N playing clients are connected.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    wait_clients: u32,
+    /// Exit (finalizing the sink) once a playing client has come and all have left.
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn config(a: &Args) -> Result<ServerConfig> {
+    let format: SampleFormat = a.format.parse()?;
+    let sink: SinkSpec = a.sink.parse()?;
+    let buffer = match a.buffer {
+        Some(b) => b,
+        None => a
+            .period
+            .checked_mul(4)
+            .ok_or_else(|| Error::invalid("--period", "too large"))?,
+    };
+    // The monitor keeps at least half a second so a recorder can be scheduled late.
+    let monitor = (a.rate / 2)
+        .max(buffer.saturating_mul(4))
+        .div_ceil(a.period.max(1))
+        * a.period.max(1);
+    let params = RingParams {
+        rate_hz: a.rate,
+        channels: a.channels,
+        format,
+        period_frames: a.period,
+        ring_frames: buffer,
+        monitor_frames: monitor,
+        freewheel: a.freewheel,
+    };
+    params.validate()?;
+    let socket = match &a.socket {
+        Some(p) => p.clone(),
+        None => dmix::paths::socket_for_name(&a.name)?,
+    };
+    Ok(ServerConfig {
+        socket,
+        sink,
+        params,
+        wait_clients: a.wait_clients,
+        exit_when_idle: a.exit_when_idle,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let stop = dmix::cli::stop_flag();
+    let result = config(&args).and_then(|cfg| {
+        let p = cfg.params;
+        server::run(&cfg, stop, |l| {
+            if !args.quiet {
+                eprintln!(
+                    "dmix-serve: serving on {}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}",
+                    l.path().display(),
+                    cfg.sink,
+                    p.rate_hz,
+                    p.channels,
+                    p.format,
+                    p.period_frames,
+                    p.frames_to_ms(u64::from(p.period_frames)),
+                    p.ring_frames,
+                    p.frames_to_ms(u64::from(p.ring_frames)),
+                    if p.freewheel { "freewheel" } else { "real time" },
+                );
+            }
+        })
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => dmix::cli::report("dmix-serve", &e),
+    }
+}

@@ -1,0 +1,322 @@
+//! The client side: connect and say hello, attach the ring, wait for admission, and (for
+//! players) write, drain and retract. Shared by every tool that talks to a server.
+//!
+//! A player never talks to the server while it plays: it reads hw_ptr, adds into its window
+//! of the sum ring, publishes its position, and sleeps on the status futex for the period at
+//! which it will have space. Every wait has a deadline after which the socket is checked for
+//! hang-up, so a dead server is noticed within [`GONE_CHECK`].
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::paths::resolve_device;
+use crate::protocol::{Hello, MAX_REPLY_BYTES, PROTOCOL_VERSION, Reply, Role, Welcome};
+use crate::ring::layout::{CLIENT_DRAINING, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_ACTIVE};
+use crate::ring::{ClientRing, RingParams};
+use crate::sys::Wake;
+use crate::transport;
+
+/// How long to wait for the server's reply and for admission.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A waiting client checks that the server is still there at least this often.
+pub const GONE_CHECK: Duration = Duration::from_millis(100);
+
+/// An attached client: its connection (whose hang-up tells the server it left), its slot and
+/// the mapped ring.
+pub struct Connection {
+    sock: OwnedFd,
+    welcome: Welcome,
+    ring: ClientRing,
+    start_frame: u64,
+}
+
+impl Connection {
+    /// Connects to the server `device` (a name or a socket path), says hello, attaches the
+    /// ring and waits until the server admits the slot.
+    pub fn open(device: &str, role: Role, name: &str, channels: u32) -> Result<Connection> {
+        let path = resolve_device(device)?;
+        let sock = transport::connect_socket(&path)?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role,
+            channels,
+            name: name.to_string(),
+        };
+        transport::send(sock.as_fd(), &hello.encode(), &[])?;
+        let mut buf = [0u8; MAX_REPLY_BYTES];
+        let Some(msg) = transport::recv_timeout(sock.as_fd(), &mut buf, HELLO_TIMEOUT)? else {
+            return Err(Error::ServerGone);
+        };
+        let welcome = match Reply::decode(&buf[..msg.len])? {
+            Reply::Refused(r, reason) => {
+                return Err(Error::Refused {
+                    kind: r.kind(),
+                    reason,
+                });
+            }
+            Reply::Welcome(w) => w,
+        };
+        if welcome.layout_version != RING_LAYOUT_VERSION {
+            return Err(Error::Version {
+                what: "ring layout",
+                ours: RING_LAYOUT_VERSION,
+                theirs: welcome.layout_version,
+            });
+        }
+        let [status, mix, monitor] = <[OwnedFd; 3]>::try_from(msg.fds).map_err(|fds| {
+            Error::invalid("server reply", format!("{} fds, expected 3", fds.len()))
+        })?;
+        let ring = ClientRing::attach(
+            welcome.params,
+            [&status, &mix, &monitor],
+            role == Role::Play,
+        )?;
+        let mut conn = Connection {
+            sock,
+            welcome,
+            ring,
+            start_frame: 0,
+        };
+        conn.start_frame = conn.wait_admitted()?;
+        Ok(conn)
+    }
+
+    fn wait_admitted(&self) -> Result<u64> {
+        let deadline = Instant::now() + HELLO_TIMEOUT;
+        let info = self.ring.slot_info(self.slot());
+        loop {
+            // Acquire: pairs with the period loop's Release of SLOT_ACTIVE.
+            if info.state.load(Ordering::Acquire) == SLOT_ACTIVE
+                && info.client_id.load(Ordering::Relaxed) == self.welcome.client_id
+            {
+                return Ok(info.start_frame.load(Ordering::Relaxed));
+            }
+            self.check_alive()?;
+            if Instant::now() >= deadline {
+                return Err(Error::sys(
+                    "waiting for admission",
+                    std::io::Error::from(std::io::ErrorKind::TimedOut),
+                ));
+            }
+            self.ring.wait_any(GONE_CHECK);
+        }
+    }
+
+    /// `Err(ServerGone)` if the server hung up or is stopping.
+    pub fn check_alive(&self) -> Result<()> {
+        if transport::peer_hung_up(self.sock.as_fd()) || self.ring.server_state() == SERVER_STOPPING
+        {
+            return Err(Error::ServerGone);
+        }
+        Ok(())
+    }
+
+    /// The ring parameters.
+    pub fn params(&self) -> &RingParams {
+        self.ring.params()
+    }
+
+    /// The slot index.
+    pub fn slot(&self) -> usize {
+        self.welcome.slot as usize
+    }
+
+    /// The server's client id for us.
+    pub fn client_id(&self) -> u32 {
+        self.welcome.client_id
+    }
+
+    /// The first frame we may write.
+    pub fn start_frame(&self) -> u64 {
+        self.start_frame
+    }
+
+    /// The mapped ring.
+    pub fn ring(&self) -> &ClientRing {
+        &self.ring
+    }
+}
+
+/// Why a write or drain returned early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Everything was written (or drained).
+    Done,
+    /// The stop flag was raised (SIGINT); the caller should retract and leave.
+    Stopped,
+}
+
+/// A player: writes a continuous stream of frames into the ring.
+pub struct Player {
+    conn: Connection,
+    pos: u64,
+    /// What we added for the last `ring_frames` frames, by frame index, so that we can
+    /// subtract it again (retraction).
+    history: Vec<i32>,
+    /// How far ahead of hw_ptr we write, in frames.
+    window: u64,
+    late_frames: u64,
+    underruns: u64,
+}
+
+impl Player {
+    /// A player on a connection opened with `Role::Play`.
+    pub fn new(conn: Connection) -> Player {
+        let p = *conn.params();
+        Player {
+            pos: conn.start_frame(),
+            history: vec![0; p.ring_frames as usize * p.channels as usize],
+            window: u64::from(p.ring_frames),
+            late_frames: 0,
+            underruns: 0,
+            conn,
+        }
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Frames written so far since the start of the stream.
+    pub fn frames_written(&self) -> u64 {
+        self.pos - self.conn.start_frame()
+    }
+
+    /// Frames dropped because they arrived late.
+    pub fn late_frames(&self) -> u64 {
+        self.late_frames
+    }
+
+    /// Writes interleaved mix-scale frames, waiting for space as needed. Returns
+    /// `Flow::Stopped` as soon as `stop` is raised.
+    pub fn write(&mut self, samples: &[i32], stop: &AtomicBool) -> Result<Flow> {
+        let p = *self.conn.params();
+        let ch = p.channels as usize;
+        let period = u64::from(p.period_frames);
+        let frames = samples.len() / ch;
+        self.update_peaks(samples, ch);
+        let mut off = 0usize;
+        while off < frames {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Flow::Stopped);
+            }
+            let hw = self.conn.ring.hw_ptr();
+            if self.pos < hw {
+                // We fell behind the server (stalled, or too slow): restart a period ahead
+                // rather than feed samples that can only be dropped.
+                self.underruns += 1;
+                self.counters()
+                    .underruns
+                    .store(self.underruns, Ordering::Relaxed);
+                self.pos = hw + period;
+            }
+            let limit = hw + self.window;
+            if self.pos >= limit {
+                // Full: sleep until the server has taken at least one more period.
+                let target = (self.pos + period).saturating_sub(self.window).max(hw + 1);
+                if self.conn.ring.wait_hw_ptr(target, GONE_CHECK) == Wake::TimedOut {
+                    self.conn.check_alive()?;
+                }
+                continue;
+            }
+            let n = ((limit - self.pos) as usize).min(frames - off);
+            let chunk = &samples[off * ch..(off + n) * ch];
+            let out = self.conn.ring.mix_add(self.pos, chunk, false);
+            self.remember(self.pos, &chunk[..out.frames * ch]);
+            self.pos += out.frames as u64;
+            off += out.frames;
+            if out.late_frames > 0 {
+                self.late_frames += out.late_frames as u64;
+                self.counters()
+                    .late_frames
+                    .store(self.late_frames, Ordering::Relaxed);
+            }
+            self.publish();
+            if out.frames < n {
+                // The ring said "not yet" despite the window: let the server move on.
+                self.conn.ring.wait_any(Duration::from_millis(1));
+            }
+        }
+        Ok(Flow::Done)
+    }
+
+    fn counters(&self) -> &crate::ring::layout::ClientCounters {
+        self.conn.ring.counters(self.conn.slot())
+    }
+
+    fn publish(&self) {
+        // Release: pairs with the server's Acquire in the freewheel barrier.
+        self.counters().appl_ptr.store(self.pos, Ordering::Release);
+        if self.conn.ring.freewheel() {
+            self.conn.ring.ring_doorbell();
+        }
+    }
+
+    fn update_peaks(&self, samples: &[i32], ch: usize) {
+        let c = self.counters();
+        for (i, peak) in c.peak.iter().enumerate().take(ch) {
+            let m = samples
+                .iter()
+                .skip(i)
+                .step_by(ch)
+                .map(|s| s.unsigned_abs())
+                .max()
+                .unwrap_or(0);
+            peak.store(m, Ordering::Relaxed);
+        }
+    }
+
+    fn remember(&mut self, start: u64, samples: &[i32]) {
+        let ch = self.conn.params().channels as usize;
+        let ring_frames = self.conn.params().ring_frames as u64;
+        for (i, frame) in samples.chunks_exact(ch).enumerate() {
+            let at = ((start + i as u64) % ring_frames) as usize * ch;
+            self.history[at..at + ch].copy_from_slice(frame);
+        }
+    }
+
+    /// Declares the end of the stream and waits until the server has taken its last frame.
+    pub fn drain(&mut self, stop: &AtomicBool) -> Result<Flow> {
+        let c = self.counters();
+        c.end_ptr.store(self.pos, Ordering::Relaxed);
+        // Release: the server that sees DRAINING sees end_ptr.
+        c.flags.store(CLIENT_DRAINING, Ordering::Release);
+        self.publish();
+        loop {
+            if self.conn.ring.hw_ptr() >= self.pos {
+                return Ok(Flow::Done);
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Flow::Stopped);
+            }
+            if self.conn.ring.wait_hw_ptr(self.pos, GONE_CHECK) == Wake::TimedOut {
+                self.conn.check_alive()?;
+            }
+        }
+    }
+
+    /// Subtracts everything we queued that the server has not taken yet, so that a stop is
+    /// silent at once whatever the latency. Frames the server takes meanwhile keep our
+    /// samples (they were being played); none can land a lap later.
+    pub fn retract(&mut self) {
+        let ch = self.conn.params().channels as usize;
+        let ring_frames = self.conn.params().ring_frames as u64;
+        let from = self
+            .conn
+            .ring
+            .hw_ptr()
+            .max(self.pos.saturating_sub(ring_frames));
+        for f in from..self.pos {
+            let at = (f % ring_frames) as usize * ch;
+            self.conn.ring.mix_add(f, &self.history[at..at + ch], true);
+        }
+        let c = self.counters();
+        c.end_ptr.store(from, Ordering::Relaxed);
+        c.flags.store(CLIENT_DRAINING, Ordering::Release);
+        self.pos = from;
+        self.publish();
+    }
+}

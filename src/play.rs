@@ -1,0 +1,137 @@
+//! `dmix-play`'s engine: decode each input in turn and write it into one continuous stream
+//! (gapless: the next file starts on the frame after the last one), drain at the end, and
+//! retract what is queued on a stop. Knows nothing of terminals: progress goes to an
+//! [`Observer`].
+
+use std::sync::atomic::AtomicBool;
+
+use crate::client::{Connection, Flow, Player};
+use crate::decode::{DecodeOptions, Decoder, RawSpec, Target};
+use crate::error::{Error, Result};
+use crate::protocol::Role;
+
+/// A checked dmix-play configuration.
+#[derive(Debug)]
+pub struct PlayConfig {
+    /// Server name or socket path (`-D`).
+    pub device: String,
+    /// Client name shown by dmix-stat.
+    pub name: String,
+    /// Files, or "-" for stdin.
+    pub inputs: Vec<String>,
+    /// Headerless input format (`-t raw`).
+    pub raw: Option<RawSpec>,
+    /// Gain in dB.
+    pub volume_db: f64,
+    /// Stop at the first input that fails instead of playing the rest.
+    pub strict: bool,
+}
+
+/// What the player reports while it plays.
+pub trait Observer {
+    /// An input was opened.
+    fn file_started(
+        &mut self,
+        _input: &str,
+        _description: &str,
+        _total_frames: Option<u64>,
+        _rate_hz: u32,
+    ) {
+    }
+    /// `frames` of the current input were queued so far.
+    fn progress(&mut self, _frames: u64) {}
+    /// The current input is done.
+    fn file_done(&mut self) {}
+    /// An input failed; playing goes on with the next unless strict.
+    fn file_failed(&mut self, _input: &str, _error: &Error) {}
+}
+
+/// How playing ended.
+#[derive(Debug, Default)]
+pub struct PlaySummary {
+    /// Inputs that failed, with why.
+    pub failed: Vec<Error>,
+    /// A stop (SIGINT) cut playing short.
+    pub stopped: bool,
+}
+
+/// Connects, plays every input, drains. Errors that end everything (no server, the server
+/// went away) are `Err`; an input that cannot be played is reported and skipped.
+pub fn play(cfg: &PlayConfig, stop: &AtomicBool, obs: &mut dyn Observer) -> Result<PlaySummary> {
+    let conn = Connection::open(&cfg.device, Role::Play, &cfg.name, 0)?;
+    let p = *conn.params();
+    let target = Target {
+        rate_hz: p.rate_hz,
+        channels: p.channels as u16,
+    };
+    let opts = DecodeOptions {
+        raw: cfg.raw,
+        volume_db: cfg.volume_db,
+    };
+    let mut player = Player::new(conn);
+    let mut summary = PlaySummary::default();
+    let mut buf = Vec::new();
+    for input in &cfg.inputs {
+        match play_one(
+            &mut player,
+            input,
+            Target {
+                rate_hz: target.rate_hz,
+                channels: target.channels,
+            },
+            &opts,
+            stop,
+            obs,
+            &mut buf,
+        ) {
+            Ok(Flow::Done) => obs.file_done(),
+            Ok(Flow::Stopped) => {
+                player.retract();
+                summary.stopped = true;
+                return Ok(summary);
+            }
+            Err(e) if e.kind() == crate::ErrorKind::InvalidInput => {
+                obs.file_failed(input, &e);
+                summary.failed.push(e);
+                if cfg.strict {
+                    break;
+                }
+            }
+            Err(e) => {
+                player.retract();
+                return Err(e);
+            }
+        }
+    }
+    if player.drain(stop)? == Flow::Stopped {
+        player.retract();
+        summary.stopped = true;
+    }
+    Ok(summary)
+}
+
+fn play_one(
+    player: &mut Player,
+    input: &str,
+    target: Target,
+    opts: &DecodeOptions,
+    stop: &AtomicBool,
+    obs: &mut dyn Observer,
+    buf: &mut Vec<i32>,
+) -> Result<Flow> {
+    let rate = target.rate_hz;
+    let mut dec = Decoder::open(input, target, opts)?;
+    obs.file_started(input, &dec.description(), dec.total_frames(), rate);
+    let mut frames = 0u64;
+    loop {
+        let n = dec.read(buf)?;
+        if n == 0 {
+            return Ok(Flow::Done);
+        }
+        if player.write(buf, stop)? == Flow::Stopped {
+            return Ok(Flow::Stopped);
+        }
+        frames += n as u64;
+        obs.progress(frames);
+    }
+}

@@ -1,0 +1,502 @@
+//! The wire messages between a client and `dmix-serve`, and [`PROTOCOL_VERSION`]. Pure
+//! encode/decode on byte slices: no I/O, so the decoder can be fuzzed and unit-tested.
+//!
+//! The socket is SOCK_SEQPACKET: one message is one datagram, so a message is never split or
+//! merged, and an oversized one is seen as truncated. All integers are little-endian.
+//!
+//! ```text
+//! Hello (client -> server), 64 bytes
+//!   0  magic    "DMXh"
+//!   4  version  u32   PROTOCOL_VERSION of the client
+//!   8  role     u32   1 play, 2 tee, 3 share, 4 stat
+//!  12  channels u32   0: the server's channel count
+//!  16  flags    u32   0 (reserved)
+//!  20  reserved u32   0
+//!  24  name     [u8; 40]  UTF-8, NUL-padded
+//!
+//! Reply (server -> client): a 12-byte head, then a body
+//!   0  magic    "DMXr"
+//!   4  version  u32   PROTOCOL_VERSION of the server
+//!   8  status   u32   0 ok, else a refusal code (see `Refusal`)
+//! status 0 (welcome), 96 bytes in all, with 3 fds (status ro, mix, monitor ro):
+//!  12  slot            u32
+//!  16  client_id       u32
+//!  20  layout_version  u32
+//!  24  rate_hz         u32
+//!  28  channels        u32
+//!  32  format          u32  1 S16_LE, 2 S32_LE, 3 FLOAT_LE
+//!  36  period_frames   u32
+//!  40  ring_frames     u32
+//!  44  monitor_frames  u32
+//!  48  flags           u32  bit 0: freewheel
+//!  52  reserved        u32
+//!  56  status_bytes    u64
+//!  64  mix_bytes       u64
+//!  72  monitor_bytes   u64
+//!  80  reserved        [u8; 16]
+//! status != 0 (refusal): 12..  a UTF-8 reason, at most 244 bytes; no fds
+//! ```
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::SampleFormat;
+use crate::ring::RingParams;
+
+/// The protocol version. Bump on any change to the messages above.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Hello magic.
+pub const HELLO_MAGIC: [u8; 4] = *b"DMXh";
+/// Reply magic.
+pub const REPLY_MAGIC: [u8; 4] = *b"DMXr";
+/// Size of a hello.
+pub const HELLO_BYTES: usize = 64;
+/// Size of a welcome.
+pub const WELCOME_BYTES: usize = 96;
+/// Largest reply (a refusal with its reason).
+pub const MAX_REPLY_BYTES: usize = 256;
+/// Bytes of a client name on the wire.
+pub const NAME_WIRE_BYTES: usize = 40;
+
+/// What a client is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Adds audio into the mix ring.
+    Play,
+    /// Records the monitor ring.
+    Tee,
+    /// Splits channels into sub-devices.
+    Share,
+    /// Inspects the status.
+    Stat,
+}
+
+impl Role {
+    /// The wire code.
+    pub fn code(self) -> u32 {
+        match self {
+            Role::Play => 1,
+            Role::Tee => 2,
+            Role::Share => 3,
+            Role::Stat => 4,
+        }
+    }
+
+    /// Decodes a wire code.
+    pub fn from_code(code: u32) -> Option<Role> {
+        [Role::Play, Role::Tee, Role::Share, Role::Stat]
+            .into_iter()
+            .find(|r| r.code() == code)
+    }
+
+    /// The name dmix-stat shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Play => "play",
+            Role::Tee => "tee",
+            Role::Share => "share",
+            Role::Stat => "stat",
+        }
+    }
+}
+
+/// A client's hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The client's protocol version.
+    pub version: u32,
+    /// Its role.
+    pub role: Role,
+    /// Channels wanted (0: the server's).
+    pub channels: u32,
+    /// Its name (shown by dmix-stat).
+    pub name: String,
+}
+
+/// Why the server refused a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Protocol version mismatch.
+    Incompatible = 1,
+    /// No free slot.
+    Full = 2,
+    /// Peer credentials not allowed.
+    Denied = 3,
+    /// Malformed hello.
+    BadRequest = 4,
+    /// An exclusive resource is held.
+    Busy = 5,
+    /// The server is shutting down.
+    Stopping = 6,
+}
+
+impl Refusal {
+    fn from_code(code: u32) -> Refusal {
+        match code {
+            1 => Refusal::Incompatible,
+            2 => Refusal::Full,
+            3 => Refusal::Denied,
+            5 => Refusal::Busy,
+            6 => Refusal::Stopping,
+            _ => Refusal::BadRequest,
+        }
+    }
+
+    /// The error kind a client reports for it.
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Refusal::Incompatible => ErrorKind::Incompatible,
+            Refusal::Full => ErrorKind::Full,
+            Refusal::Denied => ErrorKind::Permission,
+            Refusal::BadRequest => ErrorKind::InvalidInput,
+            Refusal::Busy => ErrorKind::Busy,
+            Refusal::Stopping => ErrorKind::ServerGone,
+        }
+    }
+}
+
+/// The server's welcome: the client's slot and the ring parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    /// The slot index.
+    pub slot: u32,
+    /// The unique client id.
+    pub client_id: u32,
+    /// The server's ring layout version.
+    pub layout_version: u32,
+    /// The ring parameters.
+    pub params: RingParams,
+    /// Sizes of the status, mix and monitor regions.
+    pub region_bytes: [u64; 3],
+}
+
+/// A decoded reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Admitted.
+    Welcome(Welcome),
+    /// Refused, with the server's reason.
+    Refused(Refusal, String),
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Cuts a name to at most `max` bytes on a character boundary.
+pub fn truncate_name(name: &str, max: usize) -> &str {
+    let mut end = name.len().min(max);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+impl Hello {
+    /// Encodes the hello.
+    pub fn encode(&self) -> [u8; HELLO_BYTES] {
+        let mut b = [0u8; HELLO_BYTES];
+        b[0..4].copy_from_slice(&HELLO_MAGIC);
+        put_u32(&mut b, 4, self.version);
+        put_u32(&mut b, 8, self.role.code());
+        put_u32(&mut b, 12, self.channels);
+        let name = truncate_name(&self.name, NAME_WIRE_BYTES).as_bytes();
+        b[24..24 + name.len()].copy_from_slice(name);
+        b
+    }
+
+    /// Decodes a hello. A version other than ours is reported as `Error::Version` (the caller
+    /// refuses with `Refusal::Incompatible`); everything is range-checked.
+    pub fn decode(b: &[u8]) -> Result<Hello> {
+        let bad = |r: String| Err(Error::invalid("hello", r));
+        if b.len() < 8 {
+            return bad(format!("{} bytes, too short", b.len()));
+        }
+        if b[0..4] != HELLO_MAGIC {
+            return bad("bad magic: not a dmix client".into());
+        }
+        let version = u32_at(b, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(Error::Version {
+                what: "protocol",
+                ours: PROTOCOL_VERSION,
+                theirs: version,
+            });
+        }
+        if b.len() != HELLO_BYTES {
+            return bad(format!("{} bytes, expected {HELLO_BYTES}", b.len()));
+        }
+        let Some(role) = Role::from_code(u32_at(b, 8)) else {
+            return bad(format!("unknown role {}", u32_at(b, 8)));
+        };
+        let channels = u32_at(b, 12);
+        if channels as usize > crate::ring::layout::MAX_CHANNELS {
+            return bad(format!("{channels} channels is too many"));
+        }
+        if u32_at(b, 16) != 0 || u32_at(b, 20) != 0 {
+            return bad("reserved fields are not zero".into());
+        }
+        let raw = &b[24..24 + NAME_WIRE_BYTES];
+        let len = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+        if raw[len..].iter().any(|&c| c != 0) {
+            return bad("name is not NUL-padded".into());
+        }
+        let Ok(name) = std::str::from_utf8(&raw[..len]) else {
+            return bad("name is not UTF-8".into());
+        };
+        if name.chars().any(char::is_control) {
+            return bad("name has control characters".into());
+        }
+        Ok(Hello {
+            version,
+            role,
+            channels,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Reply {
+    /// Encodes the reply; returns the bytes and their length.
+    pub fn encode(&self) -> ([u8; MAX_REPLY_BYTES], usize) {
+        let mut b = [0u8; MAX_REPLY_BYTES];
+        b[0..4].copy_from_slice(&REPLY_MAGIC);
+        put_u32(&mut b, 4, PROTOCOL_VERSION);
+        match self {
+            Reply::Welcome(w) => {
+                let p = &w.params;
+                put_u32(&mut b, 8, 0);
+                put_u32(&mut b, 12, w.slot);
+                put_u32(&mut b, 16, w.client_id);
+                put_u32(&mut b, 20, w.layout_version);
+                put_u32(&mut b, 24, p.rate_hz);
+                put_u32(&mut b, 28, p.channels);
+                put_u32(&mut b, 32, p.format.code());
+                put_u32(&mut b, 36, p.period_frames);
+                put_u32(&mut b, 40, p.ring_frames);
+                put_u32(&mut b, 44, p.monitor_frames);
+                put_u32(&mut b, 48, u32::from(p.freewheel));
+                put_u64(&mut b, 56, w.region_bytes[0]);
+                put_u64(&mut b, 64, w.region_bytes[1]);
+                put_u64(&mut b, 72, w.region_bytes[2]);
+                (b, WELCOME_BYTES)
+            }
+            Reply::Refused(r, reason) => {
+                put_u32(&mut b, 8, *r as u32);
+                let text = truncate_name(reason, MAX_REPLY_BYTES - 12).as_bytes();
+                b[12..12 + text.len()].copy_from_slice(text);
+                (b, 12 + text.len())
+            }
+        }
+    }
+
+    /// Decodes a reply. A server speaking another protocol version is `Error::Version`
+    /// naming both, whatever else it sent.
+    pub fn decode(b: &[u8]) -> Result<Reply> {
+        let bad = |r: String| Err(Error::invalid("server reply", r));
+        if b.len() < 12 {
+            return bad(format!("{} bytes, too short", b.len()));
+        }
+        if b[0..4] != REPLY_MAGIC {
+            return bad("bad magic: not a dmix server".into());
+        }
+        let version = u32_at(b, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(Error::Version {
+                what: "protocol",
+                ours: PROTOCOL_VERSION,
+                theirs: version,
+            });
+        }
+        let status = u32_at(b, 8);
+        if status != 0 {
+            let reason = String::from_utf8_lossy(&b[12..])
+                .trim_end_matches('\0')
+                .to_string();
+            return Ok(Reply::Refused(Refusal::from_code(status), reason));
+        }
+        if b.len() != WELCOME_BYTES {
+            return bad(format!(
+                "welcome of {} bytes, expected {WELCOME_BYTES}",
+                b.len()
+            ));
+        }
+        let Some(format) = SampleFormat::from_code(u32_at(b, 32)) else {
+            return bad(format!("unknown sample format {}", u32_at(b, 32)));
+        };
+        let params = RingParams {
+            rate_hz: u32_at(b, 24),
+            channels: u32_at(b, 28),
+            format,
+            period_frames: u32_at(b, 36),
+            ring_frames: u32_at(b, 40),
+            monitor_frames: u32_at(b, 44),
+            freewheel: u32_at(b, 48) & 1 != 0,
+        };
+        params.validate()?;
+        let slot = u32_at(b, 12);
+        if slot as usize >= crate::ring::layout::MAX_SLOTS {
+            return bad(format!("slot {slot} out of range"));
+        }
+        Ok(Reply::Welcome(Welcome {
+            slot,
+            client_id: u32_at(b, 16),
+            layout_version: u32_at(b, 20),
+            params,
+            region_bytes: [u64_at(b, 56), u64_at(b, 64), u64_at(b, 72)],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Play,
+            channels: 2,
+            name: "dmix-play: a.flac".into(),
+        }
+    }
+
+    fn params() -> RingParams {
+        RingParams {
+            rate_hz: 48000,
+            channels: 2,
+            format: SampleFormat::S16Le,
+            period_frames: 256,
+            ring_frames: 1024,
+            monitor_frames: 4096,
+            freewheel: true,
+        }
+    }
+
+    #[test]
+    fn protocol_hello_round_trips() {
+        let h = hello();
+        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+    }
+
+    #[test]
+    fn protocol_hello_name_is_cut_on_a_char_boundary() {
+        let h = Hello {
+            name: "é".repeat(30),
+            ..hello()
+        };
+        let d = Hello::decode(&h.encode()).unwrap();
+        assert_eq!(d.name, "é".repeat(20));
+    }
+
+    #[test]
+    fn protocol_hello_rejects_bad_messages() {
+        let good = hello().encode();
+        assert!(Hello::decode(&good[..3]).is_err());
+        assert!(Hello::decode(&good[..40]).is_err());
+        let mut long = good.to_vec();
+        long.push(0);
+        assert!(Hello::decode(&long).is_err());
+        let mut b = good;
+        b[0] = b'X';
+        assert_eq!(
+            Hello::decode(&b).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        let mut b = good;
+        b[8] = 9;
+        assert!(Hello::decode(&b).is_err());
+        let mut b = good;
+        b[12] = 200;
+        assert!(Hello::decode(&b).is_err());
+        let mut b = good;
+        b[16] = 1;
+        assert!(Hello::decode(&b).is_err());
+        let mut b = good;
+        b[24] = 0xff;
+        assert!(Hello::decode(&b).is_err());
+        let mut b = good;
+        b[24] = b'\n';
+        assert!(Hello::decode(&b).is_err());
+        let mut b = [0u8; HELLO_BYTES];
+        b[..24].copy_from_slice(&good[..24]);
+        b[30] = b'x'; // garbage after the NUL padding starts
+        assert!(Hello::decode(&b).is_err());
+    }
+
+    #[test]
+    fn protocol_version_mismatch_names_both_versions() {
+        let mut b = hello().encode();
+        b[4..8].copy_from_slice(&7u32.to_le_bytes());
+        let e = Hello::decode(&b).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Incompatible);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&PROTOCOL_VERSION.to_string()) && msg.contains('7'),
+            "{msg}"
+        );
+        // A future server's reply of any length is reported the same way.
+        let mut r = [0u8; 12];
+        r[0..4].copy_from_slice(&REPLY_MAGIC);
+        r[4..8].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(
+            Reply::decode(&r).unwrap_err().kind(),
+            ErrorKind::Incompatible
+        );
+    }
+
+    #[test]
+    fn protocol_reply_round_trips() {
+        let w = Reply::Welcome(Welcome {
+            slot: 3,
+            client_id: 17,
+            layout_version: 1,
+            params: params(),
+            region_bytes: [8192, 32768, 40960],
+        });
+        let (b, n) = w.encode();
+        assert_eq!(n, WELCOME_BYTES);
+        assert_eq!(Reply::decode(&b[..n]).unwrap(), w);
+        let r = Reply::Refused(Refusal::Full, "server full: 64 clients".into());
+        let (b, n) = r.encode();
+        assert_eq!(Reply::decode(&b[..n]).unwrap(), r);
+    }
+
+    #[test]
+    fn protocol_reply_rejects_bad_messages() {
+        let w = Reply::Welcome(Welcome {
+            slot: 3,
+            client_id: 17,
+            layout_version: 1,
+            params: params(),
+            region_bytes: [0; 3],
+        });
+        let (b, n) = w.encode();
+        assert!(Reply::decode(&b[..n - 1]).is_err());
+        let mut bad = b;
+        bad[32] = 9; // format
+        assert!(Reply::decode(&bad[..n]).is_err());
+        let mut bad = b;
+        bad[36..40].copy_from_slice(&0u32.to_le_bytes()); // period 0
+        assert!(Reply::decode(&bad[..n]).is_err());
+        let mut bad = b;
+        bad[12] = 200; // slot
+        assert!(Reply::decode(&bad[..n]).is_err());
+        let mut bad = b;
+        bad[1] = b'?';
+        assert!(Reply::decode(&bad[..n]).is_err());
+    }
+}

@@ -1,0 +1,807 @@
+//! The shared ring: creation by the server, attachment by clients, and the two operations
+//! that are the whole point of dmix: a client's [`mix_add`](ClientRing::mix_add) into the sum
+//! ring and the server's [`take_period`](ServerRing::take_period), which reads and re-arms
+//! each sum slot in one atomic swap.
+//!
+//! Each sum slot is a 64-bit word: the high half is the *lap* of the frame the slot holds
+//! (absolute frame / ring frames), the low half the 32-bit sum. A client adds with one
+//! compare-and-swap that succeeds only while the tag is the lap of the frame it means to
+//! write; the server's take swaps in the next lap with a zero sum. So the window check and
+//! the add are one atomic step: a client stalled anywhere (SIGSTOP between reading hw_ptr and
+//! adding) finds the tag moved on and drops the sample as late. A late sample can never be
+//! played a lap later (DESIGN.md invariant 2).
+
+pub mod layout;
+mod map;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use self::layout::*;
+use self::map::{Region, reopen_read_only};
+use crate::error::{Error, Result};
+use crate::format::{SampleFormat, clamp_mix};
+use crate::sys::{self, Wake};
+
+/// Most frames a mix ring may hold (about 350 s at 48 kHz): keeps every size computation far
+/// from overflow.
+pub const MAX_RING_FRAMES: u32 = 1 << 24;
+
+/// The server's parameters, as every process sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingParams {
+    /// Sample rate in Hz.
+    pub rate_hz: u32,
+    /// Channels per frame.
+    pub channels: u32,
+    /// Device sample format.
+    pub format: SampleFormat,
+    /// Frames per period.
+    pub period_frames: u32,
+    /// Frames in the mix ring.
+    pub ring_frames: u32,
+    /// Frames in the monitor ring.
+    pub monitor_frames: u32,
+    /// Freewheel: the server advances as soon as every player has supplied the period.
+    pub freewheel: bool,
+}
+
+impl RingParams {
+    /// Checks the parameters are within what the layout supports.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |r: String| Err(Error::invalid("ring parameters", r));
+        if !(1000..=768_000).contains(&self.rate_hz) {
+            return bad(format!("rate {} Hz is outside 1000..=768000", self.rate_hz));
+        }
+        if self.channels == 0 || self.channels as usize > MAX_CHANNELS {
+            return bad(format!(
+                "{} channels is outside 1..={MAX_CHANNELS}",
+                self.channels
+            ));
+        }
+        if !(16..=65536).contains(&self.period_frames) {
+            return bad(format!(
+                "period of {} frames is outside 16..=65536",
+                self.period_frames
+            ));
+        }
+        if self.ring_frames < 2 * self.period_frames || self.ring_frames > MAX_RING_FRAMES {
+            return bad(format!(
+                "buffer of {} frames must hold at least two periods ({} frames) and at most {MAX_RING_FRAMES}",
+                self.ring_frames,
+                2 * self.period_frames
+            ));
+        }
+        if self.ring_frames % self.period_frames != 0 {
+            return bad(format!(
+                "buffer of {} frames is not a whole number of {}-frame periods",
+                self.ring_frames, self.period_frames
+            ));
+        }
+        if self.monitor_frames < self.period_frames || self.monitor_frames > MAX_RING_FRAMES {
+            return bad(format!(
+                "monitor of {} frames is out of range",
+                self.monitor_frames
+            ));
+        }
+        Ok(())
+    }
+
+    fn lap(&self, frame: u64) -> u32 {
+        (frame / u64::from(self.ring_frames)) as u32
+    }
+
+    fn index(&self, frame: u64) -> usize {
+        (frame % u64::from(self.ring_frames)) as usize * self.channels as usize
+    }
+
+    /// Milliseconds in `frames` at this rate.
+    pub fn frames_to_ms(&self, frames: u64) -> f64 {
+        frames as f64 * 1000.0 / f64::from(self.rate_hz)
+    }
+}
+
+/// What a [`ClientRing::mix_add`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddOutcome {
+    /// Frames consumed from the input (added, or dropped as late).
+    pub frames: usize,
+    /// Of those, frames dropped because the server had already taken them.
+    pub late_frames: usize,
+}
+
+/// The server's side of the ring: owns the memfds and the read-write mappings.
+pub struct ServerRing {
+    params: RingParams,
+    status: Region,
+    mix: Region,
+    monitor: Region,
+    status_ro: OwnedFd,
+    mix_rw: OwnedFd,
+    mix_ro: OwnedFd,
+    monitor_ro: OwnedFd,
+    // The read-write fds of status and monitor stay open only through their mappings' life;
+    // keeping them documents that nobody else ever holds a writable fd of these.
+    _status_rw: OwnedFd,
+    _monitor_rw: OwnedFd,
+}
+
+/// The fds a client receives: status and monitor always read-only; mix read-write for
+/// players only.
+pub struct ClientFds<'a> {
+    /// Status region, read-only.
+    pub status: std::os::fd::BorrowedFd<'a>,
+    /// Mix region.
+    pub mix: std::os::fd::BorrowedFd<'a>,
+    /// Monitor region, read-only.
+    pub monitor: std::os::fd::BorrowedFd<'a>,
+}
+
+impl ServerRing {
+    /// Creates, initializes and seals the three regions. The layout version is stored last
+    /// in each (Release), so an opener that sees it (Acquire) sees everything else.
+    pub fn create(params: RingParams, protocol_version: u32) -> Result<ServerRing> {
+        params.validate()?;
+        let (status_rw, status) = Region::create("dmix-status", status_bytes())?;
+        let (mix_rw, mix) =
+            Region::create("dmix-mix", mix_bytes(params.ring_frames, params.channels))?;
+        let (monitor_rw, monitor) = Region::create(
+            "dmix-monitor",
+            monitor_bytes(params.monitor_frames, params.channels),
+        )?;
+        let ring = ServerRing {
+            params,
+            status_ro: reopen_read_only(status_rw.as_fd())?,
+            mix_ro: reopen_read_only(mix_rw.as_fd())?,
+            monitor_ro: reopen_read_only(monitor_rw.as_fd())?,
+            status,
+            mix,
+            monitor,
+            mix_rw,
+            _status_rw: status_rw,
+            _monitor_rw: monitor_rw,
+        };
+        ring.init(protocol_version);
+        Ok(ring)
+    }
+
+    fn init(&self, protocol_version: u32) {
+        let p = &self.params;
+        let h = &self.status().header.0;
+        h.magic.store(STATUS_MAGIC, Ordering::Relaxed);
+        h.protocol_version
+            .store(protocol_version, Ordering::Relaxed);
+        h.rate_hz.store(p.rate_hz, Ordering::Relaxed);
+        h.channels.store(p.channels, Ordering::Relaxed);
+        h.format.store(p.format.code(), Ordering::Relaxed);
+        h.period_frames.store(p.period_frames, Ordering::Relaxed);
+        h.ring_frames.store(p.ring_frames, Ordering::Relaxed);
+        h.monitor_frames.store(p.monitor_frames, Ordering::Relaxed);
+        h.flags.store(
+            if p.freewheel { FLAG_FREEWHEEL } else { 0 },
+            Ordering::Relaxed,
+        );
+        h.max_slots.store(MAX_SLOTS as u32, Ordering::Relaxed);
+        h.server_pid.store(std::process::id(), Ordering::Relaxed);
+        h.state.store(SERVER_RUNNING, Ordering::Relaxed);
+        h.started_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
+
+        let m = self.mix_header();
+        m.magic.0.store(MIX_MAGIC, Ordering::Relaxed);
+        m.ring_frames.store(p.ring_frames, Ordering::Relaxed);
+        m.channels.store(p.channels, Ordering::Relaxed);
+        // A fresh memfd is zero: every sum slot already reads (lap 0, sum 0), the right tag
+        // for frames 0..ring_frames.
+
+        let mon = self.monitor_header();
+        mon.magic.store(MONITOR_MAGIC, Ordering::Relaxed);
+        mon.monitor_frames
+            .store(p.monitor_frames, Ordering::Relaxed);
+        mon.channels.store(p.channels, Ordering::Relaxed);
+
+        // Release: pairs with the Acquire load of layout_version in `ClientRing::attach`.
+        mon.layout_version
+            .store(RING_LAYOUT_VERSION, Ordering::Release);
+        m.layout_version
+            .store(RING_LAYOUT_VERSION, Ordering::Release);
+        h.layout_version
+            .store(RING_LAYOUT_VERSION, Ordering::Release);
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &RingParams {
+        &self.params
+    }
+
+    /// The status block (written by the server only).
+    pub fn status(&self) -> &StatusBlock {
+        self.status
+            .block(0)
+            .expect("status region was created with status_bytes()")
+    }
+
+    /// The mix header (client-writable: read it as self-reported).
+    pub fn mix_header(&self) -> &MixHeader {
+        self.mix
+            .block(0)
+            .expect("mix region was created with mix_bytes()")
+    }
+
+    fn monitor_header(&self) -> &MonitorHeader {
+        self.monitor
+            .block(0)
+            .expect("monitor region was created with monitor_bytes()")
+    }
+
+    fn sum_ring(&self) -> &[AtomicU64] {
+        let n = self.params.ring_frames as usize * self.params.channels as usize;
+        self.mix
+            .slice(MIX_RING_OFFSET, n)
+            .expect("mix region was created with mix_bytes()")
+    }
+
+    fn monitor_ring(&self) -> &[AtomicI32] {
+        let n = self.params.monitor_frames as usize * self.params.channels as usize;
+        self.monitor
+            .slice(MONITOR_RING_OFFSET, n)
+            .expect("monitor region was created with monitor_bytes()")
+    }
+
+    /// The fds for a client; `writable_mix` for players.
+    pub fn client_fds(&self, writable_mix: bool) -> ClientFds<'_> {
+        ClientFds {
+            status: self.status_ro.as_fd(),
+            mix: if writable_mix {
+                self.mix_rw.as_fd()
+            } else {
+                self.mix_ro.as_fd()
+            },
+            monitor: self.monitor_ro.as_fd(),
+        }
+    }
+
+    /// Byte sizes of the three regions, as the welcome message states them.
+    pub fn region_bytes(&self) -> [u64; 3] {
+        [
+            self.status.len() as u64,
+            self.mix.len() as u64,
+            self.monitor.len() as u64,
+        ]
+    }
+
+    /// Takes the period starting at absolute frame `hw`: for each sample, one atomic swap
+    /// reads the sum and re-arms the slot for the next lap with a zero sum; the sum is
+    /// clamped into `out` (`period_frames * channels` samples) and copied to the monitor ring.
+    /// Allocates nothing, takes no lock.
+    pub fn take_period(&self, hw: u64, out: &mut [i32]) {
+        let p = &self.params;
+        let ch = p.channels as usize;
+        let ring = self.sum_ring();
+        let monitor = self.monitor_ring();
+        for (f, frame_out) in out.chunks_exact_mut(ch).enumerate() {
+            let frame = hw + f as u64;
+            let lap = p.lap(frame);
+            let base = p.index(frame);
+            let mon_base = (frame % u64::from(p.monitor_frames)) as usize * ch;
+            for (c, o) in frame_out.iter_mut().enumerate() {
+                // AcqRel: the tag we store is what a client's CAS compares against; the
+                // Release store of hw_ptr after this loop publishes it to window checks.
+                let word = ring[base + c].swap(slot_word(lap.wrapping_add(1), 0), Ordering::AcqRel);
+                let (tag, sum) = slot_parts(word);
+                // A wrong tag can only come from a client scribbling on the ring: play silence
+                // for that sample rather than whatever it wrote.
+                let v = if tag == lap { clamp_mix(sum) } else { 0 };
+                *o = v;
+                monitor[mon_base + c].store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Publishes that frames up to `hw` were taken and wakes the clients waiting for that
+    /// period: one syscall whatever the number of clients.
+    pub fn publish_hw_ptr(&self, hw: u64) {
+        let s = self.status();
+        // Release: pairs with the Acquire load in `ClientRing::hw_ptr`; a client that sees
+        // this value sees the slots re-armed by `take_period`.
+        s.hw_ptr.0.store(hw, Ordering::Release);
+        let seq = (hw / u64::from(self.params.period_frames)) as u32;
+        s.wake_seq.0.store(seq, Ordering::Release);
+        sys::futex_wake_bitset(&s.wake_seq.0, 1 << (seq % 32));
+    }
+
+    /// Wakes every waiter on the status futex without changing it (admission, shutdown).
+    pub fn wake_all(&self) {
+        sys::futex_wake(&self.status().wake_seq.0);
+    }
+
+    /// The client counters of `slot` (self-reported).
+    pub fn counters(&self, slot: usize) -> &ClientCounters {
+        &self.mix_header().clients[slot]
+    }
+
+    /// Resets a slot's self-reported counters before it is handed to a new client.
+    pub fn reset_counters(&self, slot: usize, appl_ptr: u64) {
+        let c = self.counters(slot);
+        c.appl_ptr.store(appl_ptr, Ordering::Relaxed);
+        c.end_ptr.store(0, Ordering::Relaxed);
+        c.late_frames.store(0, Ordering::Relaxed);
+        c.underruns.store(0, Ordering::Relaxed);
+        for p in &c.peak {
+            p.store(0, Ordering::Relaxed);
+        }
+        // Release: the client's Acquire of its slot state (after ours in the status table)
+        // sees clean counters.
+        c.flags.store(0, Ordering::Release);
+    }
+
+    /// The freewheel doorbell word.
+    pub fn doorbell(&self) -> &AtomicU32 {
+        &self.mix_header().doorbell.0
+    }
+}
+
+/// A client's side of the ring: the three mappings, validated.
+pub struct ClientRing {
+    params: RingParams,
+    status: Region,
+    mix: Region,
+    monitor: Region,
+    mix_writable: bool,
+}
+
+impl ClientRing {
+    /// Maps the regions received from the server and checks seals, sizes, magics, versions
+    /// and that they agree with `params` (from the welcome message).
+    pub fn attach(
+        params: RingParams,
+        fds: [&OwnedFd; 3],
+        mix_writable: bool,
+    ) -> Result<ClientRing> {
+        params.validate()?;
+        let status = Region::attach("status region", fds[0].as_fd(), status_bytes(), false)?;
+        let mix = Region::attach(
+            "mix region",
+            fds[1].as_fd(),
+            mix_bytes(params.ring_frames, params.channels),
+            mix_writable,
+        )?;
+        let monitor = Region::attach(
+            "monitor region",
+            fds[2].as_fd(),
+            monitor_bytes(params.monitor_frames, params.channels),
+            false,
+        )?;
+        let ring = ClientRing {
+            params,
+            status,
+            mix,
+            monitor,
+            mix_writable,
+        };
+        ring.check_headers()?;
+        Ok(ring)
+    }
+
+    fn check_headers(&self) -> Result<()> {
+        let version = |what: &str, magic_ok: bool, v: u32| -> Result<()> {
+            if !magic_ok {
+                return Err(Error::invalid(what, "bad magic: not a dmix region"));
+            }
+            if v != RING_LAYOUT_VERSION {
+                return Err(Error::Version {
+                    what: "ring layout",
+                    ours: RING_LAYOUT_VERSION,
+                    theirs: v,
+                });
+            }
+            Ok(())
+        };
+        let h = &self.status()?.header.0;
+        // Acquire: pairs with the Release store in `ServerRing::init`.
+        let v = h.layout_version.load(Ordering::Acquire);
+        version(
+            "status region",
+            h.magic.load(Ordering::Relaxed) == STATUS_MAGIC,
+            v,
+        )?;
+        let p = &self.params;
+        let agree = h.rate_hz.load(Ordering::Relaxed) == p.rate_hz
+            && h.channels.load(Ordering::Relaxed) == p.channels
+            && h.format.load(Ordering::Relaxed) == p.format.code()
+            && h.period_frames.load(Ordering::Relaxed) == p.period_frames
+            && h.ring_frames.load(Ordering::Relaxed) == p.ring_frames
+            && h.monitor_frames.load(Ordering::Relaxed) == p.monitor_frames;
+        if !agree {
+            return Err(Error::invalid(
+                "status region",
+                "parameters disagree with the welcome message",
+            ));
+        }
+        let m: &MixHeader = self.mix.block(0)?;
+        let v = m.layout_version.load(Ordering::Acquire);
+        version(
+            "mix region",
+            m.magic.0.load(Ordering::Relaxed) == MIX_MAGIC,
+            v,
+        )?;
+        if m.ring_frames.load(Ordering::Relaxed) != p.ring_frames
+            || m.channels.load(Ordering::Relaxed) != p.channels
+        {
+            return Err(Error::invalid(
+                "mix region",
+                "geometry disagrees with the welcome message",
+            ));
+        }
+        let mon: &MonitorHeader = self.monitor.block(0)?;
+        let v = mon.layout_version.load(Ordering::Acquire);
+        version(
+            "monitor region",
+            mon.magic.load(Ordering::Relaxed) == MONITOR_MAGIC,
+            v,
+        )?;
+        self.sum_ring()?;
+        self.monitor_ring()?;
+        Ok(())
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &RingParams {
+        &self.params
+    }
+
+    /// The status block (read-only mapping: load only).
+    pub fn status(&self) -> Result<&StatusBlock> {
+        self.status.block(0)
+    }
+
+    fn status_ok(&self) -> &StatusBlock {
+        self.status
+            .block(0)
+            .expect("status region size was checked at attach")
+    }
+
+    fn mix_header(&self) -> &MixHeader {
+        self.mix
+            .block(0)
+            .expect("mix region size was checked at attach")
+    }
+
+    fn sum_ring(&self) -> Result<&[AtomicU64]> {
+        self.mix.slice(
+            MIX_RING_OFFSET,
+            self.params.ring_frames as usize * self.params.channels as usize,
+        )
+    }
+
+    /// The monitor samples (read-only mapping: load only).
+    pub fn monitor_ring(&self) -> Result<&[AtomicI32]> {
+        self.monitor.slice(
+            MONITOR_RING_OFFSET,
+            self.params.monitor_frames as usize * self.params.channels as usize,
+        )
+    }
+
+    /// Frames the server has taken so far.
+    pub fn hw_ptr(&self) -> u64 {
+        // Acquire: pairs with the Release store in `ServerRing::publish_hw_ptr`.
+        self.status_ok().hw_ptr.0.load(Ordering::Acquire)
+    }
+
+    /// The slot table entry of `slot`.
+    pub fn slot_info(&self, slot: usize) -> &SlotInfo {
+        &self.status_ok().slots[slot]
+    }
+
+    /// This process's self-reported counters (players only write them).
+    pub fn counters(&self, slot: usize) -> &ClientCounters {
+        &self.mix_header().clients[slot]
+    }
+
+    /// The server's state word.
+    pub fn server_state(&self) -> u32 {
+        self.status_ok().header.0.state.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until the server has taken frames up to at least `hw_target`, or `timeout`
+    /// passes (spurious returns are fine: the caller re-checks).
+    pub fn wait_hw_ptr(&self, hw_target: u64, timeout: Duration) -> Wake {
+        let s = self.status_ok();
+        let period = u64::from(self.params.period_frames);
+        let target_seq = hw_target.div_ceil(period) as u32;
+        let seq = s.wake_seq.0.load(Ordering::Acquire);
+        if self.hw_ptr() >= hw_target {
+            return Wake::Woken;
+        }
+        // Sleep on the bit of the period we need: the server's wake for every other period
+        // leaves us asleep.
+        sys::futex_wait_bitset(&s.wake_seq.0, seq, timeout, 1 << (target_seq % 32))
+    }
+
+    /// Sleeps until anything changes on the status futex, or `timeout`.
+    pub fn wait_any(&self, timeout: Duration) -> Wake {
+        let s = self.status_ok();
+        let seq = s.wake_seq.0.load(Ordering::Acquire);
+        sys::futex_wait(&s.wake_seq.0, seq, timeout)
+    }
+
+    /// Adds `samples` (interleaved frames at the mix scale) into the sum ring starting at
+    /// absolute frame `start`; with `negate`, subtracts them (retraction). Stops early at the
+    /// first frame the ring cannot hold yet (a lap ahead: the caller's window was wrong);
+    /// frames the server already took are dropped and counted as late.
+    pub fn mix_add(&self, start: u64, samples: &[i32], negate: bool) -> AddOutcome {
+        debug_assert!(self.mix_writable, "mix_add on a read-only mix mapping");
+        let p = &self.params;
+        let ch = p.channels as usize;
+        let Ok(ring) = self.sum_ring() else {
+            return AddOutcome::default();
+        };
+        let mut out = AddOutcome::default();
+        'frames: for (i, frame) in samples.chunks_exact(ch).enumerate() {
+            let abs = start + i as u64;
+            let lap = p.lap(abs);
+            let base = p.index(abs);
+            for (c, &s) in frame.iter().enumerate() {
+                let s = if negate { s.wrapping_neg() } else { s };
+                let slot = &ring[base + c];
+                let mut cur = slot.load(Ordering::Relaxed);
+                loop {
+                    let (tag, sum) = slot_parts(cur);
+                    if tag != lap {
+                        if tag == lap.wrapping_sub(1) {
+                            // Still the previous lap's frame: not ours to write yet.
+                            break 'frames;
+                        }
+                        // Taken already: never let it land a lap later.
+                        out.late_frames += 1;
+                        out.frames += 1;
+                        continue 'frames;
+                    }
+                    if s == 0 {
+                        break;
+                    }
+                    // wrapping_add: only another client scribbling could push a sum of at
+                    // most MAX_SLOTS full-scale samples near the i32 limits.
+                    match slot.compare_exchange_weak(
+                        cur,
+                        slot_word(lap, sum.wrapping_add(s)),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => cur = now,
+                    }
+                }
+            }
+            out.frames += 1;
+        }
+        out
+    }
+
+    /// Rings the freewheel doorbell after publishing progress.
+    pub fn ring_doorbell(&self) {
+        let d = &self.mix_header().doorbell.0;
+        d.fetch_add(1, Ordering::Release);
+        sys::futex_wake(d);
+    }
+
+    /// True when the server runs in freewheel.
+    pub fn freewheel(&self) -> bool {
+        self.params.freewheel
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{MIX_MAX, MIX_MIN};
+
+    const P: u32 = 16;
+    const R: u32 = 64;
+
+    fn server() -> ServerRing {
+        let params = RingParams {
+            rate_hz: 48000,
+            channels: 2,
+            format: SampleFormat::S16Le,
+            period_frames: P,
+            ring_frames: R,
+            monitor_frames: 128,
+            freewheel: true,
+        };
+        ServerRing::create(params, 1).unwrap()
+    }
+
+    fn client(s: &ServerRing) -> ClientRing {
+        let fds = s.client_fds(true);
+        let owned = [fds.status, fds.mix, fds.monitor].map(|f| f.try_clone_to_owned().unwrap());
+        ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2]], true).unwrap()
+    }
+
+    fn take(s: &ServerRing, hw: u64) -> Vec<i32> {
+        let mut out = vec![0; (P * 2) as usize];
+        s.take_period(hw, &mut out);
+        s.publish_hw_ptr(hw + u64::from(P));
+        out
+    }
+
+    fn ramp(frames: u32, k: i32) -> Vec<i32> {
+        (0..frames as i32 * 2).map(|i| (i + 1) * k).collect()
+    }
+
+    #[test]
+    fn ring_two_clients_sum_and_clamp() {
+        let s = server();
+        let (a, b) = (client(&s), client(&s));
+        assert_eq!(
+            a.mix_add(0, &ramp(P, 3), false),
+            AddOutcome {
+                frames: P as usize,
+                late_frames: 0
+            }
+        );
+        b.mix_add(0, &ramp(P, 5), false);
+        let out = take(&s, 0);
+        assert_eq!(out, ramp(P, 8));
+        // Clamped, never wrapped.
+        a.mix_add(u64::from(P), &vec![MIX_MAX; 2 * P as usize], false);
+        b.mix_add(u64::from(P), &vec![MIX_MAX; 2 * P as usize], false);
+        assert!(take(&s, u64::from(P)).iter().all(|&v| v == MIX_MAX));
+        a.mix_add(u64::from(2 * P), &vec![MIX_MIN; 2 * P as usize], false);
+        b.mix_add(u64::from(2 * P), &vec![MIX_MIN; 2 * P as usize], false);
+        assert!(take(&s, u64::from(2 * P)).iter().all(|&v| v == MIX_MIN));
+    }
+
+    #[test]
+    fn ring_take_zeroes_so_nothing_plays_twice() {
+        let s = server();
+        let a = client(&s);
+        a.mix_add(0, &ramp(P, 1), false);
+        take(&s, 0);
+        // One lap later the same slots are silent.
+        let mut hw = u64::from(P);
+        while hw < u64::from(R + P) {
+            assert!(take(&s, hw).iter().all(|&v| v == 0), "frame {hw}");
+            hw += u64::from(P);
+        }
+    }
+
+    #[test]
+    fn ring_late_sample_is_dropped_never_played_a_lap_later() {
+        let s = server();
+        let a = client(&s);
+        // The client read hw_ptr = 0 and stalled; meanwhile the server took period 0.
+        assert_eq!(a.hw_ptr(), 0);
+        take(&s, 0);
+        let out = a.mix_add(0, &ramp(P, 1), false);
+        assert_eq!(
+            out,
+            AddOutcome {
+                frames: P as usize,
+                late_frames: P as usize
+            }
+        );
+        let mut hw = u64::from(P);
+        while hw <= u64::from(2 * R) {
+            assert!(
+                take(&s, hw).iter().all(|&v| v == 0),
+                "late samples surfaced at frame {hw}"
+            );
+            hw += u64::from(P);
+        }
+    }
+
+    #[test]
+    fn ring_write_a_lap_ahead_is_refused() {
+        let s = server();
+        let a = client(&s);
+        // Frame R shares a slot with frame 0, which is not taken yet.
+        assert_eq!(a.mix_add(u64::from(R), &ramp(1, 1), false).frames, 0);
+        // After the take it is writable.
+        let mut hw = 0;
+        while hw < u64::from(P) {
+            take(&s, hw);
+            hw += u64::from(P);
+        }
+        assert_eq!(a.mix_add(u64::from(R), &ramp(1, 1), false).frames, 1);
+    }
+
+    #[test]
+    fn ring_write_across_the_end_wraps() {
+        let s = server();
+        let a = client(&s);
+        let mut hw = 0;
+        while hw < u64::from(R - P) {
+            take(&s, hw);
+            hw += u64::from(P);
+        }
+        // From R - P to R + P: the last period of lap 0 and the first of lap 1.
+        let data = ramp(2 * P, 1);
+        assert_eq!(a.mix_add(hw, &data, false).frames, 2 * P as usize);
+        let first = take(&s, hw);
+        let second = take(&s, hw + u64::from(P));
+        assert_eq!([first, second].concat(), data);
+    }
+
+    #[test]
+    fn ring_retraction_removes_only_what_was_not_taken() {
+        let s = server();
+        let (a, b) = (client(&s), client(&s));
+        let da = ramp(2 * P, 2);
+        let db = ramp(2 * P, 7);
+        a.mix_add(0, &da, false);
+        b.mix_add(0, &db, false);
+        let first = take(&s, 0);
+        // a retracts everything it wrote: the first period is gone already.
+        let r = a.mix_add(0, &da, true);
+        assert_eq!(r.late_frames, P as usize);
+        let second = take(&s, u64::from(P));
+        let half = (2 * P) as usize;
+        let expect_first: Vec<i32> = da[..half]
+            .iter()
+            .zip(&db[..half])
+            .map(|(x, y)| x + y)
+            .collect();
+        assert_eq!(first, expect_first);
+        assert_eq!(second, db[half..].to_vec());
+    }
+
+    #[test]
+    fn ring_monitor_holds_the_clamped_mix() {
+        let s = server();
+        let a = client(&s);
+        a.mix_add(0, &ramp(P, 1), false);
+        let out = take(&s, 0);
+        let mon = a.monitor_ring().unwrap();
+        let got: Vec<i32> = mon[..out.len()]
+            .iter()
+            .map(|v| v.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(got, out);
+    }
+
+    #[test]
+    fn ring_attach_refuses_a_wrong_version() {
+        let s = server();
+        // Simulate a server of another layout version.
+        s.status()
+            .header
+            .0
+            .layout_version
+            .store(99, Ordering::Release);
+        let fds = s.client_fds(true);
+        let owned = [fds.status, fds.mix, fds.monitor].map(|f| f.try_clone_to_owned().unwrap());
+        let e = ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2]], true)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
+        assert!(e.to_string().contains("99"));
+    }
+
+    #[test]
+    fn ring_client_cannot_map_status_writable() {
+        let s = server();
+        let fds = s.client_fds(false);
+        let ro = fds.status.try_clone_to_owned().unwrap();
+        assert!(map::Region::attach("status", ro.as_fd(), 4096, true).is_err());
+        let mix_ro = fds.mix.try_clone_to_owned().unwrap();
+        assert!(map::Region::attach("mix", mix_ro.as_fd(), 4096, true).is_err());
+        assert!(map::Region::attach("status", ro.as_fd(), 4096, false).is_ok());
+    }
+
+    #[test]
+    fn ring_memfds_refuse_truncation() {
+        let s = server();
+        let fd = s.client_fds(true).mix.try_clone_to_owned().unwrap();
+        assert!(nix::unistd::ftruncate(&fd, 0).is_err());
+        assert!(nix::unistd::ftruncate(&fd, 1 << 30).is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! The period loop: the server's real-time thread. Every period it takes one period out of
+//! the sum ring (read and re-arm in one atomic swap per sample), hands it to the sink, copies
+//! it to the monitor, advances hw_ptr and wakes the waiters with one syscall.
+//!
+//! It never allocates, never takes a lock and never logs once started: everything it needs
+//! is preallocated in [`PeriodLoop::new`], and what it must report it counts in the status
+//! region. Its only per-client work is admission and release of slots (bitmask swaps, rare)
+//! and, in freewheel only, reading each player's self-reported position for the barrier.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
+
+use super::Shared;
+use crate::error::Result;
+use crate::ring::layout::{CLIENT_DRAINING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
+use crate::sink::Sink;
+
+/// How long a freewheel or held server sleeps before re-checking its stop flag.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// SIGINT/SIGTERM.
+    Stopped,
+    /// `--exit-when-idle`: every player came and went.
+    Idle,
+}
+
+/// The loop's preallocated state.
+pub struct PeriodLoop<'a> {
+    shared: &'a Shared,
+    sink: &'a mut dyn Sink,
+    buf: Vec<i32>,
+    hw: u64,
+    /// Players admitted and not yet gone (slot bits).
+    active_play: u64,
+    /// Every admitted slot, any role.
+    active_any: u64,
+    /// Players admitted since the start.
+    players_seen: u32,
+    /// The first period is held until `wait_clients` players were admitted.
+    released: bool,
+    wait_clients: u32,
+    exit_when_idle: bool,
+    freewheel: bool,
+    paced_by_clock: bool,
+    period_ns: u64,
+}
+
+fn monotonic_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| Duration::from(t).as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl<'a> PeriodLoop<'a> {
+    /// Prepares the loop (all allocation happens here).
+    pub fn new(
+        shared: &'a Shared,
+        sink: &'a mut dyn Sink,
+        wait_clients: u32,
+        exit_when_idle: bool,
+    ) -> Self {
+        let p = *shared.ring.params();
+        let paced_by_clock = !p.freewheel && !sink.paces_itself();
+        PeriodLoop {
+            shared,
+            buf: vec![0; p.period_frames as usize * p.channels as usize],
+            hw: 0,
+            active_play: 0,
+            active_any: 0,
+            players_seen: 0,
+            released: wait_clients == 0,
+            wait_clients,
+            exit_when_idle,
+            freewheel: p.freewheel,
+            paced_by_clock,
+            period_ns: u64::from(p.period_frames) * 1_000_000_000 / u64::from(p.rate_hz),
+            sink,
+        }
+    }
+
+    /// Runs until stopped, idle, or the sink fails.
+    pub fn run(&mut self) -> Result<LoopEnd> {
+        let period = u64::from(self.shared.ring.params().period_frames);
+        let mut deadline_ns = 0u64;
+        let result = loop {
+            // In freewheel or while held, wait here (on the doorbell) until the period may
+            // be taken; the doorbell value is read before the checks so no ring is lost.
+            let bell = self.shared.ring.doorbell().load(Ordering::Acquire);
+            self.admit_and_release();
+            if self.shared.stop.load(Ordering::Relaxed) {
+                break Ok(LoopEnd::Stopped);
+            }
+            if self.exit_when_idle && self.players_seen > 0 && self.active_play == 0 {
+                break Ok(LoopEnd::Idle);
+            }
+            if !self.released {
+                if self.players_seen >= self.wait_clients {
+                    self.released = true;
+                    // The player that released us was admitted just now: give it one period
+                    // to write before the clock takes its first frames.
+                    deadline_ns = monotonic_ns() + self.period_ns;
+                } else {
+                    crate::sys::futex_wait(self.shared.ring.doorbell(), bell, IDLE_WAIT);
+                    continue;
+                }
+            }
+            if self.freewheel {
+                if !self.freewheel_ready(period) {
+                    crate::sys::futex_wait(self.shared.ring.doorbell(), bell, IDLE_WAIT);
+                    continue;
+                }
+            } else if self.paced_by_clock {
+                if deadline_ns == 0 {
+                    deadline_ns = monotonic_ns();
+                }
+                self.sleep_until(deadline_ns);
+                deadline_ns += self.period_ns;
+                let now = monotonic_ns();
+                // More than a buffer late (the machine stalled us): count it and restart the
+                // clock rather than rushing out periods to catch up.
+                if now > deadline_ns + 4 * self.period_ns {
+                    self.shared
+                        .ring
+                        .status()
+                        .stats
+                        .0
+                        .late_periods
+                        .fetch_add(1, Ordering::Relaxed);
+                    deadline_ns = now;
+                }
+            }
+            let started = monotonic_ns();
+            self.shared.ring.take_period(self.hw, &mut self.buf);
+            self.hw += period;
+            self.shared.ring.publish_hw_ptr(self.hw);
+            if let Err(e) = self.sink.write_period(&self.buf) {
+                break Err(e);
+            }
+            let stats = &self.shared.ring.status().stats.0;
+            stats.periods.fetch_add(1, Ordering::Relaxed);
+            stats.xruns.store(self.sink.xruns(), Ordering::Relaxed);
+            stats
+                .max_period_work_ns
+                .fetch_max(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
+        };
+        self.shared
+            .ring
+            .status()
+            .header
+            .0
+            .state
+            .store(SERVER_STOPPING, Ordering::Release);
+        self.shared.ring.wake_all();
+        result
+    }
+
+    fn sleep_until(&self, deadline_ns: u64) {
+        let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline_ns));
+        // EINTR (a signal): fall through; the caller re-checks the stop flag next period.
+        let _ = clock_nanosleep(
+            ClockId::CLOCK_MONOTONIC,
+            ClockNanosleepFlags::TIMER_ABSTIME,
+            &ts,
+        );
+    }
+
+    /// Freewheel barrier: every player has supplied the period or has finished, and at least
+    /// one player still needs the server to advance. Reads self-reported positions: a client
+    /// that lies can only delay the render or lose its own samples.
+    fn freewheel_ready(&self, period: u64) -> bool {
+        let mut needed = false;
+        let mut bits = self.active_play;
+        while bits != 0 {
+            let slot = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let c = self.shared.ring.counters(slot);
+            // Acquire: pairs with the client's Release of flags/appl_ptr after its adds.
+            if c.flags.load(Ordering::Acquire) & CLIENT_DRAINING != 0 {
+                if c.end_ptr.load(Ordering::Acquire) > self.hw {
+                    needed = true;
+                }
+            } else {
+                needed = true;
+                if c.appl_ptr.load(Ordering::Acquire) < self.hw + period {
+                    return false;
+                }
+            }
+        }
+        needed
+    }
+
+    /// Admits slots the control thread accepted and frees slots whose client left.
+    fn admit_and_release(&mut self) {
+        let ring = &self.shared.ring;
+        let joins = self.shared.join_mask.swap(0, Ordering::AcqRel);
+        if joins != 0 {
+            // A held or freewheel server takes no period before every player has written
+            // it, so a new client may start at hw; a running clock gives it a period's time.
+            let start = if self.freewheel || !self.released {
+                self.hw
+            } else {
+                self.hw + self.period_frames()
+            };
+            let play = self.shared.play_mask.load(Ordering::Acquire);
+            let mut bits = joins;
+            while bits != 0 {
+                let slot = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                ring.reset_counters(slot, start);
+                let info = &ring.status().slots[slot];
+                info.start_frame.store(start, Ordering::Relaxed);
+                // Release: pairs with the client's Acquire of its slot state.
+                info.state.store(SLOT_ACTIVE, Ordering::Release);
+                if play & (1 << slot) != 0 {
+                    self.active_play |= 1 << slot;
+                    self.players_seen = self.players_seen.saturating_add(1);
+                }
+            }
+            self.active_any |= joins;
+            ring.wake_all();
+        }
+        let leaves = self.shared.leave_mask.swap(0, Ordering::AcqRel);
+        if leaves != 0 {
+            let mut bits = leaves;
+            while bits != 0 {
+                let slot = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                ring.status().slots[slot]
+                    .state
+                    .store(SLOT_FREE, Ordering::Release);
+            }
+            self.active_play &= !leaves;
+            self.active_any &= !leaves;
+            // Release: the control thread reuses these slots only after it sees them here.
+            self.shared.freed_mask.fetch_or(leaves, Ordering::AcqRel);
+        }
+    }
+
+    fn period_frames(&self) -> u64 {
+        u64::from(self.shared.ring.params().period_frames)
+    }
+}

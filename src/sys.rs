@@ -1,0 +1,166 @@
+//! Fence 2 of the crate's `unsafe`: the few system calls no safe wrapper offers.
+//!
+//! - futex wait/wake on a word in a shared mapping (never `FUTEX_PRIVATE_FLAG`: the waiter
+//!   and the waker are different processes);
+//! - adopting the raw fds the kernel hands us (`accept4`, `SCM_RIGHTS`) as `OwnedFd`, each
+//!   exactly once, close-on-exec from birth.
+//!
+//! What this module upholds: every fd it returns is owned by nobody else; every futex call
+//! passes a pointer to a live, 4-byte aligned word and a valid timespec. It never blocks
+//! without a deadline.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockFlag};
+use nix::time::{ClockId, clock_gettime};
+
+/// Every bit: a waiter or waker that does not care which period it is.
+pub const FUTEX_BITSET_ALL: u32 = u32::MAX;
+
+/// Why a futex wait returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Woken (or the word no longer held `expected`, or a signal): re-check the condition.
+    Woken,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Waits while `*word == expected`, for at most `timeout`, woken only by wakes whose bitset
+/// shares a bit with `bitset`. Spurious returns happen (signals, other bits of a shared
+/// period counter): callers always re-check their condition.
+pub fn futex_wait_bitset(word: &AtomicU32, expected: u32, timeout: Duration, bitset: u32) -> Wake {
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline; computing it here keeps a
+    // restarted wait from sleeping longer than asked.
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(Duration::from)
+        .unwrap_or_default();
+    let deadline = now + timeout;
+    let ts = libc::timespec {
+        tv_sec: deadline.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(deadline.subsec_nanos() as i32),
+    };
+    // SAFETY: `word` is a live &AtomicU32 (4-byte aligned, valid for the duration of the call,
+    // possibly in a read-only shared mapping, which FUTEX_WAIT only reads); `ts` is a valid
+    // timespec on our stack; uaddr2 is unused by FUTEX_WAIT_BITSET and passed as null.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            bitset,
+        )
+    };
+    if rc == 0 {
+        return Wake::Woken;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => Wake::TimedOut,
+        // EAGAIN: the word already changed; EINTR: a signal. Both mean "look again".
+        _ => Wake::Woken,
+    }
+}
+
+/// Waits while `*word == expected`, for at most `timeout`, woken by any wake.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> Wake {
+    futex_wait_bitset(word, expected, timeout, FUTEX_BITSET_ALL)
+}
+
+/// Wakes every waiter on `word` whose bitset shares a bit with `bitset`; returns how many.
+/// Never blocks; works on a word in a mapping shared with other processes.
+pub fn futex_wake_bitset(word: &AtomicU32, bitset: u32) -> usize {
+    // SAFETY: `word` is a live &AtomicU32; FUTEX_WAKE_BITSET reads no memory through the
+    // timeout and uaddr2 arguments, passed as null.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE_BITSET,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            bitset,
+        )
+    };
+    usize::try_from(rc).unwrap_or(0)
+}
+
+/// Wakes every waiter on `word`.
+pub fn futex_wake(word: &AtomicU32) -> usize {
+    futex_wake_bitset(word, FUTEX_BITSET_ALL)
+}
+
+/// Accepts one connection on a listening socket, non-blocking and close-on-exec.
+/// `Ok(None)` when no connection is pending.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    match nix::sys::socket::accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    ) {
+        // SAFETY: accept4 just returned this fd to us; nothing else owns or will close it.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(nix::Error::EAGAIN) | Err(nix::Error::ECONNABORTED) | Err(nix::Error::EINTR) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The most fds one message may carry; more is a protocol violation.
+pub const MAX_FDS: usize = 4;
+
+/// One received datagram: its length, whether it was cut short, and the fds it carried.
+pub struct Received {
+    /// Bytes received into the buffer.
+    pub len: usize,
+    /// The message was longer than the buffer (MSG_TRUNC) or its fds did not fit (MSG_CTRUNC).
+    pub truncated: bool,
+    /// The fds, adopted, close-on-exec.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one message from a SOCK_SEQPACKET socket, adopting any fds it carries as
+/// close-on-exec `OwnedFd`s (MSG_CMSG_CLOEXEC: no window in which an exec could leak them).
+/// Returns `Ok(None)` when the peer has hung up (a zero-length read).
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    nonblocking: bool,
+) -> io::Result<Option<Received>> {
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= MsgFlags::MSG_DONTWAIT;
+    }
+    let msg = nix::sys::socket::recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: the kernel installed this fd in our table for this message only;
+                // it is adopted here exactly once and owned by nothing else.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let truncated = msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let len = msg.bytes;
+    if len == 0 && fds.is_empty() && !truncated {
+        return Ok(None);
+    }
+    Ok(Some(Received {
+        len,
+        truncated,
+        fds,
+    }))
+}
