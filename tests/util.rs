@@ -1,1 +1,328 @@
+//! The test harness: each test gets its own directory and XDG_RUNTIME_DIR, spawns the real
+//! binaries, synchronises on their output (the server's ready line, a child's exit), never
+//! on sleeps, and kills and reaps every child in `Drop`, printing its stderr when the test
+//! failed.
 
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest any single wait in a test may take.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "dmix-serve" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-serve")),
+        "dmix-play" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-play")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// A private directory with its own runtime dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Env {
+            dir,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.runtime_dir().join("dmix").join(format!("{name}.sock"))
+    }
+
+    /// Sets a variable on every child started from now on.
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.extra_env.push((k.into(), v.into()));
+    }
+
+    pub fn command(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.env("XDG_RUNTIME_DIR", self.runtime_dir())
+            .env("HOME", self.dir.path())
+            .env_remove("DMIX_DEVICE")
+            .current_dir(self.dir.path());
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Starts a server and waits for its ready line.
+    pub fn serve(&self, args: &[&str]) -> Proc {
+        let mut p = Proc::spawn(
+            "dmix-serve",
+            self.command("dmix-serve").args(args).stdin(Stdio::null()),
+        );
+        p.wait_for_stderr("serving on");
+        p
+    }
+
+    /// Starts a client with stdin piped.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        Proc::spawn(name, self.command(name).args(args).stdin(Stdio::piped()))
+    }
+
+    /// Runs a tool to completion (stdin closed) and returns its output.
+    pub fn run(&self, name: &str, args: &[&str]) -> Output {
+        let mut p = Proc::spawn(name, self.command(name).args(args).stdin(Stdio::null()));
+        let status = p.wait();
+        let stderr = p.finished_stderr();
+        Output {
+            status,
+            stderr,
+            stdout: p.stdout(),
+        }
+    }
+}
+
+pub struct Output {
+    pub status: ExitStatus,
+    pub stderr: String,
+    pub stdout: String,
+}
+
+/// A running child whose stdout and stderr are collected by threads.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    lines: mpsc::Receiver<String>,
+    exits: mpsc::Receiver<ExitStatus>,
+    stdout_done: mpsc::Receiver<()>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        let buf = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                buf.lock().unwrap().push_str(&line);
+                buf.lock().unwrap().push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let obuf = Arc::clone(&stdout);
+        let (dtx, stdout_done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _done = dtx;
+            let mut b = [0u8; 65536];
+            while let Ok(n) = out.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                obuf.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+        });
+        // A reaper thread blocks in waitpid for this child alone, so waiting for its exit is
+        // a channel receive with a deadline, never a polling loop.
+        let (etx, exits) = mpsc::channel();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        std::thread::spawn(move || {
+            use nix::sys::wait::{WaitStatus, waitpid};
+            use std::os::unix::process::ExitStatusExt;
+            loop {
+                let raw = match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => code << 8,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => sig as i32,
+                    Ok(_) => continue,
+                    Err(nix::Error::EINTR) => continue,
+                    Err(_) => 255 << 8,
+                };
+                let _ = etx.send(ExitStatus::from_raw(raw));
+                return;
+            }
+        });
+        Proc {
+            name: name.into(),
+            child,
+            stderr,
+            stdout,
+            lines,
+            exits,
+            stdout_done,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{}: no '{needle}' on stderr; stderr so far:\n{}",
+                    self.name,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Waits (bounded) for the child to exit; panics with its stderr on timeout.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.wait_timeout(DEADLINE)
+    }
+
+    pub fn wait_timeout(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        match self.exits.recv_timeout(timeout) {
+            Ok(s) => {
+                self.status = Some(s);
+                s
+            }
+            Err(_) => {
+                self.signal(nix::sys::signal::Signal::SIGKILL);
+                panic!(
+                    "{} did not exit within {timeout:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    /// Collected stderr once the child has exited and its pipe is drained.
+    pub fn finished_stderr(&mut self) -> String {
+        self.wait();
+        // The reader threads end at EOF, which follows the exit; their channels then close.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let _ = self
+            .stdout_done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        self.stderr()
+    }
+
+    pub fn stdin(&mut self) -> std::process::ChildStdin {
+        self.child
+            .stdin
+            .take()
+            .expect("stdin is piped and not taken yet")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = self.exits.recv_timeout(DEADLINE);
+        }
+        if std::thread::panicking() {
+            eprintln!("---- {} stderr ----\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+/// Writes an S16 WAV.
+pub fn write_wav_i16(path: &Path, rate: u32, channels: u16, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for &s in samples {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// Reads any WAV as i32 samples (ints as they are, floats as f32 bits for exact checks).
+pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i32>) {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = r.spec();
+    let v = match spec.sample_format {
+        hound::SampleFormat::Int => r.samples::<i32>().map(|s| s.unwrap()).collect(),
+        hound::SampleFormat::Float => r
+            .samples::<f32>()
+            .map(|s| s.unwrap().to_bits() as i32)
+            .collect(),
+    };
+    (spec, v)
+}
+
+/// A deterministic test signal: a sine of `freq` Hz at `amp` of full scale plus a little
+/// seeded noise, so that no two signals (or channels) are alike.
+pub fn signal(frames: usize, channels: usize, freq: f64, amp: f64, seed: u32) -> Vec<i16> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let mut out = Vec::with_capacity(frames * channels);
+    for f in 0..frames {
+        for c in 0..channels {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let noise = (x % 64) as f64 - 32.0;
+            let t = f as f64 / 48000.0;
+            let v = amp * 32767.0 * (2.0 * std::f64::consts::PI * freq * (c + 1) as f64 * t).sin()
+                + noise;
+            out.push(v.round().clamp(-32768.0, 32767.0) as i16);
+        }
+    }
+    out
+}

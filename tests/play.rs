@@ -1,0 +1,260 @@
+//! dmix-serve + dmix-play end to end: exact freewheel renders, clients dying or stopping
+//! mid-stream, the paced clock, the ALSA sink through alsa-lib's file plugin.
+
+use std::io::Write;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+const RENDER: &[&str] = &["--freewheel", "--wait-clients", "2", "--exit-when-idle"];
+
+fn clamp16(v: i32) -> i32 {
+    v.clamp(i16::MIN as i32, i16::MAX as i32)
+}
+
+/// The expected S16 render of `a` + `b`: the clamped sum, padded with silence to a whole
+/// number of 256-frame periods.
+fn expected_sum16(a: &[i16], b: &[i16], channels: usize) -> Vec<i32> {
+    let n = a.len().max(b.len());
+    let mut v: Vec<i32> = (0..n)
+        .map(|i| clamp16(i32::from(*a.get(i).unwrap_or(&0)) + i32::from(*b.get(i).unwrap_or(&0))))
+        .collect();
+    let period = 256 * channels;
+    v.resize(n.div_ceil(period) * period, 0);
+    v
+}
+
+fn two_signals(env: &Env) -> (Vec<i16>, Vec<i16>) {
+    // Loud enough that the sum clips in places: the clamp is part of what is checked.
+    let a = signal(48000, 2, 440.0, 0.6, 1);
+    let b = signal(30000, 2, 660.0, 0.6, 2);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    write_wav_i16(&env.path("b.wav"), 48000, 2, &b);
+    (a, b)
+}
+
+fn render_two(env: &Env, format: &str) {
+    let out = env.path("out.wav");
+    let out = format!("wav:{}", out.display());
+    let mut server = env.serve(&[&["--sink", &out, "-f", format][..], RENDER].concat());
+    let mut a = env.spawn("dmix-play", &["a.wav"]);
+    let mut b = env.spawn("dmix-play", &["b.wav"]);
+    assert!(a.wait().success(), "a: {}", a.finished_stderr());
+    assert!(b.wait().success(), "b: {}", b.finished_stderr());
+    assert!(
+        server.wait().success(),
+        "server: {}",
+        server.finished_stderr()
+    );
+}
+
+#[test]
+fn play_two_clients_sum_is_bit_exact() {
+    let env = Env::new();
+    let (a, b) = two_signals(&env);
+    render_two(&env, "S16_LE");
+    let (spec, got) = read_wav(&env.path("out.wav"));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 48000, 16)
+    );
+    let want = expected_sum16(&a, &b, 2);
+    assert!(
+        want.iter().any(|&v| v == i16::MAX as i32),
+        "the test signals should clip somewhere"
+    );
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "render differs from the clamped sum");
+}
+
+#[test]
+fn play_s32_render_follows_the_conversion_rule() {
+    let env = Env::new();
+    let (a, b) = two_signals(&env);
+    render_two(&env, "S32_LE");
+    let (spec, got) = read_wav(&env.path("out.wav"));
+    assert_eq!(spec.bits_per_sample, 32);
+    // S16 in: mix = s << 8; S32 out = clamp24(sum) << 8 = clamp16(a + b) << 16.
+    let want: Vec<i32> = expected_sum16(&a, &b, 2)
+        .into_iter()
+        .map(|v| v << 16)
+        .collect();
+    assert!(got == want, "S32 render differs from the documented rule");
+}
+
+#[test]
+fn play_float_render_follows_the_conversion_rule() {
+    let env = Env::new();
+    let (a, b) = two_signals(&env);
+    render_two(&env, "FLOAT_LE");
+    let (spec, got) = read_wav(&env.path("out.wav"));
+    assert_eq!(spec.sample_format, hound::SampleFormat::Float);
+    // FLOAT out = clamp24(sum) / 2^23 = clamp16(a + b) * 256 / 2^23, exact in an f32.
+    let want: Vec<i32> = expected_sum16(&a, &b, 2)
+        .into_iter()
+        .map(|v| ((v * 256) as f32 / 8_388_608.0).to_bits() as i32)
+        .collect();
+    assert!(got == want, "FLOAT render differs from the documented rule");
+}
+
+/// Runs a render where client B plays from a pipe and is ended by `end_b` mid-stream, then
+/// checks that the output is A plus a prefix of B and nothing else: B's part stops cleanly,
+/// A's part is exact, the server survives and exits when A is done.
+fn survivor_is_exact(end_b: Signal, b_exit_ok: impl Fn(std::process::ExitStatus) -> bool) {
+    let env = Env::new();
+    let a = signal(96000, 2, 440.0, 0.3, 3);
+    let b = signal(96000, 2, 550.0, 0.3, 4);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    let out = env.path("out.wav");
+    let mut server =
+        env.serve(&[&["--sink", &format!("wav:{}", out.display())][..], RENDER].concat());
+    let mut pa = env.spawn("dmix-play", &["a.wav"]);
+    let mut pb = env.spawn(
+        "dmix-play",
+        &["-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2", "-"],
+    );
+    let mut stdin = pb.stdin();
+    // 1 s of B into a 64 KiB pipe: when write_all returns, B has read at least 0.6 s of
+    // it, so B is mid-stream: a synchronisation on a read, not on time.
+    let bytes: Vec<u8> = b[..96000].iter().flat_map(|s| s.to_le_bytes()).collect();
+    stdin.write_all(&bytes).unwrap();
+    pb.signal(end_b);
+    assert!(b_exit_ok(pb.wait()), "b: {}", pb.finished_stderr());
+    drop(stdin);
+    assert!(pa.wait().success(), "a: {}", pa.finished_stderr());
+    assert!(
+        server.wait().success(),
+        "server: {}",
+        server.finished_stderr()
+    );
+    let (_, got) = read_wav(&out);
+    assert!(
+        got.len() >= a.len(),
+        "render shorter than the survivor's file"
+    );
+    // got - a must be a prefix of b, then silence.
+    let diff: Vec<i32> = got
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v - i32::from(*a.get(i).unwrap_or(&0)))
+        .collect();
+    let k = diff.iter().rposition(|&v| v != 0).map_or(0, |p| p + 1);
+    assert!(
+        k > 0,
+        "B was never heard: the test did not exercise a mid-stream end"
+    );
+    assert!(k <= 96000 * 2, "more of B was played than B was given");
+    for i in 0..k {
+        assert_eq!(
+            diff[i],
+            i32::from(b[i]),
+            "sample {i}: B's part is not a clean prefix (k = {k})"
+        );
+    }
+}
+
+#[test]
+fn play_survivor_is_exact_when_the_other_client_is_killed() {
+    survivor_is_exact(Signal::SIGKILL, |s| !s.success());
+}
+
+#[test]
+fn play_sigint_stops_cleanly_and_releases_the_slot() {
+    // 130 is the exit code of a stop by SIGINT.
+    survivor_is_exact(Signal::SIGINT, |s| s.code() == Some(130));
+}
+
+#[test]
+fn play_files_are_gapless_back_to_back() {
+    let env = Env::new();
+    let a = signal(10000, 2, 440.0, 0.3, 5);
+    let b = signal(7001, 2, 880.0, 0.3, 6);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    write_wav_i16(&env.path("b.wav"), 48000, 2, &b);
+    let out = env.path("out.wav");
+    let mut server = env.serve(&[
+        "--sink",
+        &format!("wav:{}", out.display()),
+        "--freewheel",
+        "--wait-clients",
+        "1",
+        "--exit-when-idle",
+    ]);
+    let r = env.run("dmix-play", &["a.wav", "b.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(server.wait().success());
+    let (_, got) = read_wav(&out);
+    let want: Vec<i32> = a.iter().chain(&b).map(|&s| i32::from(s)).collect();
+    assert_eq!(&got[..want.len()], &want[..]);
+    assert!(got[want.len()..].iter().all(|&v| v == 0));
+}
+
+#[test]
+fn play_paced_null_sink_runs_in_real_time() {
+    let env = Env::new();
+    write_wav_i16(
+        &env.path("two.wav"),
+        48000,
+        2,
+        &signal(96000, 2, 440.0, 0.3, 7),
+    );
+    let _server = env.serve(&["--sink", "null"]);
+    let t = Instant::now();
+    let r = env.run("dmix-play", &["two.wav"]);
+    let secs = t.elapsed().as_secs_f64();
+    assert!(r.status.success(), "{}", r.stderr);
+    // A 2 s file takes about 2 s: not 0 (unpaced), not 4 (double-paced).
+    assert!((1.8..3.0).contains(&secs), "a 2 s file took {secs:.2} s");
+}
+
+#[test]
+fn play_alsa_sink_writes_the_mix_through_alsa_lib() {
+    let mut env = Env::new();
+    let (a, b) = two_signals(&env);
+    let raw = env.path("alsa-out.raw");
+    let conf = env.path("asound-test.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pcm.dmixtest {{\n  type file\n  slave.pcm \"null\"\n  file \"{}\"\n  format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+    env.set_env(
+        "ALSA_CONFIG_PATH",
+        &format!("/usr/share/alsa/alsa.conf:{}", conf.display()),
+    );
+    let mut server = env.serve(&[&["--sink", "alsa:dmixtest"][..], RENDER].concat());
+    let mut pa = env.spawn("dmix-play", &["a.wav"]);
+    let mut pb = env.spawn("dmix-play", &["b.wav"]);
+    assert!(pa.wait().success(), "a: {}", pa.finished_stderr());
+    assert!(pb.wait().success(), "b: {}", pb.finished_stderr());
+    assert!(
+        server.wait().success(),
+        "server: {}",
+        server.finished_stderr()
+    );
+    let bytes = std::fs::read(&raw).unwrap();
+    let got: Vec<i32> = bytes
+        .chunks_exact(2)
+        .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    let want = expected_sum16(&a, &b, 2);
+    assert!(
+        got.len() >= want.len(),
+        "ALSA got {} samples, want {}",
+        got.len(),
+        want.len()
+    );
+    assert!(
+        got[..want.len()] == want[..],
+        "ALSA output differs from the clamped sum"
+    );
+    assert!(
+        got[want.len()..].iter().all(|&v| v == 0),
+        "ALSA output has trailing non-silence"
+    );
+}
