@@ -245,3 +245,103 @@ impl<'a> PeriodLoop<'a> {
         u64::from(self.shared.ring.params().period_frames)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    use super::*;
+    use crate::format::SampleFormat;
+    use crate::ring::{RingParams, ServerRing};
+
+    /// A sink that paces itself (so the loop never sleeps), lets a client join half-way, and
+    /// records the allocations the loop made between its 10th and its 500th period.
+    struct Probe<'a> {
+        shared: &'a Shared,
+        periods: u64,
+        allocs_at_10: u64,
+        allocs_in_steady_state: Option<u64>,
+    }
+
+    impl Sink for Probe<'_> {
+        fn write_period(&mut self, _samples: &[i32]) -> Result<()> {
+            self.periods += 1;
+            let now = crate::sys::alloc_count::thread_allocs();
+            match self.periods {
+                10 => self.allocs_at_10 = now,
+                250 => {
+                    // Admission and release happen inside the measured window.
+                    self.shared.play_mask.fetch_or(1, Ordering::AcqRel);
+                    self.shared.join_mask.fetch_or(1, Ordering::AcqRel);
+                }
+                350 => {
+                    self.shared.leave_mask.fetch_or(1, Ordering::AcqRel);
+                }
+                500 => {
+                    self.allocs_in_steady_state = Some(now - self.allocs_at_10);
+                    self.shared.stop.store(true, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+        fn paces_itself(&self) -> bool {
+            true
+        }
+        fn xruns(&self) -> u64 {
+            0
+        }
+        fn finish(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn period_loop_allocates_nothing() {
+        let params = RingParams {
+            rate_hz: 48000,
+            channels: 2,
+            format: SampleFormat::S16Le,
+            period_frames: 64,
+            ring_frames: 256,
+            monitor_frames: 1024,
+            freewheel: false,
+        };
+        let shared = Shared {
+            ring: ServerRing::create(params, 1).unwrap(),
+            stop: Arc::new(AtomicBool::new(false)),
+            join_mask: AtomicU64::new(0),
+            leave_mask: AtomicU64::new(0),
+            freed_mask: AtomicU64::new(0),
+            play_mask: AtomicU64::new(0),
+            loop_done: AtomicBool::new(false),
+        };
+        let mut probe = Probe {
+            shared: &shared,
+            periods: 0,
+            allocs_at_10: 0,
+            allocs_in_steady_state: None,
+        };
+        let end = std::thread::scope(|s| {
+            s.spawn(|| {
+                PeriodLoop::new(&shared, &mut probe, 0, false)
+                    .run()
+                    .unwrap()
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(end, LoopEnd::Stopped);
+        assert_eq!(
+            probe.allocs_in_steady_state,
+            Some(0),
+            "the period loop allocated"
+        );
+        assert_eq!(
+            shared.freed_mask.load(Ordering::Relaxed),
+            1,
+            "the slot was admitted and freed"
+        );
+    }
+}
