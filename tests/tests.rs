@@ -1,2 +1,3 @@
 mod play;
+mod serve;
 mod util;

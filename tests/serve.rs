@@ -1,0 +1,299 @@
+//! dmix-serve's socket, lifecycle and refusals, and dmix-play's one-line errors.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use dmix::protocol::{HELLO_BYTES, Hello, MAX_REPLY_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role};
+use dmix::transport;
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+#[test]
+fn serve_socket_and_directory_are_private() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let sock = env.socket("default");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn serve_second_server_on_a_live_socket_is_refused() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let r = env.run("dmix-serve", &["--sink", "null"]);
+    assert_eq!(r.status.code(), Some(5), "{}", r.stderr);
+    assert!(r.stderr.contains("already running"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn serve_stale_socket_is_replaced() {
+    let env = Env::new();
+    let sock = env.socket("default");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        sock.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    // A socket file nobody listens on, as a crashed server leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let mut s = env.serve(&["--sink", "null"]);
+    let _c =
+        dmix::client::Connection::open(sock.to_str().unwrap(), Role::Stat, "probe", 0).unwrap();
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait().success(), "{}", s.finished_stderr());
+    assert!(!sock.exists(), "the socket was not removed at exit");
+}
+
+#[test]
+fn serve_wav_sink_is_finalized_on_sigint_and_sigterm() {
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let env = Env::new();
+        write_wav_i16(
+            &env.path("a.wav"),
+            48000,
+            2,
+            &signal(4800, 2, 440.0, 0.3, 1),
+        );
+        let out = env.path("out.wav");
+        let mut s = env.serve(&["--sink", &format!("wav:{}", out.display())]);
+        // Playing a file to the end proves periods reached the sink before the signal.
+        let r = env.run("dmix-play", &["a.wav"]);
+        assert!(r.status.success(), "{}", r.stderr);
+        s.signal(sig);
+        assert!(s.wait().success(), "{sig}: {}", s.finished_stderr());
+        let (spec, samples) = read_wav(&out);
+        assert_eq!(spec.channels, 2);
+        assert!(
+            samples.len() >= 4800 * 2,
+            "{sig}: only {} samples in the finalized file",
+            samples.len()
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_client_of_another_protocol_version_naming_both() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let sock = transport::connect_socket(&env.socket("default")).unwrap();
+    let mut hello = Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Play,
+        channels: 0,
+        name: "future".into(),
+    }
+    .encode();
+    hello[4..8].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+    transport::send(sock.as_fd(), &hello, &[]).unwrap();
+    let mut buf = [0u8; MAX_REPLY_BYTES];
+    let msg = transport::recv_timeout(sock.as_fd(), &mut buf, DEADLINE)
+        .unwrap()
+        .unwrap();
+    match Reply::decode(&buf[..msg.len]).unwrap() {
+        Reply::Refused(Refusal::Incompatible, reason) => {
+            assert!(reason.contains(&PROTOCOL_VERSION.to_string()), "{reason}");
+            assert!(
+                reason.contains(&(PROTOCOL_VERSION + 1).to_string()),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a version refusal, got {other:?}"),
+    }
+    assert!(msg.fds.is_empty());
+}
+
+#[test]
+fn serve_drops_garbage_and_keeps_serving() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    for junk in [&b"hello"[..], &[0xffu8; HELLO_BYTES][..], &[0u8; 4096][..]] {
+        let sock = transport::connect_socket(&env.socket("default")).unwrap();
+        let _ = transport::send(sock.as_fd(), junk, &[]);
+        let mut buf = [0u8; MAX_REPLY_BYTES];
+        if let Ok(Some(msg)) = transport::recv_timeout(sock.as_fd(), &mut buf, DEADLINE) {
+            assert!(matches!(
+                Reply::decode(&buf[..msg.len]),
+                Ok(Reply::Refused(Refusal::BadRequest, _))
+            ));
+        }
+    }
+    // Still serving.
+    dmix::client::Connection::open(
+        env.socket("default").to_str().unwrap(),
+        Role::Stat,
+        "probe",
+        0,
+    )
+    .unwrap();
+}
+
+#[test]
+fn play_refuses_a_server_of_another_protocol_version() {
+    let env = Env::new();
+    let sock = env.socket("default");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        sock.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(480, 2, 440.0, 0.3, 1));
+    let listener = transport::Listener::bind(&sock, 0o600).unwrap();
+    let mut play = env.spawn("dmix-play", &["a.wav"]);
+    // A fake future server: answer the hello with version + 1.
+    let conn = loop {
+        if let Some(c) = listener.accept().unwrap() {
+            break c;
+        }
+        let mut pfd = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)).unwrap();
+    };
+    let mut buf = [0u8; HELLO_BYTES];
+    transport::recv_timeout(conn.as_fd(), &mut buf, DEADLINE)
+        .unwrap()
+        .unwrap();
+    let mut reply = [0u8; 12];
+    reply[0..4].copy_from_slice(b"DMXr");
+    reply[4..8].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+    transport::send(conn.as_fd(), &reply, &[]).unwrap();
+    let status = play.wait();
+    let err = play.finished_stderr();
+    assert_eq!(status.code(), Some(8), "{err}");
+    assert!(
+        err.contains("version mismatch") && err.contains(&(PROTOCOL_VERSION + 1).to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn play_without_a_server_says_how_to_start_one() {
+    let env = Env::new();
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(480, 2, 440.0, 0.3, 1));
+    let r = env.run("dmix-play", &["a.wav"]);
+    assert_eq!(r.status.code(), Some(4), "{}", r.stderr);
+    assert!(r.stderr.contains("dmix-serve"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn play_bad_inputs_get_one_line_each_and_a_non_zero_code() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null", "--freewheel"]);
+    std::fs::write(env.path("empty.wav"), b"").unwrap();
+    std::fs::write(
+        env.path("noise.flac"),
+        (0..5000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    write_wav_i16(
+        &env.path("good.wav"),
+        48000,
+        2,
+        &signal(9600, 2, 440.0, 0.3, 1),
+    );
+    let good = std::fs::read(env.path("good.wav")).unwrap();
+    std::fs::write(env.path("cut.wav"), &good[..good.len() / 2]).unwrap();
+    std::fs::create_dir(env.path("adir")).unwrap();
+    for (file, why) in [
+        ("missing.wav", "no such file"),
+        ("adir", "directory"),
+        ("empty.wav", "empty"),
+        ("noise.flac", ""),
+        ("cut.wav", "truncated"),
+    ] {
+        let r = env.run("dmix-play", &[file]);
+        assert_eq!(r.status.code(), Some(3), "{file}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{file}: {}", r.stderr);
+        assert!(
+            r.stderr.starts_with(&format!("dmix-play: {file}: ")),
+            "{file}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.to_lowercase().contains(why),
+            "{file}: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn play_reports_a_bad_file_and_plays_the_rest() {
+    let env = Env::new();
+    let a = signal(4800, 2, 440.0, 0.3, 1);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    let out = env.path("out.wav");
+    let mut s = env.serve(&[
+        "--sink",
+        &format!("wav:{}", out.display()),
+        "--freewheel",
+        "--wait-clients",
+        "1",
+        "--exit-when-idle",
+    ]);
+    let r = env.run("dmix-play", &["missing.wav", "a.wav"]);
+    assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
+    assert!(r.stderr.contains("missing.wav"), "{}", r.stderr);
+    assert!(s.wait().success());
+    let (_, got) = read_wav(&out);
+    let want: Vec<i32> = a.iter().map(|&v| i32::from(v)).collect();
+    assert_eq!(&got[..want.len()], &want[..]);
+}
+
+#[test]
+fn play_exits_when_the_server_is_killed() {
+    let env = Env::new();
+    write_wav_i16(
+        &env.path("long.wav"),
+        48000,
+        2,
+        &signal(48000 * 20, 2, 440.0, 0.3, 1),
+    );
+    let mut s = env.serve(&["--sink", "null"]);
+    let mut p = env.spawn("dmix-play", &["long.wav"]);
+    // Admission means the client is attached and playing: wait for it on the protocol by
+    // looking at the server's slot table through a stat connection.
+    let stat = dmix::client::Connection::open(
+        env.socket("default").to_str().unwrap(),
+        Role::Stat,
+        "probe",
+        0,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !(0..64).any(|i| {
+        let info = stat.ring().slot_info(i);
+        info.state.load(std::sync::atomic::Ordering::Acquire) == 2
+            && info.role.load(std::sync::atomic::Ordering::Relaxed) == 1
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the player never joined"
+        );
+        stat.ring().wait_any(Duration::from_millis(50));
+    }
+    drop(stat);
+    s.signal(Signal::SIGKILL);
+    s.wait();
+    let status = p.wait_timeout(Duration::from_secs(5));
+    let err = p.finished_stderr();
+    assert_eq!(status.code(), Some(10), "{err}");
+    assert!(err.contains("server went away"), "{err}");
+}
