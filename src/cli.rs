@@ -31,8 +31,14 @@ pub fn report(tool: &str, e: &Error) -> ExitCode {
     ExitCode::from(exit_code(e.kind()))
 }
 
-/// A flag raised by SIGINT or SIGTERM (and SIGHUP), for loops that check it.
+/// The process's stop flag, raised by SIGINT, SIGTERM or SIGHUP, for loops that check it.
+/// The same flag every time: signals are process-wide.
 pub fn stop_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    Arc::clone(FLAG.get_or_init(register_stop))
+}
+
+fn register_stop() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGINT,

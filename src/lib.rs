@@ -2,11 +2,60 @@
 //!
 //! One server process (`dmix-serve`) owns a sound device; any number of client processes
 //! play into it by adding their samples straight into one shared, mmaped ring, with the
-//! file descriptors handed over a unix socket.
+//! file descriptors handed over a unix socket. The binaries in `src/bin/` are thin: they
+//! parse flags, build a checked config and call one function here.
+//!
+//! # Map
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`ring::layout`] | THE shared-memory declarations, magics, `RING_LAYOUT_VERSION` |
+//! | `ring::map` | fence 1 of `unsafe`: sealed memfd → mapping → atomic views |
+//! | [`ring`] | server create / client attach, `mix_add`, `take_period` |
+//! | [`sys`] | fence 2 of `unsafe`: futex, fd adoption |
+//! | [`protocol`] | wire messages, `PROTOCOL_VERSION`, pure encode/decode |
+//! | [`transport`] | the SOCK_SEQPACKET socket, SCM_RIGHTS, SO_PEERCRED |
+//! | [`paths`] | runtime directory, server names |
+//! | [`server`] | control thread (admission) and [`server::period`] (the real-time loop) |
+//! | [`client`] | connect, attach, write, drain, retract |
+//! | [`sink`] | ALSA, WAV and null sinks |
+//! | [`decode`], [`convert`] | decoding (symphonia), channel maps, resampling (rubato), gain |
+//! | [`format`] | sample formats and the mix-scale conversion rule |
+//! | [`play`] | dmix-play's engine |
+//!
+//! # Example
+//!
+//! The whole mechanism in one process: a server ring, two clients adding into it, and the
+//! server taking the period (read and re-arm in one atomic step per sample).
+//!
+//! ```
+//! use dmix::format::SampleFormat;
+//! use dmix::ring::{ClientRing, RingParams, ServerRing};
+//!
+//! let params = RingParams {
+//!     rate_hz: 48000, channels: 2, format: SampleFormat::S16Le,
+//!     period_frames: 64, ring_frames: 256, monitor_frames: 1024, freewheel: true,
+//! };
+//! let server = ServerRing::create(params, dmix::protocol::PROTOCOL_VERSION)?;
+//! let attach = || -> dmix::Result<ClientRing> {
+//!     let f = server.client_fds(true);
+//!     let fds = [f.status, f.mix, f.monitor].map(|fd| fd.try_clone_to_owned().unwrap());
+//!     ClientRing::attach(params, [&fds[0], &fds[1], &fds[2]], true)
+//! };
+//! let (a, b) = (attach()?, attach()?);
+//! a.mix_add(0, &[100; 128], false);
+//! b.mix_add(0, &[23; 128], false);
+//! let mut period = [0i32; 128];
+//! server.take_period(0, &mut period);
+//! server.publish_hw_ptr(64);
+//! assert!(period.iter().all(|&s| s == 123));
+//! # Ok::<(), dmix::Error>(())
+//! ```
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod client;
+pub mod convert;
 pub mod decode;
 pub mod error;
 pub mod format;
@@ -16,6 +65,7 @@ pub mod protocol;
 pub mod ring;
 pub mod server;
 pub mod sink;
+pub mod stdin;
 pub mod sys;
 pub mod transport;
 

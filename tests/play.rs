@@ -62,7 +62,7 @@ fn play_two_clients_sum_is_bit_exact() {
     );
     let want = expected_sum16(&a, &b, 2);
     assert!(
-        want.iter().any(|&v| v == i16::MAX as i32),
+        want.contains(&(i16::MAX as i32)),
         "the test signals should clip somewhere"
     );
     assert_eq!(got.len(), want.len());
