@@ -1,115 +1,531 @@
-//! Temporary sink stub (replaced by the real sinks).
-use crate::error::{Error, Result};
-use crate::format::SampleFormat;
-use std::path::PathBuf;
+//! Where the mix goes: an ALSA PCM, a WAV file, or nowhere. A sink is opened on the period
+//! loop's own thread (an ALSA handle is not `Send`) and then only receives whole periods of
+//! clamped mix-scale samples, which it converts into a buffer allocated at open.
+//!
+//! A sink must never allocate, log or take a contended lock in `write_period`: it runs in
+//! the real-time loop. Errors are returned, and the loop stops the server with them.
 
+use std::fmt;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::format::{SampleFormat, mix_to_f32, mix_to_s16, mix_to_s32};
+
+/// A sink as the user names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkSpec {
+    /// `alsa:PCM`.
     Alsa(String),
+    /// `wav:PATH`.
     Wav(PathBuf),
+    /// `null`.
     Null,
 }
-impl Clone for SinkSpec {
-    fn clone(&self) -> Self {
-        match self {
-            SinkSpec::Alsa(s) => SinkSpec::Alsa(s.clone()),
-            SinkSpec::Wav(p) => SinkSpec::Wav(p.clone()),
-            SinkSpec::Null => SinkSpec::Null,
-        }
-    }
-}
-impl std::fmt::Debug for SinkSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self)
-    }
-}
-impl std::fmt::Display for SinkSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SinkSpec::Alsa(s) => write!(f, "alsa:{s}"),
-            SinkSpec::Wav(p) => write!(f, "wav:{}", p.display()),
-            SinkSpec::Null => write!(f, "null"),
-        }
-    }
-}
-impl std::str::FromStr for SinkSpec {
+
+impl FromStr for SinkSpec {
     type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+
+    fn from_str(s: &str) -> Result<SinkSpec> {
+        let bad = |why: &str| Err(Error::invalid(format!("sink '{s}'"), why.to_string()));
         if s == "null" {
-            Ok(SinkSpec::Null)
-        } else if let Some(p) = s.strip_prefix("wav:") {
-            Ok(SinkSpec::Wav(p.into()))
-        } else if let Some(p) = s.strip_prefix("alsa:") {
-            Ok(SinkSpec::Alsa(p.into()))
-        } else {
-            Err(Error::invalid(s, "bad sink"))
+            return Ok(SinkSpec::Null);
+        }
+        if s == "alsa" {
+            return Ok(SinkSpec::Alsa("default".into()));
+        }
+        if let Some(pcm) = s.strip_prefix("alsa:") {
+            if pcm.is_empty() {
+                return bad("no PCM name after 'alsa:'");
+            }
+            if pcm.contains('\0') {
+                return bad("PCM name contains a NUL byte");
+            }
+            return Ok(SinkSpec::Alsa(pcm.into()));
+        }
+        if let Some(path) = s.strip_prefix("wav:") {
+            if path.is_empty() {
+                return bad("no path after 'wav:'");
+            }
+            return Ok(SinkSpec::Wav(path.into()));
+        }
+        bad("use alsa:PCM, wav:PATH or null")
+    }
+}
+
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkSpec::Alsa(pcm) => write!(f, "alsa:{pcm}"),
+            SinkSpec::Wav(p) => write!(f, "wav:{}", p.display()),
+            SinkSpec::Null => f.write_str("null"),
         }
     }
 }
+
+/// The stream a sink is opened for.
+#[derive(Clone, Copy, Debug)]
 pub struct SinkConfig {
+    /// Sample rate in Hz.
     pub rate_hz: u32,
+    /// Channels.
     pub channels: u16,
+    /// Device sample format.
     pub format: SampleFormat,
+    /// Frames per period (each `write_period` gets exactly one).
     pub period_frames: u32,
+    /// Device buffer wanted, in frames.
     pub buffer_frames: u32,
 }
-pub trait Sink: Send {
+
+/// A place periods go.
+pub trait Sink {
+    /// Writes one period: `period_frames * channels` interleaved, clamped mix-scale samples.
+    /// Device sinks block until the device takes it.
     fn write_period(&mut self, samples: &[i32]) -> Result<()>;
+    /// True when the device's own timing paces the loop (ALSA); false for wav and null,
+    /// which the server paces with the monotonic clock, or not at all in freewheel.
     fn paces_itself(&self) -> bool;
+    /// Device xruns recovered so far.
     fn xruns(&self) -> u64;
+    /// Flushes and closes: ALSA drains, WAV finalizes its header. Idempotent.
     fn finish(&mut self) -> Result<()>;
 }
-struct Null;
-impl Sink for Null {
-    fn write_period(&mut self, _: &[i32]) -> Result<()> {
-        Ok(())
-    }
-    fn paces_itself(&self) -> bool {
-        false
-    }
-    fn xruns(&self) -> u64 {
-        0
-    }
-    fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-struct Wav(Option<hound::WavWriter<std::io::BufWriter<std::fs::File>>>);
-impl Sink for Wav {
-    fn write_period(&mut self, s: &[i32]) -> Result<()> {
-        let w = self.0.as_mut().unwrap();
-        for &x in s {
-            w.write_sample(crate::format::mix_to_s16(x)).unwrap();
-        }
-        Ok(())
-    }
-    fn paces_itself(&self) -> bool {
-        false
-    }
-    fn xruns(&self) -> u64 {
-        0
-    }
-    fn finish(&mut self) -> Result<()> {
-        if let Some(w) = self.0.take() {
-            w.finalize().unwrap();
-        }
-        Ok(())
-    }
-}
+
+/// Opens the sink. Call it on the thread that will write to it.
 pub fn open_sink(spec: &SinkSpec, cfg: &SinkConfig) -> Result<Box<dyn Sink>> {
     match spec {
-        SinkSpec::Null => Ok(Box::new(Null)),
-        SinkSpec::Wav(p) => Ok(Box::new(Wav(Some(
-            hound::WavWriter::create(
-                p,
-                hound::WavSpec {
-                    channels: cfg.channels,
-                    sample_rate: cfg.rate_hz,
-                    bits_per_sample: 16,
-                    sample_format: hound::SampleFormat::Int,
-                },
+        SinkSpec::Null => Ok(Box::new(NullSink)),
+        SinkSpec::Wav(path) => Ok(Box::new(WavSink::create(spec, path, cfg)?)),
+        SinkSpec::Alsa(pcm) => Ok(Box::new(AlsaSink::open(spec, pcm, cfg)?)),
+    }
+}
+
+struct NullSink;
+
+impl Sink for NullSink {
+    fn write_period(&mut self, _samples: &[i32]) -> Result<()> {
+        Ok(())
+    }
+    fn paces_itself(&self) -> bool {
+        false
+    }
+    fn xruns(&self) -> u64 {
+        0
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A WAV file in the device format: 16- or 32-bit integer, or 32-bit IEEE float.
+struct WavSink {
+    name: String,
+    format: SampleFormat,
+    writer: Option<hound::WavWriter<BufWriter<File>>>,
+}
+
+impl WavSink {
+    fn create(spec: &SinkSpec, path: &std::path::Path, cfg: &SinkConfig) -> Result<WavSink> {
+        let (bits, sample_format) = match cfg.format {
+            SampleFormat::S16Le => (16, hound::SampleFormat::Int),
+            SampleFormat::S32Le => (32, hound::SampleFormat::Int),
+            SampleFormat::FloatLe => (32, hound::SampleFormat::Float),
+        };
+        let wav = hound::WavSpec {
+            channels: cfg.channels,
+            sample_rate: cfg.rate_hz,
+            bits_per_sample: bits,
+            sample_format,
+        };
+        let name = spec.to_string();
+        let writer = hound::WavWriter::create(path, wav).map_err(|e| Error::Device {
+            sink: name.clone(),
+            reason: format!("cannot create: {}", hound_reason(&e)),
+        })?;
+        Ok(WavSink {
+            name,
+            format: cfg.format,
+            writer: Some(writer),
+        })
+    }
+
+    fn fail(&self, e: &hound::Error) -> Error {
+        Error::Device {
+            sink: self.name.clone(),
+            reason: format!("write failed: {}", hound_reason(e)),
+        }
+    }
+}
+
+fn hound_reason(e: &hound::Error) -> String {
+    match e {
+        hound::Error::IoError(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Sink for WavSink {
+    fn write_period(&mut self, samples: &[i32]) -> Result<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        // Sample by sample into hound's BufWriter: no allocation.
+        let r = match self.format {
+            SampleFormat::S16Le => samples
+                .iter()
+                .try_for_each(|&m| w.write_sample(mix_to_s16(m))),
+            SampleFormat::S32Le => samples
+                .iter()
+                .try_for_each(|&m| w.write_sample(mix_to_s32(m))),
+            SampleFormat::FloatLe => samples
+                .iter()
+                .try_for_each(|&m| w.write_sample(mix_to_f32(m))),
+        };
+        r.map_err(|e| self.fail(&e))
+    }
+    fn paces_itself(&self) -> bool {
+        false
+    }
+    fn xruns(&self) -> u64 {
+        0
+    }
+    fn finish(&mut self) -> Result<()> {
+        match self.writer.take() {
+            Some(w) => w.finalize().map_err(|e| self.fail(&e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WavSink {
+    fn drop(&mut self) {
+        // Best effort: a WAV being written is always finalized, even on an error path that
+        // skipped finish(); the error has nowhere to go from a destructor.
+        let _ = self.finish();
+    }
+}
+
+/// The device format's samples, preallocated for one period.
+enum AlsaBuf {
+    S16(Vec<i16>),
+    S32(Vec<i32>),
+    F32(Vec<f32>),
+}
+
+/// An ALSA PCM opened for blocking playback, interleaved.
+struct AlsaSink {
+    name: String,
+    pcm: alsa::PCM,
+    buf: AlsaBuf,
+    channels: usize,
+    xruns: u64,
+    finished: bool,
+}
+
+impl AlsaSink {
+    fn open(spec: &SinkSpec, pcm_name: &str, cfg: &SinkConfig) -> Result<AlsaSink> {
+        use alsa::pcm::{Access, Format, HwParams};
+        let name = spec.to_string();
+        // alsa-lib prints its own diagnostics to stderr; catch them on this thread so the
+        // user sees one line from us, not an ALSA trace.
+        let _quiet = alsa::Output::local_error_handler();
+        let dev = |call: &str, e: alsa::Error| Error::Device {
+            sink: name.clone(),
+            reason: alsa_reason(call, &e),
+        };
+        let pcm = alsa::PCM::new(pcm_name, alsa::Direction::Playback, false).map_err(|e| {
+            let mut reason = alsa_reason("cannot open", &e);
+            if e.errno() == libc::ENOENT
+                || e.errno() == libc::ENODEV
+                || !std::path::Path::new("/dev/snd").exists()
+            {
+                reason.push_str("; no sound card here? use --sink wav:PATH or --sink null");
+            }
+            Error::Device {
+                sink: name.clone(),
+                reason,
+            }
+        })?;
+        let format = match cfg.format {
+            SampleFormat::S16Le => Format::s16(),
+            SampleFormat::S32Le => Format::s32(),
+            SampleFormat::FloatLe => Format::float(),
+        };
+        {
+            let hw = HwParams::any(&pcm).map_err(|e| dev("hw params", e))?;
+            hw.set_access(Access::RWInterleaved)
+                .map_err(|e| dev("interleaved access", e))?;
+            hw.set_format(format)
+                .map_err(|e| dev(&format!("format {}", cfg.format), e))?;
+            hw.set_channels(u32::from(cfg.channels))
+                .map_err(|e| dev(&format!("{} channels", cfg.channels), e))?;
+            hw.set_rate(cfg.rate_hz, alsa::ValueOr::Nearest)
+                .map_err(|e| dev(&format!("rate {} Hz (exactly)", cfg.rate_hz), e))?;
+            hw.set_period_size_near(
+                alsa::pcm::Frames::from(cfg.period_frames),
+                alsa::ValueOr::Nearest,
             )
-            .unwrap(),
-        )))),
-        _ => Err(Error::invalid("x", "y")),
+            .map_err(|e| dev("period size", e))?;
+            hw.set_buffer_size_near(alsa::pcm::Frames::from(cfg.buffer_frames))
+                .map_err(|e| dev("buffer size", e))?;
+            pcm.hw_params(&hw).map_err(|e| dev("hw params", e))?;
+        }
+        {
+            let hw = pcm.hw_params_current().map_err(|e| dev("hw params", e))?;
+            let buffer = hw.get_buffer_size().map_err(|e| dev("buffer size", e))?;
+            let period = hw.get_period_size().map_err(|e| dev("period size", e))?;
+            let sw = pcm.sw_params_current().map_err(|e| dev("sw params", e))?;
+            // Start once the device buffer is full, so the first periods do not underrun;
+            // wake when a period of space opens.
+            sw.set_start_threshold(buffer)
+                .map_err(|e| dev("start threshold", e))?;
+            sw.set_avail_min(period).map_err(|e| dev("avail min", e))?;
+            pcm.sw_params(&sw).map_err(|e| dev("sw params", e))?;
+        }
+        let n = cfg.period_frames as usize * usize::from(cfg.channels);
+        let buf = match cfg.format {
+            SampleFormat::S16Le => AlsaBuf::S16(vec![0; n]),
+            SampleFormat::S32Le => AlsaBuf::S32(vec![0; n]),
+            SampleFormat::FloatLe => AlsaBuf::F32(vec![0.0; n]),
+        };
+        Ok(AlsaSink {
+            name,
+            pcm,
+            buf,
+            channels: usize::from(cfg.channels),
+            xruns: 0,
+            finished: false,
+        })
+    }
+
+    /// Writes all of `data`, recovering from underruns (counted) and suspends.
+    fn write_all<S: Copy>(
+        pcm: &alsa::PCM,
+        io: &alsa::pcm::IO<'_, S>,
+        data: &[S],
+        channels: usize,
+        xruns: &mut u64,
+    ) -> std::result::Result<(), alsa::Error> {
+        let mut off = 0;
+        while off < data.len() {
+            match io.writei(&data[off..]) {
+                Ok(frames) => off += frames * channels,
+                Err(e) if e.errno() == libc::EPIPE => {
+                    // Underrun: the device ran dry. Count it, re-prepare, write on.
+                    *xruns += 1;
+                    pcm.prepare()?;
+                }
+                Err(e) if e.errno() == libc::ESTRPIPE => {
+                    // Suspended (e.g. system sleep): resume, or prepare if the driver cannot.
+                    if pcm.resume().is_err() {
+                        pcm.prepare()?;
+                    }
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn alsa_reason(call: &str, e: &alsa::Error) -> String {
+    let errno = e.errno();
+    let text = nix::errno::Errno::from_raw(errno).desc();
+    format!("{call}: {text} ({}: errno {errno})", e.func())
+}
+
+impl Sink for AlsaSink {
+    fn write_period(&mut self, samples: &[i32]) -> Result<()> {
+        let (pcm, ch, xruns) = (&self.pcm, self.channels, &mut self.xruns);
+        let r = match &mut self.buf {
+            AlsaBuf::S16(b) => {
+                b.iter_mut()
+                    .zip(samples)
+                    .for_each(|(o, &m)| *o = mix_to_s16(m));
+                pcm.io_i16()
+                    .and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
+            }
+            AlsaBuf::S32(b) => {
+                b.iter_mut()
+                    .zip(samples)
+                    .for_each(|(o, &m)| *o = mix_to_s32(m));
+                pcm.io_i32()
+                    .and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
+            }
+            AlsaBuf::F32(b) => {
+                b.iter_mut()
+                    .zip(samples)
+                    .for_each(|(o, &m)| *o = mix_to_f32(m));
+                pcm.io_f32()
+                    .and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
+            }
+        };
+        r.map_err(|e| Error::Device {
+            sink: self.name.clone(),
+            reason: alsa_reason("write", &e),
+        })
+    }
+    fn paces_itself(&self) -> bool {
+        true
+    }
+    fn xruns(&self) -> u64 {
+        self.xruns
+    }
+    fn finish(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Ok(());
+        }
+        // A stream shorter than the start threshold never started: start it so drain plays it.
+        if self.pcm.state() == alsa::pcm::State::Prepared {
+            let _ = self.pcm.start();
+        }
+        self.pcm.drain().map_err(|e| Error::Device {
+            sink: self.name.clone(),
+            reason: alsa_reason("drain", &e),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(format: SampleFormat) -> SinkConfig {
+        SinkConfig {
+            rate_hz: 48000,
+            channels: 2,
+            format,
+            period_frames: 256,
+            buffer_frames: 1024,
+        }
+    }
+
+    fn ramp() -> Vec<i32> {
+        (0..512).map(|i| (i - 256) * 30000).collect()
+    }
+
+    #[test]
+    fn sink_specs_parse_and_print_back() {
+        for s in [
+            "null",
+            "alsa:default",
+            "alsa:hw:0,0",
+            "wav:/tmp/x.wav",
+            "wav:rel.wav",
+        ] {
+            assert_eq!(s.parse::<SinkSpec>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "alsa".parse::<SinkSpec>().unwrap(),
+            SinkSpec::Alsa("default".into())
+        );
+        for bad in ["", "wav:", "alsa:", "pulse", "file:/x"] {
+            let e = bad.parse::<SinkSpec>().unwrap_err();
+            assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn sink_wav_round_trips_each_format() {
+        let t = tempfile::tempdir().unwrap();
+        for f in SampleFormat::ALL {
+            let path = t.path().join(format!("{f}.wav"));
+            let spec = SinkSpec::Wav(path.clone());
+            let mut s = open_sink(&spec, &cfg(f)).unwrap();
+            s.write_period(&ramp()).unwrap();
+            s.write_period(&ramp()).unwrap();
+            s.finish().unwrap();
+            let mut r = hound::WavReader::open(&path).unwrap();
+            let want: Vec<i32> = ramp().into_iter().chain(ramp()).collect();
+            match f {
+                SampleFormat::S16Le => {
+                    let got: Vec<i32> = r
+                        .samples::<i16>()
+                        .map(|s| i32::from(s.unwrap()) << 8)
+                        .collect();
+                    assert_eq!(got, want.iter().map(|m| (m >> 8) << 8).collect::<Vec<_>>());
+                }
+                SampleFormat::S32Le => {
+                    let got: Vec<i32> = r.samples::<i32>().map(|s| s.unwrap() >> 8).collect();
+                    assert_eq!(got, want);
+                }
+                SampleFormat::FloatLe => {
+                    assert_eq!(r.spec().sample_format, hound::SampleFormat::Float);
+                    let got: Vec<i32> = r
+                        .samples::<f32>()
+                        .map(|s| (s.unwrap() * 8_388_608.0) as i32)
+                        .collect();
+                    assert_eq!(got, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sink_wav_is_finalized_on_drop() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("drop.wav");
+        {
+            let mut s = open_sink(&SinkSpec::Wav(path.clone()), &cfg(SampleFormat::S16Le)).unwrap();
+            s.write_period(&ramp()).unwrap();
+        }
+        assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 256);
+    }
+
+    #[test]
+    fn sink_wav_in_a_missing_directory_is_one_clear_error() {
+        let spec = SinkSpec::Wav("/nonexistent-dir/x.wav".into());
+        let e = open_sink(&spec, &cfg(SampleFormat::S16Le)).err().unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::Device);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("wav:/nonexistent-dir/x.wav: cannot create"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn sink_alsa_file_plugin_gets_exact_samples() {
+        let t = tempfile::tempdir().unwrap();
+        for f in SampleFormat::ALL {
+            let raw = t.path().join(format!("{f}.raw"));
+            let spec = SinkSpec::Alsa(format!("file:'{}',raw", raw.display()));
+            let mut s = open_sink(&spec, &cfg(f)).unwrap();
+            for _ in 0..6 {
+                s.write_period(&ramp()).unwrap();
+            }
+            s.finish().unwrap();
+            let bytes = std::fs::read(&raw).unwrap();
+            let mut want = Vec::new();
+            for _ in 0..6 {
+                for &m in &ramp() {
+                    let mut b = [0u8; 4];
+                    f.mix_to_le_bytes(m, &mut b[..f.bytes()]);
+                    want.extend_from_slice(&b[..f.bytes()]);
+                }
+            }
+            assert_eq!(bytes, want, "{f}");
+        }
+    }
+
+    #[test]
+    fn sink_alsa_unknown_pcm_is_one_clear_error() {
+        let e = open_sink(
+            &SinkSpec::Alsa("no_such_pcm_xyz".into()),
+            &cfg(SampleFormat::S16Le),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::Device);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("alsa:no_such_pcm_xyz: cannot open"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
     }
 }

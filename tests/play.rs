@@ -14,15 +14,32 @@ fn clamp16(v: i32) -> i32 {
     v.clamp(i16::MIN as i32, i16::MAX as i32)
 }
 
-/// The expected S16 render of `a` + `b`: the clamped sum, padded with silence to a whole
-/// number of 256-frame periods.
-fn expected_sum16(a: &[i16], b: &[i16], channels: usize) -> Vec<i32> {
+/// The mix of two S16 signals at the mix scale (24-bit), clamped there, padded with silence
+/// to a whole number of 256-frame periods.
+fn expected_mix24(a: &[i16], b: &[i16], channels: usize) -> Vec<i32> {
     let n = a.len().max(b.len());
     let mut v: Vec<i32> = (0..n)
-        .map(|i| clamp16(i32::from(*a.get(i).unwrap_or(&0)) + i32::from(*b.get(i).unwrap_or(&0))))
+        .map(|i| {
+            let sum = (i32::from(*a.get(i).unwrap_or(&0)) << 8)
+                + (i32::from(*b.get(i).unwrap_or(&0)) << 8);
+            sum.clamp(-(1 << 23), (1 << 23) - 1)
+        })
         .collect();
     let period = 256 * channels;
     v.resize(n.div_ceil(period) * period, 0);
+    v
+}
+
+/// The expected S16 render: the clamped integer sum.
+fn expected_sum16(a: &[i16], b: &[i16], channels: usize) -> Vec<i32> {
+    let v: Vec<i32> = expected_mix24(a, b, channels)
+        .into_iter()
+        .map(|m| m >> 8)
+        .collect();
+    // Cross-check the rule: at 16 bits it is the plain clamped sum.
+    for (i, &x) in v.iter().enumerate().take(a.len().min(b.len())) {
+        assert_eq!(x, clamp16(i32::from(a[i]) + i32::from(b[i])));
+    }
     v
 }
 
@@ -76,12 +93,19 @@ fn play_s32_render_follows_the_conversion_rule() {
     render_two(&env, "S32_LE");
     let (spec, got) = read_wav(&env.path("out.wav"));
     assert_eq!(spec.bits_per_sample, 32);
-    // S16 in: mix = s << 8; S32 out = clamp24(sum) << 8 = clamp16(a + b) << 16.
-    let want: Vec<i32> = expected_sum16(&a, &b, 2)
+    // S16 in: mix = s << 8; S32 out = clamp24(sum) << 8.
+    let want: Vec<i32> = expected_mix24(&a, &b, 2)
         .into_iter()
-        .map(|v| v << 16)
+        .map(|m| m << 8)
         .collect();
-    assert!(got == want, "S32 render differs from the documented rule");
+    if let Some(i) = (0..want.len()).find(|&i| got.get(i) != Some(&want[i])) {
+        panic!(
+            "S32 render differs from the documented rule at {i}: got {:?}, want {}",
+            got.get(i),
+            want[i]
+        );
+    }
+    assert_eq!(got.len(), want.len());
 }
 
 #[test]
@@ -91,10 +115,10 @@ fn play_float_render_follows_the_conversion_rule() {
     render_two(&env, "FLOAT_LE");
     let (spec, got) = read_wav(&env.path("out.wav"));
     assert_eq!(spec.sample_format, hound::SampleFormat::Float);
-    // FLOAT out = clamp24(sum) / 2^23 = clamp16(a + b) * 256 / 2^23, exact in an f32.
-    let want: Vec<i32> = expected_sum16(&a, &b, 2)
+    // FLOAT out = clamp24(sum) / 2^23, exact in an f32.
+    let want: Vec<i32> = expected_mix24(&a, &b, 2)
         .into_iter()
-        .map(|v| ((v * 256) as f32 / 8_388_608.0).to_bits() as i32)
+        .map(|m| (m as f32 / 8_388_608.0).to_bits() as i32)
         .collect();
     assert!(got == want, "FLOAT render differs from the documented rule");
 }

@@ -83,19 +83,10 @@ pub fn run(
     if let Some(dir) = cfg.socket.parent() {
         crate::paths::ensure_runtime_dir(dir)?;
     }
-    // Open the sink first: a device that cannot play should fail before we listen.
-    let p = cfg.params;
-    let mut sink = crate::sink::open_sink(
-        &cfg.sink,
-        &SinkConfig {
-            rate_hz: p.rate_hz,
-            channels: p.channels as u16,
-            format: p.format,
-            period_frames: p.period_frames,
-            buffer_frames: p.ring_frames,
-        },
-    )?;
+    // Bind first: a second server must be refused before it touches the sink (a WAV path
+    // shared with a live server would otherwise be truncated).
     let listener = Listener::bind(&cfg.socket, 0o600)?;
+    let p = cfg.params;
     let shared = Shared {
         ring: ServerRing::create(p, PROTOCOL_VERSION)?,
         stop,
@@ -105,32 +96,51 @@ pub fn run(
         play_mask: AtomicU64::new(0),
         loop_done: AtomicBool::new(false),
     };
-    on_ready(&listener);
-    let (control, end) = std::thread::scope(|s| {
+    let sink_cfg = SinkConfig {
+        rate_hz: p.rate_hz,
+        channels: p.channels as u16,
+        format: p.format,
+        period_frames: p.period_frames,
+        buffer_frames: p.ring_frames,
+    };
+    std::thread::scope(|s| {
         let shared = &shared;
-        let sink = &mut sink;
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+        // The sink is opened on the period thread itself: an ALSA handle is not Send.
         let period = std::thread::Builder::new()
             .name("dmix-period".into())
-            .spawn_scoped(s, move || {
-                let mut lp = period::PeriodLoop::new(
+            .spawn_scoped(s, move || -> Result<LoopEnd> {
+                let mut sink = match crate::sink::open_sink(&cfg.sink, &sink_cfg) {
+                    Ok(sink) => sink,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return Ok(LoopEnd::Stopped);
+                    }
+                };
+                let _ = opened_tx.send(Ok(()));
+                let end = period::PeriodLoop::new(
                     shared,
                     sink.as_mut(),
                     cfg.wait_clients,
                     cfg.exit_when_idle,
-                );
-                let r = lp.run();
+                )
+                .run();
                 shared.loop_done.store(true, Ordering::Release);
-                r
-            });
-        let period = match period {
-            Ok(p) => p,
-            Err(e) => {
-                return (
-                    Err(Error::sys("spawn the period thread", e)),
-                    Ok(LoopEnd::Stopped),
-                );
-            }
-        };
+                // Finalize the sink whatever happened: a WAV written so far stays readable.
+                let finished = sink.finish();
+                let end = end?;
+                finished?;
+                Ok(end)
+            })
+            .map_err(|e| Error::sys("spawn the period thread", e))?;
+        let opened = opened_rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::invalid("period thread", "ended early")));
+        if let Err(e) = opened {
+            let _ = period.join();
+            return Err(e);
+        }
+        on_ready(&listener);
         let control = Control::new(shared, &listener).run();
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
@@ -139,14 +149,9 @@ pub fn run(
         let end = period
             .join()
             .unwrap_or_else(|_| Err(Error::invalid("period thread", "panicked")));
-        (control, end)
-    });
-    // Finalize the sink whatever happened: a WAV written so far must stay readable.
-    let finished = sink.finish();
-    control?;
-    let end = end?;
-    finished?;
-    Ok(end)
+        control?;
+        end
+    })
 }
 
 enum ConnState {
