@@ -5,9 +5,9 @@
 //! as the end of the input, and the player then retracts and leaves as usual.
 
 use std::io::{self, Read};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Chunks queued between the reader thread and the player, at most.
@@ -16,7 +16,9 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Stdin read by a helper thread; reads end (as EOF) when `stop` is raised.
 pub struct InterruptibleStdin {
-    rx: Receiver<io::Result<Vec<u8>>>,
+    // A Mutex only to make the source Sync, as symphonia's media sources must be; one thread
+    // reads, so it is never contended.
+    rx: Mutex<Receiver<io::Result<Vec<u8>>>>,
     pending: Vec<u8>,
     at: usize,
     stop: Arc<AtomicBool>,
@@ -51,7 +53,7 @@ impl InterruptibleStdin {
             })
             .ok();
         InterruptibleStdin {
-            rx,
+            rx: Mutex::new(rx),
             pending: Vec::new(),
             at: 0,
             stop,
@@ -66,7 +68,11 @@ impl Read for InterruptibleStdin {
             if self.done || self.stop.load(Ordering::Relaxed) {
                 return Ok(0);
             }
-            match self.rx.recv_timeout(Duration::from_millis(100)) {
+            let got = match self.rx.lock() {
+                Ok(rx) => rx.recv_timeout(Duration::from_millis(100)),
+                Err(_) => Err(RecvTimeoutError::Disconnected),
+            };
+            match got {
                 Ok(Ok(chunk)) => {
                     self.pending = chunk;
                     self.at = 0;

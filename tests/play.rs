@@ -140,13 +140,16 @@ fn survivor_is_exact(end_b: Signal, b_exit_ok: impl Fn(std::process::ExitStatus)
         &["-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2", "-"],
     );
     let mut stdin = pb.stdin();
-    // 1 s of B into a 64 KiB pipe: when write_all returns, B has read at least 0.6 s of
-    // it, so B is mid-stream: a synchronisation on a read, not on time.
-    let bytes: Vec<u8> = b[..96000].iter().flat_map(|s| s.to_le_bytes()).collect();
-    stdin.write_all(&bytes).unwrap();
+    let bytes: Vec<u8> = b.iter().flat_map(|s| s.to_le_bytes()).collect();
+    // The writer may block on a full pipe; B's end makes its writes fail, which is fine.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    // The freewheel server only passes frame 9600 once B has supplied it: B is mid-stream.
+    wait_hw_ptr(&env, "default", 9600);
     pb.signal(end_b);
     assert!(b_exit_ok(pb.wait()), "b: {}", pb.finished_stderr());
-    drop(stdin);
+    writer.join().unwrap();
     assert!(pa.wait().success(), "a: {}", pa.finished_stderr());
     assert!(
         server.wait().success(),

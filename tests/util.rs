@@ -326,3 +326,24 @@ pub fn signal(frames: usize, channels: usize, freq: f64, amp: f64, seed: u32) ->
     }
     out
 }
+
+/// Waits (bounded) until the server `name` has taken at least `frames` frames, watching its
+/// status through an inspector connection (which never holds a freewheel render back).
+pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {
+    let sock = env.socket(name);
+    let stat = dmix::client::Connection::open(
+        sock.to_str().unwrap(),
+        dmix::protocol::Role::Stat,
+        "test",
+        0,
+    )
+    .expect("stat connection");
+    let deadline = Instant::now() + DEADLINE;
+    while stat.ring().hw_ptr() < frames {
+        assert!(
+            Instant::now() < deadline,
+            "the server never reached frame {frames}"
+        );
+        stat.ring().wait_hw_ptr(frames, Duration::from_millis(100));
+    }
+}
