@@ -285,3 +285,51 @@ fn play_alsa_sink_writes_the_mix_through_alsa_lib() {
         "ALSA output has trailing non-silence"
     );
 }
+
+#[test]
+fn play_resamples_a_44k_flac_and_reads_wav_from_stdin() {
+    let env = Env::new();
+    // 1 s of 1 kHz at 44.1 kHz, as FLAC, and the same as a WAV piped to stdin.
+    let src: Vec<i16> = (0..44100 * 2)
+        .map(|i| {
+            (0.4 * 32767.0 * (2.0 * std::f64::consts::PI * 1000.0 * (i / 2) as f64 / 44100.0).sin())
+                as i16
+        })
+        .collect();
+    write_wav_i16(&env.path("src.wav"), 44100, 2, &src);
+    let status = std::process::Command::new("flac")
+        .args(["-s", "-f", "-o"])
+        .arg(env.path("src.flac"))
+        .arg(env.path("src.wav"))
+        .status()
+        .expect("flac (Debian package flac) is needed to make the fixture");
+    assert!(status.success());
+    for input in ["src.flac", "-"] {
+        let out = env.path("out.wav");
+        let sink = format!("wav:{}", out.display());
+        let mut server = env.serve(&[
+            "--sink",
+            &sink,
+            "--freewheel",
+            "--wait-clients",
+            "1",
+            "--exit-when-idle",
+        ]);
+        let mut p = env.spawn("dmix-play", &[input]);
+        if input == "-" {
+            let mut stdin = p.stdin();
+            stdin
+                .write_all(&std::fs::read(env.path("src.wav")).unwrap())
+                .unwrap();
+        }
+        assert!(p.wait().success(), "{input}: {}", p.finished_stderr());
+        assert!(server.wait().success());
+        let (spec, got) = read_wav(&out);
+        assert_eq!(spec.sample_rate, 48000);
+        // 48000 frames of audio, padded to whole periods with silence.
+        assert_eq!(got.len(), 48000usize.div_ceil(256) * 256 * 2, "{input}");
+        let left: Vec<i32> = got[..96000].iter().step_by(2).copied().collect();
+        let ups = left.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
+        assert!((999..=1000).contains(&ups), "{input}: {ups} cycles in 1 s");
+    }
+}
