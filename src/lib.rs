@@ -20,7 +20,7 @@
 //! | [`client`] | connect, attach, write, drain, retract |
 //! | [`sink`] | ALSA, WAV and null sinks |
 //! | [`decode`], [`convert`] | decoding (symphonia), channel maps, resampling (rubato), gain |
-//! | [`format`] | sample formats and the mix-scale conversion rule |
+//! | [`format`](mod@format) | sample formats and the mix-scale conversion rule |
 //! | [`play`] | dmix-play's engine |
 //!
 //! # Example
