@@ -297,3 +297,66 @@ fn play_exits_when_the_server_is_killed() {
     assert_eq!(status.code(), Some(10), "{err}");
     assert!(err.contains("server went away"), "{err}");
 }
+
+#[test]
+fn serve_named_four_channel_server_at_44k_takes_stereo_clients() {
+    let env = Env::new();
+    let a = signal(4410, 2, 441.0, 0.3, 9);
+    write_wav_i16(&env.path("a.wav"), 44100, 2, &a);
+    let out = env.path("out.wav");
+    let mut s = env.serve(&[
+        "--name",
+        "quad",
+        "-c",
+        "4",
+        "-r",
+        "44100",
+        "--period",
+        "128",
+        "--buffer",
+        "512",
+        "--sink",
+        &format!("wav:{}", out.display()),
+        "--freewheel",
+        "--wait-clients",
+        "1",
+        "--exit-when-idle",
+    ]);
+    let r = env.run("dmix-play", &["-D", "quad", "a.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(s.wait().success());
+    let (spec, got) = read_wav(&out);
+    assert_eq!((spec.channels, spec.sample_rate), (4, 44100));
+    assert_eq!(got.len(), 4410usize.div_ceil(128) * 128 * 4);
+    for (f, frame) in got.chunks_exact(4).take(4410).enumerate() {
+        // Stereo into 4 channels: front left/right carry it, the others are silent.
+        assert_eq!(
+            frame,
+            &[i32::from(a[2 * f]), i32::from(a[2 * f + 1]), 0, 0],
+            "frame {f}"
+        );
+    }
+}
+
+#[test]
+fn serve_socket_path_and_tmp_fallback() {
+    let env = Env::new();
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(480, 2, 440.0, 0.3, 1));
+    // Without XDG_RUNTIME_DIR the socket lives in /tmp/dmix-$UID; a unique name keeps
+    // parallel tests apart.
+    let name = format!("fallback-{}", std::process::id());
+    let mut cmd = env.command("dmix-serve");
+    cmd.env_remove("XDG_RUNTIME_DIR")
+        .args(["--sink", "null", "--name", &name]);
+    let mut s = Proc::spawn("dmix-serve", cmd.stdin(std::process::Stdio::null()));
+    let line = s.wait_for_stderr("serving on");
+    let uid = nix::unistd::getuid();
+    let path = format!("/tmp/dmix-{uid}/{name}.sock");
+    assert!(line.contains(&path), "{line}");
+    // A client finds it by path.
+    let r = env.run("dmix-play", &["-D", &path, "a.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait().success());
+    assert!(!std::path::Path::new(&path).exists());
+}
