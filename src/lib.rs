@@ -65,6 +65,7 @@ pub mod protocol;
 pub mod ring;
 pub mod server;
 pub mod sink;
+pub mod stat;
 pub mod stdin;
 pub mod sys;
 pub mod transport;

@@ -133,6 +133,16 @@ pub struct SlotInfo {
     pub name: [AtomicU8; NAME_BYTES],
 }
 
+/// Bytes of the sink description in the status region.
+pub const SINK_BYTES: usize = 128;
+
+/// What the server says about itself (written once at start).
+#[repr(C)]
+pub struct ServerInfo {
+    /// The sink as the user named it ("alsa:default", "wav:/tmp/x.wav"), UTF-8, NUL-padded.
+    pub sink: [AtomicU8; SINK_BYTES],
+}
+
 /// The status region.
 #[repr(C)]
 pub struct StatusBlock {
@@ -145,6 +155,8 @@ pub struct StatusBlock {
     pub wake_seq: CacheLine<AtomicU32>,
     /// Server counters.
     pub stats: CacheLine<ServerStats>,
+    /// Server description.
+    pub info: CacheLine<ServerInfo>,
     /// The client table.
     pub slots: [SlotInfo; MAX_SLOTS],
 }
@@ -269,7 +281,8 @@ mod tests {
         assert_eq!(offset_of!(StatusBlock, hw_ptr), 64);
         assert_eq!(offset_of!(StatusBlock, wake_seq), 128);
         assert_eq!(offset_of!(StatusBlock, stats), 192);
-        assert_eq!(offset_of!(StatusBlock, slots), 256);
+        assert_eq!(offset_of!(StatusBlock, info), 256);
+        assert_eq!(offset_of!(StatusBlock, slots), 384);
         assert_eq!(offset_of!(SlotInfo, state), 0);
         assert_eq!(offset_of!(SlotInfo, role), 4);
         assert_eq!(offset_of!(SlotInfo, client_id), 8);
@@ -280,7 +293,7 @@ mod tests {
         assert_eq!(offset_of!(SlotInfo, joined_unix_ns), 32);
         assert_eq!(offset_of!(SlotInfo, name), 40);
         assert_eq!(size_of::<SlotInfo>(), 128);
-        assert_eq!(size_of::<StatusBlock>(), 256 + 64 * 128);
+        assert_eq!(size_of::<StatusBlock>(), 384 + 64 * 128);
         assert_eq!(offset_of!(ClientCounters, appl_ptr), 0);
         assert_eq!(offset_of!(ClientCounters, end_ptr), 8);
         assert_eq!(offset_of!(ClientCounters, flags), 16);

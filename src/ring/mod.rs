@@ -214,6 +214,14 @@ impl ServerRing {
         &self.params
     }
 
+    /// Records the sink's name for inspectors (cut to fit on a character boundary).
+    pub fn set_sink_name(&self, sink: &str) {
+        let bytes = crate::protocol::truncate_name(sink, SINK_BYTES).as_bytes();
+        for (i, b) in self.status().info.0.sink.iter().enumerate() {
+            b.store(bytes.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
     /// The status block (written by the server only).
     pub fn status(&self) -> &StatusBlock {
         self.status

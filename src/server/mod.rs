@@ -96,6 +96,7 @@ pub fn run(
         play_mask: AtomicU64::new(0),
         loop_done: AtomicBool::new(false),
     };
+    shared.ring.set_sink_name(&cfg.sink.to_string());
     let sink_cfg = SinkConfig {
         rate_hz: p.rate_hz,
         channels: p.channels as u16,

@@ -1,0 +1,341 @@
+//! `dmix-stat`'s engine: reads a server's status (mapped read-only) into a [`Snapshot`],
+//! lists the servers in the runtime directory, and waits for a server to answer. Never
+//! writes to the ring; its slot is an inspector's, which never holds a freewheel render.
+//!
+//! The field names of [`Snapshot`] are the JSON interface (`dmix-stat --json`), documented
+//! in the man page: rename nothing without saying so there.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::client::Connection;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{MIX_MAX, SampleFormat};
+use crate::protocol::Role;
+use crate::ring::layout::{FLAG_FREEWHEEL, MAX_SLOTS, SLOT_ACTIVE};
+use crate::ring::unix_now_ns;
+
+/// Everything `dmix-stat` shows about one server at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    /// The server.
+    pub server: ServerSnapshot,
+    /// Its clients, by id.
+    pub clients: Vec<ClientSnapshot>,
+}
+
+/// The server's part of a snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerSnapshot {
+    /// Server name (the socket's file name without `.sock`).
+    pub name: String,
+    /// Socket path.
+    pub socket: String,
+    /// Server pid.
+    pub pid: u32,
+    /// The sink as named at start.
+    pub sink: String,
+    /// Sample rate in Hz.
+    pub rate_hz: u32,
+    /// Channels.
+    pub channels: u32,
+    /// Device sample format.
+    pub format: String,
+    /// Frames per period.
+    pub period_frames: u32,
+    /// Period in milliseconds.
+    pub period_ms: f64,
+    /// Frames in the mix ring.
+    pub buffer_frames: u32,
+    /// Mix ring in milliseconds.
+    pub buffer_ms: f64,
+    /// Frames taken so far.
+    pub hw_ptr: u64,
+    /// Seconds since the server started.
+    pub uptime_s: f64,
+    /// "freewheel" or "real time".
+    pub mode: String,
+    /// Device xruns recovered.
+    pub xruns: u64,
+    /// Periods played.
+    pub periods: u64,
+    /// Periods the paced clock started late.
+    pub late_periods: u64,
+    /// Longest work for one period, microseconds.
+    pub max_period_work_us: f64,
+}
+
+/// One client of a snapshot. `pid` and `uid` come from the kernel (SO_PEERCRED); `name`,
+/// `queued_ms`, `underruns`, `late_frames` and `peak_dbfs` are the client's own report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientSnapshot {
+    /// Client id (unique while the server runs).
+    pub id: u32,
+    /// Slot index.
+    pub slot: u32,
+    /// Peer pid.
+    pub pid: u32,
+    /// Peer uid.
+    pub uid: u32,
+    /// The client's name.
+    pub name: String,
+    /// play, tee, share or stat.
+    pub role: String,
+    /// Channels the client asked for (0: all).
+    pub channels: u32,
+    /// How far ahead of hw_ptr the client has queued audio, ms (players).
+    pub queued_ms: Option<f64>,
+    /// Times the client fell behind.
+    pub underruns: u64,
+    /// Frames it dropped because they arrived late.
+    pub late_frames: u64,
+    /// Recent peak per channel, dBFS (null: silence).
+    pub peak_dbfs: Vec<Option<f64>>,
+}
+
+fn bytes_to_string(bytes: &[std::sync::atomic::AtomicU8]) -> String {
+    let raw: Vec<u8> = bytes
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .take_while(|&b| b != 0)
+        .collect();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// Peak at the mix scale as dBFS; `None` for silence.
+pub fn peak_dbfs(peak: u32) -> Option<f64> {
+    (peak > 0).then(|| 20.0 * (f64::from(peak) / f64::from(MIX_MAX)).log10())
+}
+
+/// Reads a snapshot through an inspector connection.
+pub fn snapshot(conn: &Connection, socket: &Path) -> Result<Snapshot> {
+    let ring = conn.ring();
+    let p = *ring.params();
+    let status = ring.status()?;
+    let h = &status.header.0;
+    let stats = &status.stats.0;
+    let hw = ring.hw_ptr();
+    let started = h.started_unix_ns.load(Ordering::Relaxed);
+    let server = ServerSnapshot {
+        name: socket
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        socket: socket.display().to_string(),
+        pid: h.server_pid.load(Ordering::Relaxed),
+        sink: bytes_to_string(&status.info.0.sink),
+        rate_hz: p.rate_hz,
+        channels: p.channels,
+        format: SampleFormat::from_code(h.format.load(Ordering::Relaxed))
+            .map_or("?", |f| f.name())
+            .to_string(),
+        period_frames: p.period_frames,
+        period_ms: p.frames_to_ms(u64::from(p.period_frames)),
+        buffer_frames: p.ring_frames,
+        buffer_ms: p.frames_to_ms(u64::from(p.ring_frames)),
+        hw_ptr: hw,
+        uptime_s: unix_now_ns().saturating_sub(started) as f64 / 1e9,
+        mode: if h.flags.load(Ordering::Relaxed) & FLAG_FREEWHEEL != 0 {
+            "freewheel"
+        } else {
+            "real time"
+        }
+        .into(),
+        xruns: stats.xruns.load(Ordering::Relaxed),
+        periods: stats.periods.load(Ordering::Relaxed),
+        late_periods: stats.late_periods.load(Ordering::Relaxed),
+        max_period_work_us: stats.max_period_work_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+    };
+    let mut clients = Vec::new();
+    for slot in 0..MAX_SLOTS {
+        let info = ring.slot_info(slot);
+        // Acquire: pairs with the server's Release of the slot state.
+        if info.state.load(Ordering::Acquire) != SLOT_ACTIVE {
+            continue;
+        }
+        let id = info.client_id.load(Ordering::Relaxed);
+        let role = Role::from_code(info.role.load(Ordering::Relaxed));
+        let c = ring.counters(slot);
+        let queued_ms = (role == Some(Role::Play)).then(|| {
+            let appl = c.appl_ptr.load(Ordering::Relaxed);
+            p.frames_to_ms(appl.saturating_sub(hw))
+        });
+        let client = ClientSnapshot {
+            id,
+            slot: slot as u32,
+            pid: info.pid.load(Ordering::Relaxed),
+            uid: info.uid.load(Ordering::Relaxed),
+            name: bytes_to_string(&info.name),
+            role: role.map_or("?", Role::name).to_string(),
+            channels: info.channels.load(Ordering::Relaxed),
+            queued_ms,
+            underruns: c.underruns.load(Ordering::Relaxed),
+            late_frames: c.late_frames.load(Ordering::Relaxed),
+            peak_dbfs: if role == Some(Role::Play) {
+                c.peak
+                    .iter()
+                    .take(p.channels as usize)
+                    .map(|v| peak_dbfs(v.load(Ordering::Relaxed)))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
+        // The slot may have been reused while we read it: keep it only if it still holds
+        // the same client.
+        if info.state.load(Ordering::Acquire) == SLOT_ACTIVE
+            && info.client_id.load(Ordering::Relaxed) == id
+        {
+            clients.push(client);
+        }
+    }
+    clients.sort_by_key(|c| c.id);
+    Ok(Snapshot { server, clients })
+}
+
+/// A server found in the runtime directory.
+#[derive(Clone, Debug, Serialize)]
+pub struct Listed {
+    /// Server name.
+    pub name: String,
+    /// Socket path.
+    pub socket: String,
+    /// It answered.
+    pub running: bool,
+}
+
+/// The servers in `dir` (the runtime directory), by name; a socket nobody answers on is
+/// listed as not running.
+pub fn list_servers(dir: &Path) -> Result<Vec<Listed>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::sys(format!("read {}", dir.display()), e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "sock") {
+            continue;
+        }
+        let running = crate::transport::connect_socket(&path).is_ok();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push(Listed {
+            name,
+            socket: path.display().to_string(),
+            running,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Connects as an inspector, retrying until the server answers or `timeout` passes.
+pub fn wait_for_server(device: &str, timeout: Duration, name: &str) -> Result<Connection> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match Connection::open(device, Role::Stat, name, 0) {
+            Ok(c) => return Ok(c),
+            Err(e) if matches!(e.kind(), ErrorKind::NotRunning | ErrorKind::ServerGone) => {
+                if Instant::now() >= deadline {
+                    let socket = crate::paths::resolve_device(device)
+                        .unwrap_or_else(|_| PathBuf::from(device));
+                    return Err(Error::invalid(
+                        socket.display().to_string(),
+                        format!("no server answered within {:.1} s", timeout.as_secs_f64()),
+                    ));
+                }
+                // A server being started binds its socket within milliseconds; re-try
+                // often enough that a script waiting on us loses no time.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Renders a snapshot as the plain text `dmix-stat` prints once.
+pub fn render_text(s: &Snapshot) -> String {
+    use std::fmt::Write;
+    let v = &s.server;
+    let mut o = String::new();
+    let _ = writeln!(o, "server   {} (pid {}) at {}", v.name, v.pid, v.socket);
+    let _ = writeln!(o, "sink     {}", v.sink);
+    let _ = writeln!(
+        o,
+        "format   {} Hz, {} ch, {}",
+        v.rate_hz, v.channels, v.format
+    );
+    let _ = writeln!(
+        o,
+        "period   {} frames ({:.1} ms), buffer {} frames ({:.1} ms)",
+        v.period_frames, v.period_ms, v.buffer_frames, v.buffer_ms
+    );
+    let _ = writeln!(
+        o,
+        "clock    {}, up {:.1} s, hw_ptr {}",
+        v.mode, v.uptime_s, v.hw_ptr
+    );
+    let _ = writeln!(
+        o,
+        "xruns    {} (periods {}, late {}, longest period work {:.0} us)",
+        v.xruns, v.periods, v.late_periods, v.max_period_work_us
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:>4} {:>7} {:<5} {:>3} {:>9} {:>9} {:>9}  {:<20} NAME",
+        "ID", "PID", "ROLE", "CH", "QUEUED", "UNDERRUNS", "LATE", "PEAK dBFS"
+    );
+    for c in &s.clients {
+        let queued = c
+            .queued_ms
+            .map_or("-".to_string(), |q| format!("{q:.1} ms"));
+        let peaks: Vec<String> = c
+            .peak_dbfs
+            .iter()
+            .map(|p| p.map_or("-inf".into(), |d| format!("{d:.1}")))
+            .collect();
+        let ch = if c.channels == 0 {
+            v.channels
+        } else {
+            c.channels
+        };
+        let _ = writeln!(
+            o,
+            "{:>4} {:>7} {:<5} {:>3} {:>9} {:>9} {:>9}  {:<20} {}",
+            c.id,
+            c.pid,
+            c.role,
+            ch,
+            queued,
+            c.underruns,
+            c.late_frames,
+            if peaks.is_empty() {
+                "-".into()
+            } else {
+                peaks.join(" ")
+            },
+            c.name
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_peak_dbfs() {
+        assert_eq!(peak_dbfs(0), None);
+        assert!(peak_dbfs(MIX_MAX as u32).unwrap().abs() < 1e-9);
+        assert!((peak_dbfs((MIX_MAX / 2) as u32).unwrap() + 6.02).abs() < 0.01);
+    }
+}
