@@ -1,3 +1,4 @@
 mod play;
 mod serve;
+mod stat;
 mod util;

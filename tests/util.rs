@@ -20,6 +20,7 @@ pub fn bin(name: &str) -> PathBuf {
     match name {
         "dmix-serve" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-serve")),
         "dmix-play" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-play")),
+        "dmix-stat" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-stat")),
         other => panic!("unknown binary {other}"),
     }
 }
@@ -345,5 +346,30 @@ pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {
             "the server never reached frame {frames}"
         );
         stat.ring().wait_hw_ptr(frames, Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until the server `name` lists at least `n` clients of `role`, and
+/// returns the snapshot that showed them.
+pub fn wait_for_clients(env: &Env, name: &str, role: &str, n: usize) -> dmix::stat::Snapshot {
+    let sock = env.socket(name);
+    let stat = dmix::client::Connection::open(
+        sock.to_str().unwrap(),
+        dmix::protocol::Role::Stat,
+        "test",
+        0,
+    )
+    .expect("stat connection");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+        if s.clients.iter().filter(|c| c.role == role).count() >= n {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} {role} clients joined"
+        );
+        stat.ring().wait_any(Duration::from_millis(50));
     }
 }
