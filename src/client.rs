@@ -71,7 +71,7 @@ impl Connection {
         let ring = ClientRing::attach(
             welcome.params,
             [&status, &mix, &monitor],
-            role == Role::Play,
+            matches!(role, Role::Play | Role::Tee),
         )?;
         let mut conn = Connection {
             sock,
@@ -136,6 +136,11 @@ impl Connection {
     /// The mapped ring.
     pub fn ring(&self) -> &ClientRing {
         &self.ring
+    }
+
+    /// The connection to the server (its hang-up means the server is gone).
+    pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 

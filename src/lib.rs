@@ -68,6 +68,7 @@ pub mod sink;
 pub mod stat;
 pub mod stdin;
 pub mod sys;
+pub mod tee;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,4 +1,5 @@
 mod play;
 mod serve;
 mod stat;
+mod tee;
 mod util;

@@ -21,6 +21,7 @@ pub fn bin(name: &str) -> PathBuf {
         "dmix-serve" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-serve")),
         "dmix-play" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-play")),
         "dmix-stat" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-stat")),
+        "dmix-tee" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-tee")),
         other => panic!("unknown binary {other}"),
     }
 }
@@ -96,6 +97,7 @@ impl Env {
             status,
             stderr,
             stdout: p.stdout(),
+            stdout_bytes: p.stdout_bytes(),
         }
     }
 }
@@ -104,6 +106,7 @@ pub struct Output {
     pub status: ExitStatus,
     pub stderr: String,
     pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
 }
 
 /// A running child whose stdout and stderr are collected by threads.
@@ -205,6 +208,10 @@ impl Proc {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn stdout(&self) -> String {

@@ -58,6 +58,8 @@ pub struct Shared {
     pub freed_mask: AtomicU64,
     /// Slots held by players (set before the slot is posted in `join_mask`).
     pub play_mask: AtomicU64,
+    /// Slots held by recorders (tees), likewise.
+    pub tee_mask: AtomicU64,
     /// The period loop has ended.
     pub loop_done: AtomicBool,
 }
@@ -94,6 +96,7 @@ pub fn run(
         leave_mask: AtomicU64::new(0),
         freed_mask: AtomicU64::new(0),
         play_mask: AtomicU64::new(0),
+        tee_mask: AtomicU64::new(0),
         loop_done: AtomicBool::new(false),
     };
     shared.ring.set_sink_name(&cfg.sink.to_string());
@@ -359,16 +362,26 @@ impl<'a> Control<'a> {
             region_bytes: self.shared.ring.region_bytes(),
         });
         let (b, n) = welcome.encode();
-        let fds = self.shared.ring.client_fds(hello.role == Role::Play);
+        // Players add into the ring; recorders publish their read position in their
+        // counters. Both need the mix region writable; inspectors do not.
+        let fds = self
+            .shared
+            .ring
+            .client_fds(matches!(hello.role, Role::Play | Role::Tee));
         if transport::send(fd.as_fd(), &b[..n], &[fds.status, fds.mix, fds.monitor]).is_err() {
             return None;
         }
         self.owned |= 1 << slot;
         let bit = 1u64 << slot;
-        if hello.role == Role::Play {
-            self.shared.play_mask.fetch_or(bit, Ordering::AcqRel);
-        } else {
-            self.shared.play_mask.fetch_and(!bit, Ordering::AcqRel);
+        for (mask, role) in [
+            (&self.shared.play_mask, Role::Play),
+            (&self.shared.tee_mask, Role::Tee),
+        ] {
+            if hello.role == role {
+                mask.fetch_or(bit, Ordering::AcqRel);
+            } else {
+                mask.fetch_and(!bit, Ordering::AcqRel);
+            }
         }
         self.shared.join_mask.fetch_or(bit, Ordering::AcqRel);
         self.shared.ring_doorbell();

@@ -37,6 +37,8 @@ pub struct PeriodLoop<'a> {
     hw: u64,
     /// Players admitted and not yet gone (slot bits).
     active_play: u64,
+    /// Recorders admitted and not yet gone: a freewheel render waits for them too.
+    active_tee: u64,
     /// Every admitted slot, any role.
     active_any: u64,
     /// Players admitted since the start.
@@ -71,6 +73,7 @@ impl<'a> PeriodLoop<'a> {
             buf: vec![0; p.period_frames as usize * p.channels as usize],
             hw: 0,
             active_play: 0,
+            active_tee: 0,
             active_any: 0,
             players_seen: 0,
             released: wait_clients == 0,
@@ -169,10 +172,27 @@ impl<'a> PeriodLoop<'a> {
         );
     }
 
-    /// Freewheel barrier: every player has supplied the period or has finished, and at least
-    /// one player still needs the server to advance. Reads self-reported positions: a client
-    /// that lies can only delay the render or lose its own samples.
+    /// Freewheel barrier: every player has supplied the period or has finished, every
+    /// recorder has read far enough that the period will not overwrite what it has not read,
+    /// and at least one player still needs the server to advance. Reads self-reported
+    /// positions: a client that lies can only delay the render or lose its own samples.
     fn freewheel_ready(&self, period: u64) -> bool {
+        let monitor = u64::from(self.shared.ring.params().monitor_frames);
+        let mut tees = self.active_tee;
+        while tees != 0 {
+            let slot = tees.trailing_zeros() as usize;
+            tees &= tees - 1;
+            // Acquire: pairs with the recorder's Release of its read position.
+            let read = self
+                .shared
+                .ring
+                .counters(slot)
+                .appl_ptr
+                .load(Ordering::Acquire);
+            if self.hw + period > read + monitor {
+                return false;
+            }
+        }
         let mut needed = false;
         let mut bits = self.active_play;
         while bits != 0 {
@@ -207,6 +227,7 @@ impl<'a> PeriodLoop<'a> {
                 self.hw + self.period_frames()
             };
             let play = self.shared.play_mask.load(Ordering::Acquire);
+            let tee = self.shared.tee_mask.load(Ordering::Acquire);
             let mut bits = joins;
             while bits != 0 {
                 let slot = bits.trailing_zeros() as usize;
@@ -219,6 +240,9 @@ impl<'a> PeriodLoop<'a> {
                 if play & (1 << slot) != 0 {
                     self.active_play |= 1 << slot;
                     self.players_seen = self.players_seen.saturating_add(1);
+                }
+                if tee & (1 << slot) != 0 {
+                    self.active_tee |= 1 << slot;
                 }
             }
             self.active_any |= joins;
@@ -235,6 +259,7 @@ impl<'a> PeriodLoop<'a> {
                     .store(SLOT_FREE, Ordering::Release);
             }
             self.active_play &= !leaves;
+            self.active_tee &= !leaves;
             self.active_any &= !leaves;
             // Release: the control thread reuses these slots only after it sees them here.
             self.shared.freed_mask.fetch_or(leaves, Ordering::AcqRel);
@@ -315,6 +340,7 @@ mod tests {
             leave_mask: AtomicU64::new(0),
             freed_mask: AtomicU64::new(0),
             play_mask: AtomicU64::new(0),
+            tee_mask: AtomicU64::new(0),
             loop_done: AtomicBool::new(false),
         };
         let mut probe = Probe {
