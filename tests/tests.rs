@@ -1,3 +1,4 @@
+mod generated;
 mod play;
 mod serve;
 mod stat;

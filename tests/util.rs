@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn bin(name: &str) -> PathBuf {
+    // One arm per binary: CARGO_BIN_EXE_* must be spelled out at compile time.
     match name {
         "dmix-serve" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-serve")),
         "dmix-play" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-play")),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dmix::decode::RawSpec;
 use dmix::format::SampleFormat;
 use dmix::play::{Observer, PlayConfig, play};
@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[command(name = "dmix-play", version = dmix::cli::version())]
 struct Args {
     /// Files to play (WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A, ...); "-" reads stdin.
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required_unless_present = "generate", value_name = "FILE")]
     files: Vec<String>,
     /// Server name or socket path.
     #[arg(short = 'D', long, value_name = "NAME|PATH", env = "DMIX_DEVICE", default_value = dmix::paths::DEFAULT_NAME)]
@@ -52,6 +52,9 @@ struct Args {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+    /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
+    #[arg(long, hide = true, value_name = "WHAT")]
+    generate: Option<String>,
 }
 
 fn config(a: &Args) -> Result<PlayConfig> {
@@ -142,8 +145,25 @@ impl Observer for Progress {
     }
 }
 
+const EXTRA: &[(&str, &str)] = &[
+    (
+        "ENVIRONMENT",
+        "DMIX_DEVICE: the server to play into, as for -D.\nXDG_RUNTIME_DIR: where server sockets live (dmix/NAME.sock).",
+    ),
+    (
+        "EXAMPLES",
+        "dmix-play song.flac other.mp3\ndmix-play -t raw -f S16_LE -r 44100 -c 2 - < pcm.raw\ndmix-play -D render --volume -6 voice.wav",
+    ),
+];
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(what) = &args.generate {
+        return match dmix::cli::generate(Args::command(), what, EXTRA) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => dmix::cli::report("dmix-play", &e),
+        };
+    }
     let stop = dmix::cli::stop_flag();
     let show = !args.quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let mut progress = Progress {

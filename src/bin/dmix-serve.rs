@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dmix::format::SampleFormat;
 use dmix::ring::RingParams;
 use dmix::server::{self, ServerConfig};
@@ -53,6 +53,9 @@ struct Args {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
+    #[arg(long, hide = true, value_name = "WHAT")]
+    generate: Option<String>,
 }
 
 fn config(a: &Args) -> Result<ServerConfig> {
@@ -93,8 +96,29 @@ fn config(a: &Args) -> Result<ServerConfig> {
     })
 }
 
+const EXTRA: &[(&str, &str)] = &[
+    (
+        "SINKS",
+        "alsa:PCM plays to an ALSA PCM through alsa-lib (alsa:default unless told otherwise); the device's clock paces the server, underruns are recovered and counted.\n\nwav:PATH writes a WAV file in the server's format; null discards. Both run at the real rate by the monotonic clock, or as fast as the clients supply audio with --freewheel. A WAV file is finalized on exit, on SIGINT and on SIGTERM.",
+    ),
+    (
+        "FILES",
+        "$XDG_RUNTIME_DIR/dmix/NAME.sock, or /tmp/dmix-$UID/NAME.sock when XDG_RUNTIME_DIR is unset: the socket (mode 0600, in a directory of mode 0700). A socket left by a dead server is replaced; a live one is refused. Nothing else is left behind: the shared memory is sealed memfds that vanish with the last process holding them.",
+    ),
+    (
+        "EXAMPLES",
+        "dmix-serve &\ndmix-serve --name render --sink wav:mix.wav --freewheel --wait-clients 2 --exit-when-idle",
+    ),
+];
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(what) = &args.generate {
+        return match dmix::cli::generate(Args::command(), what, EXTRA) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => dmix::cli::report("dmix-serve", &e),
+        };
+    }
     let stop = dmix::cli::stop_flag();
     let result = config(&args).and_then(|cfg| {
         let p = cfg.params;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dmix::client::Connection;
 use dmix::stat::{Snapshot, list_servers, render_text, snapshot, wait_for_server};
 use dmix::{Error, Result};
@@ -34,6 +34,9 @@ struct Args {
     /// else asked, print nothing), non-zero on timeout. For scripts, instead of sleeps.
     #[arg(long, value_name = "SECONDS")]
     wait: Option<f64>,
+    /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
+    #[arg(long, hide = true, value_name = "WHAT")]
+    generate: Option<String>,
 }
 
 fn open(a: &Args) -> Result<(Connection, std::path::PathBuf)> {
@@ -213,8 +216,25 @@ mod watch {
     }
 }
 
+const EXTRA: &[(&str, &str)] = &[
+    (
+        "JSON FIELDS",
+        "--json prints one object (with --watch, one per line): server, with name, socket, pid, sink, rate_hz, channels, format, period_frames, period_ms, buffer_frames, buffer_ms, hw_ptr, uptime_s, mode (\"freewheel\" or \"real time\"), xruns, periods, late_periods, max_period_work_us; and clients, a list of objects with id, slot, pid, uid, name, role (play, tee, share or stat), channels (0: all), queued_ms (players; null otherwise), underruns, late_frames, peak_dbfs (one per channel; null for silence).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with name, socket, running. These names are stable.",
+    ),
+    (
+        "EXAMPLES",
+        "dmix-stat --wait 5 && dmix-play song.flac\ndmix-stat --watch\ndmix-stat --json | jq .clients",
+    ),
+];
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(what) = &args.generate {
+        return match dmix::cli::generate(Args::command(), what, EXTRA) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => dmix::cli::report("dmix-stat", &e),
+        };
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => dmix::cli::report("dmix-stat", &e),

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dmix::format::SampleFormat;
 use dmix::tee::{TeeConfig, TeeOutput, record};
 use dmix::{Error, Result};
@@ -14,8 +14,8 @@ use dmix::{Error, Result};
 #[command(name = "dmix-tee", version = dmix::cli::version())]
 struct Args {
     /// Output: a WAV file, or "-" for stdout.
-    #[arg(value_name = "OUT.wav|-")]
-    output: String,
+    #[arg(value_name = "OUT.wav|-", required_unless_present = "generate")]
+    output: Option<String>,
     /// Server name or socket path.
     #[arg(short = 'D', long, value_name = "NAME|PATH", env = "DMIX_DEVICE", default_value = dmix::paths::DEFAULT_NAME)]
     device: String,
@@ -39,6 +39,9 @@ struct Args {
     /// No warnings about lost frames.
     #[arg(short, long)]
     quiet: bool,
+    /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
+    #[arg(long, hide = true, value_name = "WHAT")]
+    generate: Option<String>,
 }
 
 fn config(a: &Args) -> Result<TeeConfig> {
@@ -47,7 +50,13 @@ fn config(a: &Args) -> Result<TeeConfig> {
         "raw" => true,
         t => return Err(Error::invalid(format!("-t {t}"), "use wav or raw")),
     };
-    let output = if a.output == "-" {
+    let Some(out) = a.output.as_deref() else {
+        return Err(Error::invalid(
+            "OUT",
+            "name an output file, or - for stdout",
+        ));
+    };
+    let output = if out == "-" {
         if std::io::stdout().is_terminal() {
             return Err(Error::invalid(
                 "-",
@@ -62,7 +71,7 @@ fn config(a: &Args) -> Result<TeeConfig> {
                 "raw output goes to stdout only (use -)",
             ));
         }
-        TeeOutput::File(PathBuf::from(&a.output))
+        TeeOutput::File(PathBuf::from(out))
     };
     if let Some(d) = a.duration
         && !(d.is_finite() && d > 0.0)
@@ -86,8 +95,25 @@ fn config(a: &Args) -> Result<TeeConfig> {
     })
 }
 
+const EXTRA: &[(&str, &str)] = &[
+    (
+        "RECORDING",
+        "dmix-tee records from the frame at which the server admits it. With a freewheel server it is part of the render: the server waits for it, so the recording equals the server's own output bit for bit. With a real-time server a recorder that falls more than the monitor ring (at least half a second) behind loses frames: it says so on stderr and dmix-stat counts them as late. The file is finalized at the end of -d, on SIGINT or SIGTERM, and when the server goes away.",
+    ),
+    (
+        "EXAMPLES",
+        "dmix-tee -d 10 ten-seconds.wav\ndmix-tee -t raw -f S16_LE - | sox -t raw -r 48000 -e signed -b 16 -c 2 - out.flac",
+    ),
+];
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(what) = &args.generate {
+        return match dmix::cli::generate(Args::command(), what, EXTRA) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => dmix::cli::report("dmix-tee", &e),
+        };
+    }
     let stop = dmix::cli::stop_flag();
     let quiet = args.quiet;
     let mut warn = |lost: u64| {

@@ -1,0 +1,15 @@
+complete -c dmix-serve -l sink -d 'Where the mix goes: alsa:PCM (an ALSA device), wav:PATH (a WAV file), or null' -r
+complete -c dmix-serve -s r -l rate -d 'Sample rate in Hz' -r
+complete -c dmix-serve -s c -l channels -d 'Channels' -r
+complete -c dmix-serve -s f -l format -d 'Device sample format: S16_LE, S32_LE or FLOAT_LE' -r
+complete -c dmix-serve -l period -d 'Frames per period: the unit the server takes out of the ring and plays' -r
+complete -c dmix-serve -l buffer -d 'Frames in the mix ring: how far ahead of the device clients may write [default: 4 periods]' -r
+complete -c dmix-serve -s n -l name -d 'Server name: clients find it with -D NAME' -r
+complete -c dmix-serve -l socket -d 'Listen on this socket path instead of the runtime directory' -r -F
+complete -c dmix-serve -l wait-clients -d 'Hold the first period until N playing clients are connected' -r
+complete -c dmix-serve -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
+complete -c dmix-serve -l freewheel -d 'Do not run in real time: advance as soon as every playing client has supplied the period (exact offline renders)'
+complete -c dmix-serve -l exit-when-idle -d 'Exit (finalizing the sink) once a playing client has come and all have left'
+complete -c dmix-serve -s q -l quiet -d 'Print nothing but errors'
+complete -c dmix-serve -s h -l help -d 'Print help'
+complete -c dmix-serve -s V -l version -d 'Print version'

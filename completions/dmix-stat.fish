@@ -1,0 +1,9 @@
+complete -c dmix-stat -s D -l device -d 'Server name or socket path' -r
+complete -c dmix-stat -l interval -d 'Redraw interval for --watch, in milliseconds' -r
+complete -c dmix-stat -l wait -d 'Wait up to SECONDS for the server to answer; exit 0 as soon as it does (with nothing else asked, print nothing), non-zero on timeout. For scripts, instead of sleeps' -r
+complete -c dmix-stat -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
+complete -c dmix-stat -l json -d 'Print JSON: one object, or one per line with --watch'
+complete -c dmix-stat -s w -l watch -d 'Redraw live with level meters; q, Esc or Ctrl-C quits'
+complete -c dmix-stat -s l -l list -d 'List the servers in the runtime directory and whether they answer'
+complete -c dmix-stat -s h -l help -d 'Print help'
+complete -c dmix-stat -s V -l version -d 'Print version'
