@@ -40,11 +40,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 
 fn register_stop() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         // Registration fails only for forbidden signals, which these are not.
         let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
     }
@@ -54,24 +50,13 @@ fn register_stop() -> Arc<AtomicBool> {
 /// The EXIT STATUS text every man page carries, built from [`exit_code`] so it cannot drift.
 pub fn exit_status_text() -> String {
     use crate::error::ErrorKind::*;
-    let mut rows = vec![
-        (
-            0,
-            "success (also when stdout was closed by its reader)".to_string(),
-        ),
-        (2, "usage error".into()),
-    ];
+    let mut rows =
+        vec![(0, "success (also when stdout was closed by its reader)".to_string()), (2, "usage error".into())];
     for (kind, what) in [
         (Io, "an operating-system error"),
-        (
-            InvalidInput,
-            "invalid input: a file, flag or message that cannot be used",
-        ),
+        (InvalidInput, "invalid input: a file, flag or message that cannot be used"),
         (NotRunning, "no server at the socket"),
-        (
-            Busy,
-            "a server already runs under that name, or a resource is held",
-        ),
+        (Busy, "a server already runs under that name, or a resource is held"),
         (Full, "the server has no free client slot"),
         (Permission, "refused by the server or the file system"),
         (Incompatible, "protocol or ring layout version mismatch"),
@@ -81,10 +66,7 @@ pub fn exit_status_text() -> String {
         rows.push((i32::from(exit_code(kind)), what.to_string()));
     }
     rows.sort_by_key(|r| r.0);
-    rows.iter()
-        .map(|(c, w)| format!("{c}\t{w}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    rows.iter().map(|(c, w)| format!("{c}\t{w}")).collect::<Vec<_>>().join("\n")
 }
 
 /// What `--generate` can print.
@@ -106,8 +88,7 @@ pub fn generate(mut cmd: clap::Command, what: &str, extra: &[(&str, &str)]) -> c
             man.render_synopsis_section(&mut out).map_err(io)?;
             man.render_description_section(&mut out).map_err(io)?;
             man.render_options_section(&mut out).map_err(io)?;
-            let mut sections: Vec<(&str, String)> =
-                extra.iter().map(|(t, b)| (*t, b.to_string())).collect();
+            let mut sections: Vec<(&str, String)> = extra.iter().map(|(t, b)| (*t, b.to_string())).collect();
             sections.push(("EXIT STATUS", exit_status_text()));
             for (title, body) in sections {
                 out.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
@@ -116,11 +97,7 @@ pub fn generate(mut cmd: clap::Command, what: &str, extra: &[(&str, &str)]) -> c
                     for (i, line) in para.lines().enumerate() {
                         // A line starting with '.' or '\'' would be a roff request.
                         let line = line.replace('\\', "\\e");
-                        let line = if line.starts_with(['.', '\'']) {
-                            format!("\\&{line}")
-                        } else {
-                            line
-                        };
+                        let line = if line.starts_with(['.', '\'']) { format!("\\&{line}") } else { line };
                         // Each source line is its own output line (examples, tables).
                         if i > 0 {
                             out.extend_from_slice(b".br\n");
@@ -147,7 +124,5 @@ pub fn generate(mut cmd: clap::Command, what: &str, extra: &[(&str, &str)]) -> c
             clap_complete::generate(shell, &mut cmd, name, &mut out);
         }
     }
-    std::io::stdout()
-        .write_all(&out)
-        .map_err(|e| Error::sys("write stdout", e))
+    std::io::stdout().write_all(&out).map_err(|e| Error::sys("write stdout", e))
 }

@@ -38,12 +38,7 @@ impl Connection {
     pub fn open(device: &str, role: Role, name: &str, channels: u32) -> Result<Connection> {
         let path = resolve_device(device)?;
         let sock = transport::connect_socket(&path)?;
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            role,
-            channels,
-            name: name.to_string(),
-        };
+        let hello = Hello { version: PROTOCOL_VERSION, role, channels, name: name.to_string() };
         transport::send(sock.as_fd(), &hello.encode(), &[])?;
         let mut buf = [0u8; MAX_REPLY_BYTES];
         let Some(msg) = transport::recv_timeout(sock.as_fd(), &mut buf, HELLO_TIMEOUT)? else {
@@ -51,12 +46,10 @@ impl Connection {
         };
         let welcome = match Reply::decode(&buf[..msg.len])? {
             Reply::Refused(r, reason) => {
-                return Err(Error::Refused {
-                    kind: r.kind(),
-                    reason,
-                });
+                return Err(Error::Refused { kind: r.kind(), reason });
             }
             Reply::Welcome(w) => w,
+            Reply::Done => return Err(Error::invalid("server reply", "an answer to a request we did not make")),
         };
         if welcome.layout_version != RING_LAYOUT_VERSION {
             return Err(Error::Version {
@@ -65,20 +58,11 @@ impl Connection {
                 theirs: welcome.layout_version,
             });
         }
-        let [status, mix, monitor] = <[OwnedFd; 3]>::try_from(msg.fds).map_err(|fds| {
-            Error::invalid("server reply", format!("{} fds, expected 3", fds.len()))
-        })?;
-        let ring = ClientRing::attach(
-            welcome.params,
-            [&status, &mix, &monitor],
-            matches!(role, Role::Play | Role::Tee),
-        )?;
-        let mut conn = Connection {
-            sock,
-            welcome,
-            ring,
-            start_frame: 0,
-        };
+        let [status, mix, monitor] = <[OwnedFd; 3]>::try_from(msg.fds)
+            .map_err(|fds| Error::invalid("server reply", format!("{} fds, expected 3", fds.len())))?;
+        let ring =
+            ClientRing::attach(welcome.params, [&status, &mix, &monitor], matches!(role, Role::Play | Role::Tee))?;
+        let mut conn = Connection { sock, welcome, ring, start_frame: 0 };
         conn.start_frame = conn.wait_admitted()?;
         Ok(conn)
     }
@@ -95,10 +79,7 @@ impl Connection {
             }
             self.check_alive()?;
             if Instant::now() >= deadline {
-                return Err(Error::sys(
-                    "waiting for admission",
-                    std::io::Error::from(std::io::ErrorKind::TimedOut),
-                ));
+                return Err(Error::sys("waiting for admission", std::io::Error::from(std::io::ErrorKind::TimedOut)));
             }
             self.ring.wait_any(GONE_CHECK);
         }
@@ -106,8 +87,7 @@ impl Connection {
 
     /// `Err(ServerGone)` if the server hung up or is stopping.
     pub fn check_alive(&self) -> Result<()> {
-        if transport::peer_hung_up(self.sock.as_fd()) || self.ring.server_state() == SERVER_STOPPING
-        {
+        if transport::peer_hung_up(self.sock.as_fd()) || self.ring.server_state() == SERVER_STOPPING {
             return Err(Error::ServerGone);
         }
         Ok(())
@@ -138,6 +118,22 @@ impl Connection {
         &self.ring
     }
 
+    /// Channels this client writes: the sub-device's when it came through one (dmix-share),
+    /// else the server's.
+    pub fn width(&self) -> u32 {
+        self.channel_map().map_or(self.params().channels, |m| m.len() as u32)
+    }
+
+    /// The server channel of each of our channels, when we came through a sub-device.
+    pub fn channel_map(&self) -> Option<Vec<usize>> {
+        let info = self.ring.slot_info(self.slot());
+        let n = info.map_len.load(Ordering::Relaxed) as usize;
+        let channels = self.params().channels as usize;
+        let map: Vec<usize> = info.map.iter().take(n).map(|c| usize::from(c.load(Ordering::Relaxed))).collect();
+        // A map the server wrote is in range; anything else is ignored, not trusted.
+        (n > 0 && map.iter().all(|&c| c < channels)).then_some(map)
+    }
+
     /// The connection to the server (its hang-up means the server is gone).
     pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sock.as_fd()
@@ -164,6 +160,10 @@ pub struct Player {
     window: u64,
     late_frames: u64,
     underruns: u64,
+    /// Our channel i goes to server channel map[i] (sub-devices).
+    map: Option<Vec<usize>>,
+    /// Frames widened to the server's channels.
+    wide: Vec<i32>,
 }
 
 impl Player {
@@ -176,6 +176,8 @@ impl Player {
             window: u64::from(p.ring_frames),
             late_frames: 0,
             underruns: 0,
+            map: conn.channel_map(),
+            wide: Vec::new(),
             conn,
         }
     }
@@ -195,9 +197,29 @@ impl Player {
         self.late_frames
     }
 
-    /// Writes interleaved mix-scale frames, waiting for space as needed. Returns
-    /// `Flow::Stopped` as soon as `stop` is raised.
+    /// Writes interleaved mix-scale frames of [`Connection::width`] channels, waiting for
+    /// space as needed. Returns `Flow::Stopped` as soon as `stop` is raised.
     pub fn write(&mut self, samples: &[i32], stop: &AtomicBool) -> Result<Flow> {
+        let Some(map) = self.map.take() else { return self.write_wide(samples, stop) };
+        // Through a sub-device: place our channels in theirs; the others stay zero, which
+        // the ring skips, so we never touch another sub-device's channels.
+        let channels = self.conn.params().channels as usize;
+        let mut wide = std::mem::take(&mut self.wide);
+        wide.clear();
+        for frame in samples.chunks_exact(map.len()) {
+            let at = wide.len();
+            wide.resize(at + channels, 0);
+            for (&s, &c) in frame.iter().zip(&map) {
+                wide[at + c] = s;
+            }
+        }
+        let r = self.write_wide(&wide, stop);
+        self.wide = wide;
+        self.map = Some(map);
+        r
+    }
+
+    fn write_wide(&mut self, samples: &[i32], stop: &AtomicBool) -> Result<Flow> {
         let p = *self.conn.params();
         let ch = p.channels as usize;
         let period = u64::from(p.period_frames);
@@ -213,9 +235,7 @@ impl Player {
                 // We fell behind the server (stalled, or too slow): restart a period ahead
                 // rather than feed samples that can only be dropped.
                 self.underruns += 1;
-                self.counters()
-                    .underruns
-                    .store(self.underruns, Ordering::Relaxed);
+                self.counters().underruns.store(self.underruns, Ordering::Relaxed);
                 self.pos = hw + period;
             }
             let limit = hw + self.window;
@@ -235,9 +255,7 @@ impl Player {
             off += out.frames;
             if out.late_frames > 0 {
                 self.late_frames += out.late_frames as u64;
-                self.counters()
-                    .late_frames
-                    .store(self.late_frames, Ordering::Relaxed);
+                self.counters().late_frames.store(self.late_frames, Ordering::Relaxed);
             }
             self.publish();
             if out.frames < n {
@@ -263,13 +281,7 @@ impl Player {
     fn update_peaks(&self, samples: &[i32], ch: usize) {
         let c = self.counters();
         for (i, peak) in c.peak.iter().enumerate().take(ch) {
-            let m = samples
-                .iter()
-                .skip(i)
-                .step_by(ch)
-                .map(|s| s.unsigned_abs())
-                .max()
-                .unwrap_or(0);
+            let m = samples.iter().skip(i).step_by(ch).map(|s| s.unsigned_abs()).max().unwrap_or(0);
             peak.store(m, Ordering::Relaxed);
         }
     }
@@ -309,11 +321,7 @@ impl Player {
     pub fn retract(&mut self) {
         let ch = self.conn.params().channels as usize;
         let ring_frames = self.conn.params().ring_frames as u64;
-        let from = self
-            .conn
-            .ring
-            .hw_ptr()
-            .max(self.pos.saturating_sub(ring_frames));
+        let from = self.conn.ring.hw_ptr().max(self.pos.saturating_sub(ring_frames));
         for f in from..self.pos {
             let at = (f % ring_frames) as usize * ch;
             self.conn.ring.mix_add(f, &self.history[at..at + ch], true);

@@ -121,19 +121,8 @@ pub struct RateConverter {
 impl RateConverter {
     /// A converter from `in_rate` to `out_rate` Hz for `channels` channels.
     pub fn new(in_rate: u32, out_rate: u32, channels: usize) -> Result<RateConverter> {
-        let inner = Fft::<f64>::new(
-            in_rate as usize,
-            out_rate as usize,
-            CHUNK_FRAMES,
-            channels,
-            FixedSync::Input,
-        )
-        .map_err(|e| {
-            Error::invalid(
-                format!("resampling {in_rate} Hz to {out_rate} Hz"),
-                e.to_string(),
-            )
-        })?;
+        let inner = Fft::<f64>::new(in_rate as usize, out_rate as usize, CHUNK_FRAMES, channels, FixedSync::Input)
+            .map_err(|e| Error::invalid(format!("resampling {in_rate} Hz to {out_rate} Hz"), e.to_string()))?;
         let out_max = inner.output_frames_max();
         Ok(RateConverter {
             to_skip: inner.output_delay(),
@@ -190,26 +179,13 @@ impl RateConverter {
             self.pending.resize(need * ch, 0.0);
         }
         let fail = |e: &dyn std::fmt::Display| Error::invalid("resampler", e.to_string());
-        let input = InterleavedSlice::new(&self.pending[..], ch, self.pending.len() / ch)
-            .map_err(|e| fail(&e))?;
+        let input = InterleavedSlice::new(&self.pending[..], ch, self.pending.len() / ch).map_err(|e| fail(&e))?;
         let cap = self.out_buf.len() / ch;
-        let mut output =
-            InterleavedSlice::new_mut(&mut self.out_buf[..], ch, cap).map_err(|e| fail(&e))?;
-        let indexing = Indexing {
-            input_offset: 0,
-            output_offset: 0,
-            partial_len: partial,
-            active_channels_mask: None,
-        };
-        let (used, made) = self
-            .inner
-            .process_into_buffer(&input, &mut output, Some(&indexing))
-            .map_err(|e| fail(&e))?;
-        let used = if partial.is_some() {
-            have.min(used)
-        } else {
-            used
-        };
+        let mut output = InterleavedSlice::new_mut(&mut self.out_buf[..], ch, cap).map_err(|e| fail(&e))?;
+        let indexing = Indexing { input_offset: 0, output_offset: 0, partial_len: partial, active_channels_mask: None };
+        let (used, made) =
+            self.inner.process_into_buffer(&input, &mut output, Some(&indexing)).map_err(|e| fail(&e))?;
+        let used = if partial.is_some() { have.min(used) } else { used };
         self.pending.drain(..(used * ch).min(self.pending.len()));
         if partial.is_some() {
             self.pending.clear();
@@ -232,16 +208,9 @@ impl Gain {
     /// The gain of `db` decibels; refuses non-finite values and values outside -200..=+40 dB.
     pub fn from_db(db: f64) -> Result<Gain> {
         if !db.is_finite() || !(-200.0..=40.0).contains(&db) {
-            return Err(Error::invalid(
-                format!("--volume {db}"),
-                "out of range (-200 to +40 dB)",
-            ));
+            return Err(Error::invalid(format!("--volume {db}"), "out of range (-200 to +40 dB)"));
         }
-        Ok(Gain(if db == 0.0 {
-            None
-        } else {
-            Some(10f64.powf(db / 20.0))
-        }))
+        Ok(Gain(if db == 0.0 { None } else { Some(10f64.powf(db / 20.0)) }))
     }
 
     /// Applies the gain in place (rounded and clamped to the mix scale).
@@ -284,21 +253,13 @@ mod tests {
     #[test]
     fn convert_surround_downmix_never_clips() {
         let out = map(6, 2, &[MIX_MAX; 6]);
-        assert!(
-            out.iter().all(|&v| (MIX_MAX - 3..=MIX_MAX).contains(&v)),
-            "{out:?}"
-        );
+        assert!(out.iter().all(|&v| (MIX_MAX - 3..=MIX_MAX).contains(&v)), "{out:?}");
         let out = map(8, 2, &[MIX_MIN; 8]);
-        assert!(
-            out.iter().all(|&v| (MIX_MIN..MIX_MIN + 4).contains(&v)),
-            "{out:?}"
-        );
+        assert!(out.iter().all(|&v| (MIX_MIN..MIX_MIN + 4).contains(&v)), "{out:?}");
     }
 
     fn sine(frames: usize, rate: f64, freq: f64) -> Vec<i32> {
-        (0..frames)
-            .map(|i| f64_to_mix(0.5 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate).sin()))
-            .collect()
+        (0..frames).map(|i| f64_to_mix(0.5 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate).sin())).collect()
     }
 
     /// Zero crossings going up, as fractional frame positions.
@@ -325,30 +286,17 @@ mod tests {
         let x = rising_crossings(&out);
         let period = (x[900] - x[100]) / 800.0;
         assert!((period - 48.0).abs() < 0.01, "period {period}");
-        assert!(
-            (x[10] - 48.0 * 11.0).abs() < 0.5,
-            "crossing 10 at {}",
-            x[10]
-        );
+        assert!((x[10] - 48.0 * 11.0).abs() < 0.5, "crossing 10 at {}", x[10]);
     }
 
     #[test]
     fn convert_resampler_output_length_is_exact_for_odd_lengths() {
-        for (n, from, to) in [
-            (1, 44100, 48000),
-            (1000, 48000, 44100),
-            (12345, 22050, 48000),
-            (0, 44100, 48000),
-        ] {
+        for (n, from, to) in [(1, 44100, 48000), (1000, 48000, 44100), (12345, 22050, 48000), (0, 44100, 48000)] {
             let mut rc = RateConverter::new(from, to, 2).unwrap();
             let mut out = Vec::new();
             rc.process(&vec![0; n * 2], &mut out).unwrap();
             rc.finish(&mut out).unwrap();
-            assert_eq!(
-                out.len() as u64,
-                RateConverter::output_len(n as u64, from, to) * 2,
-                "{n} {from} {to}"
-            );
+            assert_eq!(out.len() as u64, RateConverter::output_len(n as u64, from, to) * 2, "{n} {from} {to}");
         }
     }
 

@@ -106,9 +106,7 @@ impl Decoder {
     pub fn open(path: &str, target: Target, opts: &DecodeOptions) -> Result<Decoder> {
         let gain = Gain::from_db(opts.volume_db)?;
         let input = if path == "-" {
-            Input::Stdin(crate::stdin::InterruptibleStdin::new(
-                crate::cli::stop_flag(),
-            ))
+            Input::Stdin(crate::stdin::InterruptibleStdin::new(crate::cli::stop_flag()))
         } else {
             Input::File(open_file(path)?)
         };
@@ -116,31 +114,15 @@ impl Decoder {
             Some(spec) => {
                 check_shape(path, spec.rate_hz, usize::from(spec.channels))?;
                 let frame_bytes = spec.format.bytes() * usize::from(spec.channels);
-                let promised = if path == "-" {
-                    None
-                } else {
-                    std::fs::metadata(path)
-                        .ok()
-                        .map(|m| m.len() / frame_bytes as u64)
-                };
+                let promised =
+                    if path == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len() / frame_bytes as u64) };
                 let what = format!("raw {}", spec.format);
                 let bytes = Vec::with_capacity(RAW_CHUNK_FRAMES * frame_bytes);
                 let reader: Box<dyn Read> = match input {
                     Input::Stdin(s) => Box::new(s),
                     Input::File(f) => Box::new(BufReader::new(f)),
                 };
-                (
-                    Source::Raw {
-                        reader,
-                        spec,
-                        bytes,
-                    },
-                    what,
-                    spec.rate_hz,
-                    usize::from(spec.channels),
-                    promised,
-                    true,
-                )
+                (Source::Raw { reader, spec, bytes }, what, spec.rate_hz, usize::from(spec.channels), promised, true)
             }
             None => open_symphonia(path, input)?,
         };
@@ -175,25 +157,16 @@ impl Decoder {
 
     /// One line for humans: "FLAC, 44100 Hz, 2 ch -> 48000 Hz, 2 ch".
     pub fn description(&self) -> String {
-        let mut s = format!(
-            "{}, {} Hz, {} ch",
-            self.what, self.in_rate, self.in_channels
-        );
-        if self.in_rate != self.target.rate_hz
-            || self.in_channels != usize::from(self.target.channels)
-        {
-            s.push_str(&format!(
-                " -> {} Hz, {} ch",
-                self.target.rate_hz, self.target.channels
-            ));
+        let mut s = format!("{}, {} Hz, {} ch", self.what, self.in_rate, self.in_channels);
+        if self.in_rate != self.target.rate_hz || self.in_channels != usize::from(self.target.channels) {
+            s.push_str(&format!(" -> {} Hz, {} ch", self.target.rate_hz, self.target.channels));
         }
         s
     }
 
     /// Length in frames at the target rate, when the container says.
     pub fn total_frames(&self) -> Option<u64> {
-        self.promised_frames
-            .map(|n| RateConverter::output_len(n, self.in_rate, self.target.rate_hz))
+        self.promised_frames.map(|n| RateConverter::output_len(n, self.in_rate, self.target.rate_hz))
     }
 
     /// Clears `out` and fills it with the next frames (target rate and channels, mix scale).
@@ -211,18 +184,14 @@ impl Decoder {
                 self.ended = true;
                 self.check_length()?;
                 if let Some(rc) = self.rate.as_mut() {
-                    rc.finish(out)
-                        .map_err(|e| Error::input(&self.path, e.to_string()))?;
+                    rc.finish(out).map_err(|e| Error::input(&self.path, e.to_string()))?;
                 }
             } else {
                 self.decoded_frames += got as u64;
                 self.mapped.clear();
-                self.map
-                    .apply(&self.src, self.in_channels, ch, &mut self.mapped);
+                self.map.apply(&self.src, self.in_channels, ch, &mut self.mapped);
                 match self.rate.as_mut() {
-                    Some(rc) => rc
-                        .process(&self.mapped, out)
-                        .map_err(|e| Error::input(&self.path, e.to_string()))?,
+                    Some(rc) => rc.process(&self.mapped, out).map_err(|e| Error::input(&self.path, e.to_string()))?,
                     None => out.extend_from_slice(&self.mapped),
                 }
             }
@@ -244,10 +213,7 @@ impl Decoder {
         if short {
             return Err(Error::input(
                 &self.path,
-                format!(
-                    "corrupt or truncated: the stream ends after {} of {promised} frames",
-                    self.decoded_frames
-                ),
+                format!("corrupt or truncated: the stream ends after {} of {promised} frames", self.decoded_frames),
             ));
         }
         Ok(())
@@ -256,18 +222,8 @@ impl Decoder {
     /// Decodes the next source frames into `self.src` (mix scale, source layout).
     fn next_source_frames(&mut self) -> Result<usize> {
         match &mut self.source {
-            Source::Raw {
-                reader,
-                spec,
-                bytes,
-            } => read_raw(&self.path, reader.as_mut(), spec, bytes, &mut self.src),
-            Source::Sym {
-                format,
-                decoder,
-                track,
-                scratch_i,
-                scratch_f,
-            } => loop {
+            Source::Raw { reader, spec, bytes } => read_raw(&self.path, reader.as_mut(), spec, bytes, &mut self.src),
+            Source::Sym { format, decoder, track, scratch_i, scratch_f } => loop {
                 let packet = match format.next_packet() {
                     Ok(Some(p)) => p,
                     Ok(None) => return Ok(0),
@@ -275,16 +231,10 @@ impl Decoder {
                         return Ok(0);
                     }
                     Err(SymError::ResetRequired) => {
-                        return Err(Error::input(
-                            &self.path,
-                            "unsupported: the stream changes format midway",
-                        ));
+                        return Err(Error::input(&self.path, "unsupported: the stream changes format midway"));
                     }
                     Err(e) => {
-                        return Err(Error::input(
-                            &self.path,
-                            format!("corrupt or truncated: {e}"),
-                        ));
+                        return Err(Error::input(&self.path, format!("corrupt or truncated: {e}")));
                     }
                 };
                 if packet.track_id != *track {
@@ -309,10 +259,7 @@ impl Decoder {
                     continue;
                 }
                 if buf.spec().channels().count() != self.in_channels {
-                    return Err(Error::input(
-                        &self.path,
-                        "unsupported: the channel count changes midway",
-                    ));
+                    return Err(Error::input(&self.path, "unsupported: the channel count changes midway"));
                 }
                 to_mix(&buf, scratch_i, scratch_f, &mut self.src);
                 return Ok(frames);
@@ -323,12 +270,7 @@ impl Decoder {
 
 /// Brings a decoded buffer to the mix scale: integers exactly (symphonia widens them to
 /// 32-bit full scale by shifting), floats rounded.
-fn to_mix(
-    buf: &GenericAudioBufferRef<'_>,
-    ints: &mut Vec<i32>,
-    floats: &mut Vec<f64>,
-    out: &mut Vec<i32>,
-) {
+fn to_mix(buf: &GenericAudioBufferRef<'_>, ints: &mut Vec<i32>, floats: &mut Vec<f64>, out: &mut Vec<i32>) {
     let n = buf.samples_interleaved();
     match buf {
         GenericAudioBufferRef::F32(_) | GenericAudioBufferRef::F64(_) => {
@@ -366,9 +308,7 @@ fn read_raw(
     if filled < bytes.len() && left != 0 {
         return Err(Error::input(
             path,
-            format!(
-                "ends with a partial frame: {left} bytes left over ({frame_bytes}-byte frames)"
-            ),
+            format!("ends with a partial frame: {left} bytes left over ({frame_bytes}-byte frames)"),
         ));
     }
     for s in bytes[..filled].chunks_exact(spec.format.bytes()) {
@@ -379,16 +319,10 @@ fn read_raw(
 
 fn check_shape(path: &str, rate: u32, channels: usize) -> Result<()> {
     if !INPUT_RATES.contains(&rate) {
-        return Err(Error::input(
-            path,
-            format!("unsupported sample rate {rate} Hz"),
-        ));
+        return Err(Error::input(path, format!("unsupported sample rate {rate} Hz")));
     }
     if channels == 0 || channels > MAX_INPUT_CHANNELS {
-        return Err(Error::input(
-            path,
-            format!("unsupported channel count {channels} (1 to {MAX_INPUT_CHANNELS})"),
-        ));
+        return Err(Error::input(path, format!("unsupported channel count {channels} (1 to {MAX_INPUT_CHANNELS})")));
     }
     Ok(())
 }
@@ -425,38 +359,23 @@ fn open_symphonia(path: &str, input: Input) -> Result<Opened> {
     };
     let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
-    if let Some(ext) = std::path::Path::new(path)
-        .extension()
-        .and_then(|e| e.to_str())
-    {
+    if let Some(ext) = std::path::Path::new(path).extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
     let format = symphonia::default::get_probe()
-        .probe(
-            &hint,
-            mss,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
+        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
         .map_err(|e| match e {
             SymError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Error::input(path, "not a recognised audio file (too short)")
             }
-            SymError::Unsupported(_) => Error::input(
-                path,
-                "not a recognised audio file (unknown container format)",
-            ),
+            SymError::Unsupported(_) => Error::input(path, "not a recognised audio file (unknown container format)"),
             e => Error::input(path, format!("not a recognised audio file ({e})")),
         })?;
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(|| Error::input(path, "no audio track"))?;
+    let track = format.default_track(TrackType::Audio).ok_or_else(|| Error::input(path, "no audio track"))?;
     let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {
         return Err(Error::input(path, "no audio track"));
     };
-    let rate = params
-        .sample_rate
-        .ok_or_else(|| Error::input(path, "the file does not state its sample rate"))?;
+    let rate = params.sample_rate.ok_or_else(|| Error::input(path, "the file does not state its sample rate"))?;
     let channels = params.channels.as_ref().map(|c| c.count()).unwrap_or(0);
     check_shape(path, rate, channels)?;
     let codec = params.codec;
@@ -468,13 +387,7 @@ fn open_symphonia(path: &str, input: Input) -> Result<Opened> {
     let promised = track.num_frames;
     let id = track.id;
     Ok((
-        Source::Sym {
-            format,
-            decoder,
-            track: id,
-            scratch_i: Vec::new(),
-            scratch_f: Vec::new(),
-        },
+        Source::Sym { format, decoder, track: id, scratch_i: Vec::new(), scratch_f: Vec::new() },
         what,
         rate,
         channels,

@@ -39,9 +39,7 @@ pub enum Error {
         socket: PathBuf,
     },
     /// Another live server owns `socket`.
-    #[error(
-        "{socket}: a server is already running under this name (stop it, or pick another --name)"
-    )]
+    #[error("{socket}: a server is already running under this name (stop it, or pick another --name)")]
     AlreadyRunning {
         /// The socket of the running server.
         socket: PathBuf,
@@ -122,26 +120,17 @@ impl Error {
 
     /// A failed system call `call` (name it with its object: `"bind /run/.../x.sock"`).
     pub fn sys(call: impl Into<String>, source: impl Into<io::Error>) -> Error {
-        Error::Sys {
-            call: call.into(),
-            source: source.into(),
-        }
+        Error::Sys { call: call.into(), source: source.into() }
     }
 
     /// A malformed message or region.
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
-        Error::Invalid {
-            what: what.into(),
-            reason: reason.into(),
-        }
+        Error::Invalid { what: what.into(), reason: reason.into() }
     }
 
     /// An input that cannot be played.
     pub fn input(path: impl Into<String>, reason: impl Into<String>) -> Error {
-        Error::Input {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::Input { path: path.into(), reason: reason.into() }
     }
 
     /// True when this is a broken pipe on stdout, which a Unix tool treats as success.

@@ -38,11 +38,7 @@ pub enum SampleFormat {
 
 impl SampleFormat {
     /// Every format, in the order the help text lists them.
-    pub const ALL: [SampleFormat; 3] = [
-        SampleFormat::S16Le,
-        SampleFormat::S32Le,
-        SampleFormat::FloatLe,
-    ];
+    pub const ALL: [SampleFormat; 3] = [SampleFormat::S16Le, SampleFormat::S32Le, SampleFormat::FloatLe];
 
     /// ALSA's name for the format.
     pub fn name(self) -> &'static str {

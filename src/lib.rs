@@ -64,6 +64,7 @@ pub mod play;
 pub mod protocol;
 pub mod ring;
 pub mod server;
+pub mod share;
 pub mod sink;
 pub mod stat;
 pub mod stdin;

@@ -26,27 +26,17 @@ pub fn ensure_runtime_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::sys(format!("create {}", dir.display()), e)),
     }
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| Error::sys(format!("stat {}", dir.display()), e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::sys(format!("stat {}", dir.display()), e))?;
     if !meta.is_dir() {
-        return Err(Error::invalid(
-            dir.display().to_string(),
-            "exists and is not a directory",
-        ));
+        return Err(Error::invalid(dir.display().to_string(), "exists and is not a directory"));
     }
     if meta.uid() != nix::unistd::getuid().as_raw() {
-        return Err(Error::invalid(
-            dir.display().to_string(),
-            format!("owned by uid {}, not by us", meta.uid()),
-        ));
+        return Err(Error::invalid(dir.display().to_string(), format!("owned by uid {}, not by us", meta.uid())));
     }
     if meta.mode() & 0o077 != 0 {
         return Err(Error::invalid(
             dir.display().to_string(),
-            format!(
-                "mode {:o} lets others in; it must be 0700",
-                meta.mode() & 0o777
-            ),
+            format!("mode {:o} lets others in; it must be 0700", meta.mode() & 0o777),
         ));
     }
     Ok(())
@@ -57,9 +47,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -78,11 +66,7 @@ pub fn socket_for_name(name: &str) -> Result<PathBuf> {
 
 /// The user's `-D NAME|PATH`: anything with a '/' is a socket path, else a server name.
 pub fn resolve_device(device: &str) -> Result<PathBuf> {
-    if device.contains('/') {
-        Ok(PathBuf::from(device))
-    } else {
-        socket_for_name(device)
-    }
+    if device.contains('/') { Ok(PathBuf::from(device)) } else { socket_for_name(device) }
 }
 
 #[cfg(test)]
@@ -101,10 +85,7 @@ mod tests {
 
     #[test]
     fn paths_device_with_a_slash_is_a_path() {
-        assert_eq!(
-            resolve_device("/tmp/x.sock").unwrap(),
-            PathBuf::from("/tmp/x.sock")
-        );
+        assert_eq!(resolve_device("/tmp/x.sock").unwrap(), PathBuf::from("/tmp/x.sock"));
         assert!(resolve_device("main").unwrap().ends_with("main.sock"));
         assert!(resolve_device("../x").is_ok() && resolve_device("bad name").is_err());
     }

@@ -30,14 +30,7 @@ pub struct PlayConfig {
 /// What the player reports while it plays.
 pub trait Observer {
     /// An input was opened.
-    fn file_started(
-        &mut self,
-        _input: &str,
-        _description: &str,
-        _total_frames: Option<u64>,
-        _rate_hz: u32,
-    ) {
-    }
+    fn file_started(&mut self, _input: &str, _description: &str, _total_frames: Option<u64>, _rate_hz: u32) {}
     /// `frames` of the current input were queued so far.
     fn progress(&mut self, _frames: u64) {}
     /// The current input is done.
@@ -60,14 +53,8 @@ pub struct PlaySummary {
 pub fn play(cfg: &PlayConfig, stop: &AtomicBool, obs: &mut dyn Observer) -> Result<PlaySummary> {
     let conn = Connection::open(&cfg.device, Role::Play, &cfg.name, 0)?;
     let p = *conn.params();
-    let target = Target {
-        rate_hz: p.rate_hz,
-        channels: p.channels as u16,
-    };
-    let opts = DecodeOptions {
-        raw: cfg.raw,
-        volume_db: cfg.volume_db,
-    };
+    let target = Target { rate_hz: p.rate_hz, channels: conn.width() as u16 };
+    let opts = DecodeOptions { raw: cfg.raw, volume_db: cfg.volume_db };
     let mut player = Player::new(conn);
     let mut summary = PlaySummary::default();
     let mut buf = Vec::new();
@@ -75,10 +62,7 @@ pub fn play(cfg: &PlayConfig, stop: &AtomicBool, obs: &mut dyn Observer) -> Resu
         match play_one(
             &mut player,
             input,
-            Target {
-                rate_hz: target.rate_hz,
-                channels: target.channels,
-            },
+            Target { rate_hz: target.rate_hz, channels: target.channels },
             &opts,
             stop,
             obs,

@@ -35,6 +35,16 @@
 //!  72  monitor_bytes   u64
 //!  80  reserved        [u8; 16]
 //! status != 0 (refusal): 12..  a UTF-8 reason, at most 244 bytes; no fds
+//! status 0 and 12 bytes long: "done" (the answer to a share request)
+//!
+//! ShareRequest (dmix-share -> server, after its welcome), 16 + 68 * count bytes
+//!   0  magic     "DMXs"
+//!   4  version   u32
+//!   8  exclusive u32   0 or 1
+//!  12  count     u32   1..=16 sub-devices, each:
+//!      name      [u8; 32]  a server name, NUL-padded
+//!      len       u32       1..=32 channels
+//!      map       [u8; 32]  server channel of each sub-device channel; the rest 0
 //! ```
 
 use crate::error::{Error, ErrorKind, Result};
@@ -83,9 +93,7 @@ impl Role {
 
     /// Decodes a wire code.
     pub fn from_code(code: u32) -> Option<Role> {
-        [Role::Play, Role::Tee, Role::Share, Role::Stat]
-            .into_iter()
-            .find(|r| r.code() == code)
+        [Role::Play, Role::Tee, Role::Share, Role::Stat].into_iter().find(|r| r.code() == code)
     }
 
     /// The name dmix-stat shows.
@@ -174,6 +182,8 @@ pub struct Welcome {
 pub enum Reply {
     /// Admitted.
     Welcome(Welcome),
+    /// A request (share) was carried out.
+    Done,
     /// Refused, with the server's reason.
     Refused(Refusal, String),
 }
@@ -230,11 +240,7 @@ impl Hello {
         }
         let version = u32_at(b, 4);
         if version != PROTOCOL_VERSION {
-            return Err(Error::Version {
-                what: "protocol",
-                ours: PROTOCOL_VERSION,
-                theirs: version,
-            });
+            return Err(Error::Version { what: "protocol", ours: PROTOCOL_VERSION, theirs: version });
         }
         if b.len() != HELLO_BYTES {
             return bad(format!("{} bytes, expected {HELLO_BYTES}", b.len()));
@@ -260,12 +266,7 @@ impl Hello {
         if name.chars().any(char::is_control) {
             return bad("name has control characters".into());
         }
-        Ok(Hello {
-            version,
-            role,
-            channels,
-            name: name.to_string(),
-        })
+        Ok(Hello { version, role, channels, name: name.to_string() })
     }
 }
 
@@ -294,6 +295,10 @@ impl Reply {
                 put_u64(&mut b, 72, w.region_bytes[2]);
                 (b, WELCOME_BYTES)
             }
+            Reply::Done => {
+                put_u32(&mut b, 8, 0);
+                (b, 12)
+            }
             Reply::Refused(r, reason) => {
                 put_u32(&mut b, 8, *r as u32);
                 let text = truncate_name(reason, MAX_REPLY_BYTES - 12).as_bytes();
@@ -315,24 +320,18 @@ impl Reply {
         }
         let version = u32_at(b, 4);
         if version != PROTOCOL_VERSION {
-            return Err(Error::Version {
-                what: "protocol",
-                ours: PROTOCOL_VERSION,
-                theirs: version,
-            });
+            return Err(Error::Version { what: "protocol", ours: PROTOCOL_VERSION, theirs: version });
         }
         let status = u32_at(b, 8);
         if status != 0 {
-            let reason = String::from_utf8_lossy(&b[12..])
-                .trim_end_matches('\0')
-                .to_string();
+            let reason = String::from_utf8_lossy(&b[12..]).trim_end_matches('\0').to_string();
             return Ok(Reply::Refused(Refusal::from_code(status), reason));
         }
+        if b.len() == 12 {
+            return Ok(Reply::Done);
+        }
         if b.len() != WELCOME_BYTES {
-            return bad(format!(
-                "welcome of {} bytes, expected {WELCOME_BYTES}",
-                b.len()
-            ));
+            return bad(format!("welcome of {} bytes, expected {WELCOME_BYTES}", b.len()));
         }
         let Some(format) = SampleFormat::from_code(u32_at(b, 32)) else {
             return bad(format!("unknown sample format {}", u32_at(b, 32)));
@@ -361,17 +360,118 @@ impl Reply {
     }
 }
 
+/// Share request magic.
+pub const SHARE_MAGIC: [u8; 4] = *b"DMXs";
+/// Most sub-devices one dmix-share may create.
+pub const MAX_SUBDEVICES: usize = 16;
+const SHARE_ENTRY_BYTES: usize = 68;
+/// Largest share request.
+pub const MAX_SHARE_BYTES: usize = 16 + SHARE_ENTRY_BYTES * MAX_SUBDEVICES;
+
+/// One sub-device: a name and the server channels it maps to, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubDevice {
+    /// Its server name (`-D NAME`).
+    pub name: String,
+    /// Server channel of each of its channels.
+    pub map: Vec<u8>,
+}
+
+/// dmix-share's request: sub-devices to create for as long as it stays connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareRequest {
+    /// A channel belongs to one client at a time.
+    pub exclusive: bool,
+    /// The sub-devices.
+    pub subs: Vec<SubDevice>,
+}
+
+impl ShareRequest {
+    /// Encodes the request (at most [`MAX_SHARE_BYTES`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; 16 + SHARE_ENTRY_BYTES * self.subs.len()];
+        b[0..4].copy_from_slice(&SHARE_MAGIC);
+        put_u32(&mut b, 4, PROTOCOL_VERSION);
+        put_u32(&mut b, 8, u32::from(self.exclusive));
+        put_u32(&mut b, 12, self.subs.len() as u32);
+        for (i, sub) in self.subs.iter().enumerate() {
+            let at = 16 + i * SHARE_ENTRY_BYTES;
+            let name = truncate_name(&sub.name, 32).as_bytes();
+            b[at..at + name.len()].copy_from_slice(name);
+            put_u32(&mut b, at + 32, sub.map.len().min(32) as u32);
+            for (j, &c) in sub.map.iter().take(32).enumerate() {
+                b[at + 36 + j] = c;
+            }
+        }
+        b
+    }
+
+    /// Decodes and checks a request against a server of `channels` channels: sizes, names,
+    /// channel ranges, duplicates, and overlaps between exclusive sub-devices.
+    pub fn decode(b: &[u8], channels: u32) -> Result<ShareRequest> {
+        let bad = |r: String| Err(Error::invalid("share request", r));
+        if b.len() < 16 || b[0..4] != SHARE_MAGIC {
+            return bad("not a share request".into());
+        }
+        let version = u32_at(b, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(Error::Version { what: "protocol", ours: PROTOCOL_VERSION, theirs: version });
+        }
+        let exclusive = match u32_at(b, 8) {
+            0 => false,
+            1 => true,
+            v => return bad(format!("exclusive flag {v}")),
+        };
+        let count = u32_at(b, 12) as usize;
+        if count == 0 || count > MAX_SUBDEVICES {
+            return bad(format!("{count} sub-devices (1 to {MAX_SUBDEVICES})"));
+        }
+        if b.len() != 16 + count * SHARE_ENTRY_BYTES {
+            return bad(format!("{} bytes for {count} sub-devices", b.len()));
+        }
+        let mut subs: Vec<SubDevice> = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = 16 + i * SHARE_ENTRY_BYTES;
+            let raw = &b[at..at + 32];
+            let len = raw.iter().position(|&c| c == 0).unwrap_or(32);
+            let Ok(name) = std::str::from_utf8(&raw[..len]) else { return bad("a name is not UTF-8".into()) };
+            crate::paths::validate_name(name)?;
+            if subs.iter().any(|s| s.name == name) {
+                return bad(format!("'{name}' is named twice"));
+            }
+            let n = u32_at(b, at + 32) as usize;
+            if n == 0 || n > 32 {
+                return bad(format!("'{name}' has {n} channels"));
+            }
+            let map = b[at + 36..at + 36 + n].to_vec();
+            if let Some(&c) = map.iter().find(|&&c| u32::from(c) >= channels) {
+                return bad(format!(
+                    "'{name}': channel {c} is out of range (the server has {channels}: 0 to {})",
+                    channels - 1
+                ));
+            }
+            let mut seen = 0u64;
+            for &c in &map {
+                if seen & (1 << c) != 0 {
+                    return bad(format!("'{name}': channel {c} is listed twice"));
+                }
+                seen |= 1 << c;
+            }
+            if exclusive && let Some(other) = subs.iter().find(|s| s.map.iter().any(|c| map.contains(c))) {
+                return bad(format!("'{name}' and '{}' share channels, which --exclusive forbids", other.name));
+            }
+            subs.push(SubDevice { name: name.to_string(), map });
+        }
+        Ok(ShareRequest { exclusive, subs })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hello() -> Hello {
-        Hello {
-            version: PROTOCOL_VERSION,
-            role: Role::Play,
-            channels: 2,
-            name: "dmix-play: a.flac".into(),
-        }
+        Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 2, name: "dmix-play: a.flac".into() }
     }
 
     fn params() -> RingParams {
@@ -394,10 +494,7 @@ mod tests {
 
     #[test]
     fn protocol_hello_name_is_cut_on_a_char_boundary() {
-        let h = Hello {
-            name: "é".repeat(30),
-            ..hello()
-        };
+        let h = Hello { name: "é".repeat(30), ..hello() };
         let d = Hello::decode(&h.encode()).unwrap();
         assert_eq!(d.name, "é".repeat(20));
     }
@@ -412,10 +509,7 @@ mod tests {
         assert!(Hello::decode(&long).is_err());
         let mut b = good;
         b[0] = b'X';
-        assert_eq!(
-            Hello::decode(&b).unwrap_err().kind(),
-            ErrorKind::InvalidInput
-        );
+        assert_eq!(Hello::decode(&b).unwrap_err().kind(), ErrorKind::InvalidInput);
         let mut b = good;
         b[8] = 9;
         assert!(Hello::decode(&b).is_err());
@@ -444,18 +538,12 @@ mod tests {
         let e = Hello::decode(&b).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Incompatible);
         let msg = e.to_string();
-        assert!(
-            msg.contains(&PROTOCOL_VERSION.to_string()) && msg.contains('7'),
-            "{msg}"
-        );
+        assert!(msg.contains(&PROTOCOL_VERSION.to_string()) && msg.contains('7'), "{msg}");
         // A future server's reply of any length is reported the same way.
         let mut r = [0u8; 12];
         r[0..4].copy_from_slice(&REPLY_MAGIC);
         r[4..8].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(
-            Reply::decode(&r).unwrap_err().kind(),
-            ErrorKind::Incompatible
-        );
+        assert_eq!(Reply::decode(&r).unwrap_err().kind(), ErrorKind::Incompatible);
     }
 
     #[test]
@@ -473,6 +561,39 @@ mod tests {
         let r = Reply::Refused(Refusal::Full, "server full: 64 clients".into());
         let (b, n) = r.encode();
         assert_eq!(Reply::decode(&b[..n]).unwrap(), r);
+    }
+
+    #[test]
+    fn protocol_share_request_round_trips_and_is_checked() {
+        let req = ShareRequest {
+            exclusive: true,
+            subs: vec![
+                SubDevice { name: "front".into(), map: vec![0, 1] },
+                SubDevice { name: "rear".into(), map: vec![3, 2] },
+            ],
+        };
+        assert_eq!(ShareRequest::decode(&req.encode(), 4).unwrap(), req);
+        let check = |r: ShareRequest, channels: u32, why: &str| {
+            let e = ShareRequest::decode(&r.encode(), channels).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        };
+        check(req.clone(), 3, "channel 3 is out of range");
+        let mut dup = req.clone();
+        dup.subs[1].name = "front".into();
+        check(dup, 4, "named twice");
+        let mut overlap = req.clone();
+        overlap.subs[1].map = vec![1, 2];
+        check(overlap.clone(), 4, "share channels");
+        overlap.exclusive = false;
+        assert!(ShareRequest::decode(&overlap.encode(), 4).is_ok());
+        let mut twice = req.clone();
+        twice.subs[0].map = vec![1, 1];
+        check(twice, 4, "listed twice");
+        let mut badname = req;
+        badname.subs[0].name = ".x".into();
+        check(badname, 4, "server name");
+        assert!(ShareRequest::decode(b"DMXs", 4).is_err());
+        assert_eq!(Reply::decode(&Reply::Done.encode().0[..12]).unwrap(), Reply::Done);
     }
 
     #[test]

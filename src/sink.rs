@@ -134,29 +134,18 @@ impl WavSink {
             SampleFormat::S32Le => (32, hound::SampleFormat::Int),
             SampleFormat::FloatLe => (32, hound::SampleFormat::Float),
         };
-        let wav = hound::WavSpec {
-            channels: cfg.channels,
-            sample_rate: cfg.rate_hz,
-            bits_per_sample: bits,
-            sample_format,
-        };
+        let wav =
+            hound::WavSpec { channels: cfg.channels, sample_rate: cfg.rate_hz, bits_per_sample: bits, sample_format };
         let name = spec.to_string();
         let writer = hound::WavWriter::create(path, wav).map_err(|e| Error::Device {
             sink: name.clone(),
             reason: format!("cannot create: {}", hound_reason(&e)),
         })?;
-        Ok(WavSink {
-            name,
-            format: cfg.format,
-            writer: Some(writer),
-        })
+        Ok(WavSink { name, format: cfg.format, writer: Some(writer) })
     }
 
     fn fail(&self, e: &hound::Error) -> Error {
-        Error::Device {
-            sink: self.name.clone(),
-            reason: format!("write failed: {}", hound_reason(e)),
-        }
+        Error::Device { sink: self.name.clone(), reason: format!("write failed: {}", hound_reason(e)) }
     }
 }
 
@@ -174,15 +163,9 @@ impl Sink for WavSink {
         };
         // Sample by sample into hound's BufWriter: no allocation.
         let r = match self.format {
-            SampleFormat::S16Le => samples
-                .iter()
-                .try_for_each(|&m| w.write_sample(mix_to_s16(m))),
-            SampleFormat::S32Le => samples
-                .iter()
-                .try_for_each(|&m| w.write_sample(mix_to_s32(m))),
-            SampleFormat::FloatLe => samples
-                .iter()
-                .try_for_each(|&m| w.write_sample(mix_to_f32(m))),
+            SampleFormat::S16Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s16(m))),
+            SampleFormat::S32Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s32(m))),
+            SampleFormat::FloatLe => samples.iter().try_for_each(|&m| w.write_sample(mix_to_f32(m))),
         };
         r.map_err(|e| self.fail(&e))
     }
@@ -232,22 +215,13 @@ impl AlsaSink {
         // alsa-lib prints its own diagnostics to stderr; catch them on this thread so the
         // user sees one line from us, not an ALSA trace.
         let _quiet = alsa::Output::local_error_handler();
-        let dev = |call: &str, e: alsa::Error| Error::Device {
-            sink: name.clone(),
-            reason: alsa_reason(call, &e),
-        };
+        let dev = |call: &str, e: alsa::Error| Error::Device { sink: name.clone(), reason: alsa_reason(call, &e) };
         let pcm = alsa::PCM::new(pcm_name, alsa::Direction::Playback, false).map_err(|e| {
             let mut reason = alsa_reason("cannot open", &e);
-            if e.errno() == libc::ENOENT
-                || e.errno() == libc::ENODEV
-                || !std::path::Path::new("/dev/snd").exists()
-            {
+            if e.errno() == libc::ENOENT || e.errno() == libc::ENODEV || !std::path::Path::new("/dev/snd").exists() {
                 reason.push_str("; no sound card here? use --sink wav:PATH or --sink null");
             }
-            Error::Device {
-                sink: name.clone(),
-                reason,
-            }
+            Error::Device { sink: name.clone(), reason }
         })?;
         let format = match cfg.format {
             SampleFormat::S16Le => Format::s16(),
@@ -256,21 +230,14 @@ impl AlsaSink {
         };
         {
             let hw = HwParams::any(&pcm).map_err(|e| dev("hw params", e))?;
-            hw.set_access(Access::RWInterleaved)
-                .map_err(|e| dev("interleaved access", e))?;
-            hw.set_format(format)
-                .map_err(|e| dev(&format!("format {}", cfg.format), e))?;
-            hw.set_channels(u32::from(cfg.channels))
-                .map_err(|e| dev(&format!("{} channels", cfg.channels), e))?;
+            hw.set_access(Access::RWInterleaved).map_err(|e| dev("interleaved access", e))?;
+            hw.set_format(format).map_err(|e| dev(&format!("format {}", cfg.format), e))?;
+            hw.set_channels(u32::from(cfg.channels)).map_err(|e| dev(&format!("{} channels", cfg.channels), e))?;
             hw.set_rate(cfg.rate_hz, alsa::ValueOr::Nearest)
                 .map_err(|e| dev(&format!("rate {} Hz (exactly)", cfg.rate_hz), e))?;
-            hw.set_period_size_near(
-                alsa::pcm::Frames::from(cfg.period_frames),
-                alsa::ValueOr::Nearest,
-            )
-            .map_err(|e| dev("period size", e))?;
-            hw.set_buffer_size_near(alsa::pcm::Frames::from(cfg.buffer_frames))
-                .map_err(|e| dev("buffer size", e))?;
+            hw.set_period_size_near(alsa::pcm::Frames::from(cfg.period_frames), alsa::ValueOr::Nearest)
+                .map_err(|e| dev("period size", e))?;
+            hw.set_buffer_size_near(alsa::pcm::Frames::from(cfg.buffer_frames)).map_err(|e| dev("buffer size", e))?;
             pcm.hw_params(&hw).map_err(|e| dev("hw params", e))?;
         }
         {
@@ -280,8 +247,7 @@ impl AlsaSink {
             let sw = pcm.sw_params_current().map_err(|e| dev("sw params", e))?;
             // Start once the device buffer is full, so the first periods do not underrun;
             // wake when a period of space opens.
-            sw.set_start_threshold(buffer)
-                .map_err(|e| dev("start threshold", e))?;
+            sw.set_start_threshold(buffer).map_err(|e| dev("start threshold", e))?;
             sw.set_avail_min(period).map_err(|e| dev("avail min", e))?;
             pcm.sw_params(&sw).map_err(|e| dev("sw params", e))?;
         }
@@ -291,14 +257,7 @@ impl AlsaSink {
             SampleFormat::S32Le => AlsaBuf::S32(vec![0; n]),
             SampleFormat::FloatLe => AlsaBuf::F32(vec![0.0; n]),
         };
-        Ok(AlsaSink {
-            name,
-            pcm,
-            buf,
-            channels: usize::from(cfg.channels),
-            xruns: 0,
-            finished: false,
-        })
+        Ok(AlsaSink { name, pcm, buf, channels: usize::from(cfg.channels), xruns: 0, finished: false })
     }
 
     /// Writes all of `data`, recovering from underruns (counted) and suspends.
@@ -343,31 +302,19 @@ impl Sink for AlsaSink {
         let (pcm, ch, xruns) = (&self.pcm, self.channels, &mut self.xruns);
         let r = match &mut self.buf {
             AlsaBuf::S16(b) => {
-                b.iter_mut()
-                    .zip(samples)
-                    .for_each(|(o, &m)| *o = mix_to_s16(m));
-                pcm.io_i16()
-                    .and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
+                b.iter_mut().zip(samples).for_each(|(o, &m)| *o = mix_to_s16(m));
+                pcm.io_i16().and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
             }
             AlsaBuf::S32(b) => {
-                b.iter_mut()
-                    .zip(samples)
-                    .for_each(|(o, &m)| *o = mix_to_s32(m));
-                pcm.io_i32()
-                    .and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
+                b.iter_mut().zip(samples).for_each(|(o, &m)| *o = mix_to_s32(m));
+                pcm.io_i32().and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
             }
             AlsaBuf::F32(b) => {
-                b.iter_mut()
-                    .zip(samples)
-                    .for_each(|(o, &m)| *o = mix_to_f32(m));
-                pcm.io_f32()
-                    .and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
+                b.iter_mut().zip(samples).for_each(|(o, &m)| *o = mix_to_f32(m));
+                pcm.io_f32().and_then(|io| Self::write_all(pcm, &io, b, ch, xruns))
             }
         };
-        r.map_err(|e| Error::Device {
-            sink: self.name.clone(),
-            reason: alsa_reason("write", &e),
-        })
+        r.map_err(|e| Error::Device { sink: self.name.clone(), reason: alsa_reason("write", &e) })
     }
     fn paces_itself(&self) -> bool {
         true
@@ -383,10 +330,7 @@ impl Sink for AlsaSink {
         if self.pcm.state() == alsa::pcm::State::Prepared {
             let _ = self.pcm.start();
         }
-        self.pcm.drain().map_err(|e| Error::Device {
-            sink: self.name.clone(),
-            reason: alsa_reason("drain", &e),
-        })
+        self.pcm.drain().map_err(|e| Error::Device { sink: self.name.clone(), reason: alsa_reason("drain", &e) })
     }
 }
 
@@ -395,13 +339,7 @@ mod tests {
     use super::*;
 
     fn cfg(format: SampleFormat) -> SinkConfig {
-        SinkConfig {
-            rate_hz: 48000,
-            channels: 2,
-            format,
-            period_frames: 256,
-            buffer_frames: 1024,
-        }
+        SinkConfig { rate_hz: 48000, channels: 2, format, period_frames: 256, buffer_frames: 1024 }
     }
 
     fn ramp() -> Vec<i32> {
@@ -410,19 +348,10 @@ mod tests {
 
     #[test]
     fn sink_specs_parse_and_print_back() {
-        for s in [
-            "null",
-            "alsa:default",
-            "alsa:hw:0,0",
-            "wav:/tmp/x.wav",
-            "wav:rel.wav",
-        ] {
+        for s in ["null", "alsa:default", "alsa:hw:0,0", "wav:/tmp/x.wav", "wav:rel.wav"] {
             assert_eq!(s.parse::<SinkSpec>().unwrap().to_string(), s);
         }
-        assert_eq!(
-            "alsa".parse::<SinkSpec>().unwrap(),
-            SinkSpec::Alsa("default".into())
-        );
+        assert_eq!("alsa".parse::<SinkSpec>().unwrap(), SinkSpec::Alsa("default".into()));
         for bad in ["", "wav:", "alsa:", "pulse", "file:/x"] {
             let e = bad.parse::<SinkSpec>().unwrap_err();
             assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
@@ -443,10 +372,7 @@ mod tests {
             let want: Vec<i32> = ramp().into_iter().chain(ramp()).collect();
             match f {
                 SampleFormat::S16Le => {
-                    let got: Vec<i32> = r
-                        .samples::<i16>()
-                        .map(|s| i32::from(s.unwrap()) << 8)
-                        .collect();
+                    let got: Vec<i32> = r.samples::<i16>().map(|s| i32::from(s.unwrap()) << 8).collect();
                     assert_eq!(got, want.iter().map(|m| (m >> 8) << 8).collect::<Vec<_>>());
                 }
                 SampleFormat::S32Le => {
@@ -455,10 +381,7 @@ mod tests {
                 }
                 SampleFormat::FloatLe => {
                     assert_eq!(r.spec().sample_format, hound::SampleFormat::Float);
-                    let got: Vec<i32> = r
-                        .samples::<f32>()
-                        .map(|s| (s.unwrap() * 8_388_608.0) as i32)
-                        .collect();
+                    let got: Vec<i32> = r.samples::<f32>().map(|s| (s.unwrap() * 8_388_608.0) as i32).collect();
                     assert_eq!(got, want);
                 }
             }
@@ -482,10 +405,7 @@ mod tests {
         let e = open_sink(&spec, &cfg(SampleFormat::S16Le)).err().unwrap();
         assert_eq!(e.kind(), crate::ErrorKind::Device);
         let msg = e.to_string();
-        assert!(
-            msg.starts_with("wav:/nonexistent-dir/x.wav: cannot create"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("wav:/nonexistent-dir/x.wav: cannot create"), "{msg}");
     }
 
     #[test]
@@ -514,18 +434,10 @@ mod tests {
 
     #[test]
     fn sink_alsa_unknown_pcm_is_one_clear_error() {
-        let e = open_sink(
-            &SinkSpec::Alsa("no_such_pcm_xyz".into()),
-            &cfg(SampleFormat::S16Le),
-        )
-        .err()
-        .unwrap();
+        let e = open_sink(&SinkSpec::Alsa("no_such_pcm_xyz".into()), &cfg(SampleFormat::S16Le)).err().unwrap();
         assert_eq!(e.kind(), crate::ErrorKind::Device);
         let msg = e.to_string();
-        assert!(
-            msg.starts_with("alsa:no_such_pcm_xyz: cannot open"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("alsa:no_such_pcm_xyz: cannot open"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
     }
 }

@@ -97,11 +97,7 @@ pub struct ClientSnapshot {
 }
 
 fn bytes_to_string(bytes: &[std::sync::atomic::AtomicU8]) -> String {
-    let raw: Vec<u8> = bytes
-        .iter()
-        .map(|b| b.load(Ordering::Relaxed))
-        .take_while(|&b| b != 0)
-        .collect();
+    let raw: Vec<u8> = bytes.iter().map(|b| b.load(Ordering::Relaxed)).take_while(|&b| b != 0).collect();
     String::from_utf8_lossy(&raw).into_owned()
 }
 
@@ -120,30 +116,20 @@ pub fn snapshot(conn: &Connection, socket: &Path) -> Result<Snapshot> {
     let hw = ring.hw_ptr();
     let started = h.started_unix_ns.load(Ordering::Relaxed);
     let server = ServerSnapshot {
-        name: socket
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         socket: socket.display().to_string(),
         pid: h.server_pid.load(Ordering::Relaxed),
         sink: bytes_to_string(&status.info.0.sink),
         rate_hz: p.rate_hz,
         channels: p.channels,
-        format: SampleFormat::from_code(h.format.load(Ordering::Relaxed))
-            .map_or("?", |f| f.name())
-            .to_string(),
+        format: SampleFormat::from_code(h.format.load(Ordering::Relaxed)).map_or("?", |f| f.name()).to_string(),
         period_frames: p.period_frames,
         period_ms: p.frames_to_ms(u64::from(p.period_frames)),
         buffer_frames: p.ring_frames,
         buffer_ms: p.frames_to_ms(u64::from(p.ring_frames)),
         hw_ptr: hw,
         uptime_s: unix_now_ns().saturating_sub(started) as f64 / 1e9,
-        mode: if h.flags.load(Ordering::Relaxed) & FLAG_FREEWHEEL != 0 {
-            "freewheel"
-        } else {
-            "real time"
-        }
-        .into(),
+        mode: if h.flags.load(Ordering::Relaxed) & FLAG_FREEWHEEL != 0 { "freewheel" } else { "real time" }.into(),
         xruns: stats.xruns.load(Ordering::Relaxed),
         periods: stats.periods.load(Ordering::Relaxed),
         late_periods: stats.late_periods.load(Ordering::Relaxed),
@@ -175,20 +161,14 @@ pub fn snapshot(conn: &Connection, socket: &Path) -> Result<Snapshot> {
             underruns: c.underruns.load(Ordering::Relaxed),
             late_frames: c.late_frames.load(Ordering::Relaxed),
             peak_dbfs: if role == Some(Role::Play) {
-                c.peak
-                    .iter()
-                    .take(p.channels as usize)
-                    .map(|v| peak_dbfs(v.load(Ordering::Relaxed)))
-                    .collect()
+                c.peak.iter().take(p.channels as usize).map(|v| peak_dbfs(v.load(Ordering::Relaxed))).collect()
             } else {
                 Vec::new()
             },
         };
         // The slot may have been reused while we read it: keep it only if it still holds
         // the same client.
-        if info.state.load(Ordering::Acquire) == SLOT_ACTIVE
-            && info.client_id.load(Ordering::Relaxed) == id
-        {
+        if info.state.load(Ordering::Acquire) == SLOT_ACTIVE && info.client_id.load(Ordering::Relaxed) == id {
             clients.push(client);
         }
     }
@@ -222,15 +202,8 @@ pub fn list_servers(dir: &Path) -> Result<Vec<Listed>> {
             continue;
         }
         let running = crate::transport::connect_socket(&path).is_ok();
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        out.push(Listed {
-            name,
-            socket: path.display().to_string(),
-            running,
-        });
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        out.push(Listed { name, socket: path.display().to_string(), running });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
@@ -244,8 +217,7 @@ pub fn wait_for_server(device: &str, timeout: Duration, name: &str) -> Result<Co
             Ok(c) => return Ok(c),
             Err(e) if matches!(e.kind(), ErrorKind::NotRunning | ErrorKind::ServerGone) => {
                 if Instant::now() >= deadline {
-                    let socket = crate::paths::resolve_device(device)
-                        .unwrap_or_else(|_| PathBuf::from(device));
+                    let socket = crate::paths::resolve_device(device).unwrap_or_else(|_| PathBuf::from(device));
                     return Err(Error::invalid(
                         socket.display().to_string(),
                         format!("no server answered within {:.1} s", timeout.as_secs_f64()),
@@ -267,21 +239,13 @@ pub fn render_text(s: &Snapshot) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "server   {} (pid {}) at {}", v.name, v.pid, v.socket);
     let _ = writeln!(o, "sink     {}", v.sink);
-    let _ = writeln!(
-        o,
-        "format   {} Hz, {} ch, {}",
-        v.rate_hz, v.channels, v.format
-    );
+    let _ = writeln!(o, "format   {} Hz, {} ch, {}", v.rate_hz, v.channels, v.format);
     let _ = writeln!(
         o,
         "period   {} frames ({:.1} ms), buffer {} frames ({:.1} ms)",
         v.period_frames, v.period_ms, v.buffer_frames, v.buffer_ms
     );
-    let _ = writeln!(
-        o,
-        "clock    {}, up {:.1} s, hw_ptr {}",
-        v.mode, v.uptime_s, v.hw_ptr
-    );
+    let _ = writeln!(o, "clock    {}, up {:.1} s, hw_ptr {}", v.mode, v.uptime_s, v.hw_ptr);
     let _ = writeln!(
         o,
         "xruns    {} (periods {}, late {}, longest period work {:.0} us)",
@@ -294,19 +258,9 @@ pub fn render_text(s: &Snapshot) -> String {
         "ID", "PID", "ROLE", "CH", "QUEUED", "UNDERRUNS", "LATE", "PEAK dBFS"
     );
     for c in &s.clients {
-        let queued = c
-            .queued_ms
-            .map_or("-".to_string(), |q| format!("{q:.1} ms"));
-        let peaks: Vec<String> = c
-            .peak_dbfs
-            .iter()
-            .map(|p| p.map_or("-inf".into(), |d| format!("{d:.1}")))
-            .collect();
-        let ch = if c.channels == 0 {
-            v.channels
-        } else {
-            c.channels
-        };
+        let queued = c.queued_ms.map_or("-".to_string(), |q| format!("{q:.1} ms"));
+        let peaks: Vec<String> = c.peak_dbfs.iter().map(|p| p.map_or("-inf".into(), |d| format!("{d:.1}"))).collect();
+        let ch = if c.channels == 0 { v.channels } else { c.channels };
         let _ = writeln!(
             o,
             "{:>4} {:>7} {:<5} {:>3} {:>9} {:>9} {:>9}  {:<20} {}",
@@ -317,11 +271,7 @@ pub fn render_text(s: &Snapshot) -> String {
             queued,
             c.underruns,
             c.late_frames,
-            if peaks.is_empty() {
-                "-".into()
-            } else {
-                peaks.join(" ")
-            },
+            if peaks.is_empty() { "-".into() } else { peaks.join(" ") },
             c.name
         );
     }

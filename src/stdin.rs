@@ -52,13 +52,7 @@ impl InterruptibleStdin {
                 }
             })
             .ok();
-        InterruptibleStdin {
-            rx: Mutex::new(rx),
-            pending: Vec::new(),
-            at: 0,
-            stop,
-            done: false,
-        }
+        InterruptibleStdin { rx: Mutex::new(rx), pending: Vec::new(), at: 0, stop, done: false }
     }
 }
 

@@ -36,9 +36,7 @@ pub enum Wake {
 pub fn futex_wait_bitset(word: &AtomicU32, expected: u32, timeout: Duration, bitset: u32) -> Wake {
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline; computing it here keeps a
     // restarted wait from sleeping longer than asked.
-    let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(Duration::from)
-        .unwrap_or_default();
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC).map(Duration::from).unwrap_or_default();
     let deadline = now + timeout;
     let ts = libc::timespec {
         tv_sec: deadline.as_secs() as libc::time_t,
@@ -100,15 +98,10 @@ pub fn futex_wake(word: &AtomicU32) -> usize {
 /// Accepts one connection on a listening socket, non-blocking and close-on-exec.
 /// `Ok(None)` when no connection is pending.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
-    match nix::sys::socket::accept4(
-        listener.as_raw_fd(),
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    ) {
+    match nix::sys::socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
         // SAFETY: accept4 just returned this fd to us; nothing else owns or will close it.
         Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
-        Err(nix::Error::EAGAIN) | Err(nix::Error::ECONNABORTED) | Err(nix::Error::EINTR) => {
-            Ok(None)
-        }
+        Err(nix::Error::EAGAIN) | Err(nix::Error::ECONNABORTED) | Err(nix::Error::EINTR) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -129,11 +122,7 @@ pub struct Received {
 /// Receives one message from a SOCK_SEQPACKET socket, adopting any fds it carries as
 /// close-on-exec `OwnedFd`s (MSG_CMSG_CLOEXEC: no window in which an exec could leak them).
 /// Returns `Ok(None)` when the peer has hung up (a zero-length read).
-pub fn recv_with_fds(
-    sock: BorrowedFd<'_>,
-    buf: &mut [u8],
-    nonblocking: bool,
-) -> io::Result<Option<Received>> {
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::Result<Option<Received>> {
     let mut iov = [io::IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
@@ -151,18 +140,12 @@ pub fn recv_with_fds(
             }
         }
     }
-    let truncated = msg
-        .flags
-        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
     let len = msg.bytes;
     if len == 0 && fds.is_empty() && !truncated {
         return Ok(None);
     }
-    Ok(Some(Received {
-        len,
-        truncated,
-        fds,
-    }))
+    Ok(Some(Received { len, truncated, fds }))
 }
 
 /// A counting global allocator for the test build: proves the period loop allocates

@@ -55,10 +55,7 @@ pub struct TeeSummary {
 }
 
 enum Out {
-    Wav {
-        path: PathBuf,
-        writer: hound::WavWriter<BufWriter<File>>,
-    },
+    Wav { path: PathBuf, writer: hound::WavWriter<BufWriter<File>> },
     Stream(BufWriter<std::io::Stdout>),
 }
 
@@ -66,11 +63,7 @@ enum Out {
 /// arecord writes them to a pipe.
 fn stream_wav_header(format: SampleFormat, rate: u32, channels: u16) -> Vec<u8> {
     let bits = format.bytes() as u16 * 8;
-    let tag: u16 = if format == SampleFormat::FloatLe {
-        3
-    } else {
-        1
-    };
+    let tag: u16 = if format == SampleFormat::FloatLe { 3 } else { 1 };
     let block = channels * format.bytes() as u16;
     let mut h = Vec::with_capacity(44);
     h.extend_from_slice(b"RIFF");
@@ -97,19 +90,10 @@ impl Out {
                     SampleFormat::S32Le => (32, hound::SampleFormat::Int),
                     SampleFormat::FloatLe => (32, hound::SampleFormat::Float),
                 };
-                let spec = hound::WavSpec {
-                    channels,
-                    sample_rate: rate,
-                    bits_per_sample: bits,
-                    sample_format,
-                };
-                let writer = hound::WavWriter::create(path, spec).map_err(|e| {
-                    Error::input(path.display().to_string(), format!("cannot create: {e}"))
-                })?;
-                Ok(Out::Wav {
-                    path: path.clone(),
-                    writer,
-                })
+                let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: bits, sample_format };
+                let writer = hound::WavWriter::create(path, spec)
+                    .map_err(|e| Error::input(path.display().to_string(), format!("cannot create: {e}")))?;
+                Ok(Out::Wav { path: path.clone(), writer })
             }
             TeeOutput::Stdout => {
                 let mut out = BufWriter::new(std::io::stdout());
@@ -126,27 +110,17 @@ impl Out {
         match self {
             Out::Wav { path, writer } => {
                 let r = match format {
-                    SampleFormat::S16Le => samples
-                        .iter()
-                        .try_for_each(|&m| writer.write_sample(mix_to_s16(m))),
-                    SampleFormat::S32Le => samples
-                        .iter()
-                        .try_for_each(|&m| writer.write_sample(mix_to_s32(m))),
-                    SampleFormat::FloatLe => samples
-                        .iter()
-                        .try_for_each(|&m| writer.write_sample(mix_to_f32(m))),
+                    SampleFormat::S16Le => samples.iter().try_for_each(|&m| writer.write_sample(mix_to_s16(m))),
+                    SampleFormat::S32Le => samples.iter().try_for_each(|&m| writer.write_sample(mix_to_s32(m))),
+                    SampleFormat::FloatLe => samples.iter().try_for_each(|&m| writer.write_sample(mix_to_f32(m))),
                 };
-                r.map_err(|e| Error::Device {
-                    sink: path.display().to_string(),
-                    reason: format!("write failed: {e}"),
-                })
+                r.map_err(|e| Error::Device { sink: path.display().to_string(), reason: format!("write failed: {e}") })
             }
             Out::Stream(out) => {
                 let mut b = [0u8; 4];
                 for &m in samples {
                     format.mix_to_le_bytes(m, &mut b[..format.bytes()]);
-                    out.write_all(&b[..format.bytes()])
-                        .map_err(|e| Error::sys("write stdout", e))?;
+                    out.write_all(&b[..format.bytes()]).map_err(|e| Error::sys("write stdout", e))?;
                 }
                 Ok(())
             }
@@ -166,11 +140,7 @@ impl Out {
 
 /// Records until the duration passes, `stop` is raised or the server goes away.
 /// `on_lost` hears of every burst of lost frames (for a warning).
-pub fn record(
-    cfg: &TeeConfig,
-    stop: &AtomicBool,
-    on_lost: &mut dyn FnMut(u64),
-) -> Result<TeeSummary> {
+pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_lost: &mut dyn FnMut(u64)) -> Result<TeeSummary> {
     let conn = Connection::open(&cfg.device, Role::Tee, &cfg.name, 0)?;
     let p = *conn.params();
     let format = cfg.format.unwrap_or(p.format);
@@ -197,9 +167,7 @@ fn record_into(
     let monitor_frames = u64::from(p.monitor_frames);
     let monitor = ring.monitor_ring()?;
     let counters = ring.counters(conn.slot());
-    let limit = cfg
-        .duration_s
-        .map(|s| (s * f64::from(p.rate_hz)).round() as u64);
+    let limit = cfg.duration_s.map(|s| (s * f64::from(p.rate_hz)).round() as u64);
     let mut pos = conn.start_frame();
     let mut summary = TeeSummary::default();
     let mut buf = vec![0i32; p.period_frames as usize * ch];
@@ -214,9 +182,7 @@ fn record_into(
         if pos + monitor_frames < hw {
             let lost = hw - monitor_frames - pos;
             summary.lost_frames += lost;
-            counters
-                .late_frames
-                .store(summary.lost_frames, Ordering::Relaxed);
+            counters.late_frames.store(summary.lost_frames, Ordering::Relaxed);
             on_lost(lost);
             pos = hw - monitor_frames;
         }
@@ -237,9 +203,7 @@ fn record_into(
             let overwritten = safe_from.saturating_sub(pos).min(n as u64) as usize;
             if overwritten > 0 {
                 summary.lost_frames += overwritten as u64;
-                counters
-                    .late_frames
-                    .store(summary.lost_frames, Ordering::Relaxed);
+                counters.late_frames.store(summary.lost_frames, Ordering::Relaxed);
                 on_lost(overwritten as u64);
             }
             out.write(format, &buf[overwritten * ch..n * ch])?;

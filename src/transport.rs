@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, bind, connect,
-    getsockopt, listen, sendmsg, socket, sockopt,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, bind, connect, getsockopt, listen, sendmsg,
+    socket, sockopt,
 };
 
 use crate::error::{Error, Result};
@@ -33,8 +33,7 @@ fn seqpacket(nonblocking: bool) -> Result<OwnedFd> {
     if nonblocking {
         flags |= SockFlag::SOCK_NONBLOCK;
     }
-    socket(AddressFamily::Unix, SockType::SeqPacket, flags, None)
-        .map_err(|e| Error::sys("socket", e))
+    socket(AddressFamily::Unix, SockType::SeqPacket, flags, None).map_err(|e| Error::sys("socket", e))
 }
 
 /// A listening server socket; removes its socket file on drop if it is still ours.
@@ -50,48 +49,32 @@ impl Listener {
     pub fn bind(path: &Path, mode: u32) -> Result<Listener> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
-                return Err(Error::invalid(
-                    path.display().to_string(),
-                    "exists and is not a socket; not replacing it",
-                ));
+                return Err(Error::invalid(path.display().to_string(), "exists and is not a socket; not replacing it"));
             }
             match connect_socket(path) {
                 Ok(_) => {
-                    return Err(Error::AlreadyRunning {
-                        socket: path.to_path_buf(),
-                    });
+                    return Err(Error::AlreadyRunning { socket: path.to_path_buf() });
                 }
                 Err(e) if e.kind() == crate::ErrorKind::NotRunning => {
-                    std::fs::remove_file(path).map_err(|e| {
-                        Error::sys(format!("remove stale socket {}", path.display()), e)
-                    })?;
+                    std::fs::remove_file(path)
+                        .map_err(|e| Error::sys(format!("remove stale socket {}", path.display()), e))?;
                 }
                 Err(e) => return Err(e),
             }
         }
         let fd = seqpacket(true)?;
-        let addr = UnixAddr::new(path)
-            .map_err(|e| Error::sys(format!("socket address {}", path.display()), e))?;
+        let addr = UnixAddr::new(path).map_err(|e| Error::sys(format!("socket address {}", path.display()), e))?;
         bind(fd.as_raw_fd(), &addr).map_err(|e| match e {
             // Another server bound it between our check and our bind.
-            nix::Error::EADDRINUSE => Error::AlreadyRunning {
-                socket: path.to_path_buf(),
-            },
+            nix::Error::EADDRINUSE => Error::AlreadyRunning { socket: path.to_path_buf() },
             e => Error::sys(format!("bind {}", path.display()), e),
         })?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::sys(format!("chmod {}", path.display()), e))?;
-        listen(
-            &fd,
-            nix::sys::socket::Backlog::new(64).expect("64 is a valid backlog"),
-        )
-        .map_err(|e| Error::sys(format!("listen {}", path.display()), e))?;
+        listen(&fd, nix::sys::socket::Backlog::new(64).expect("64 is a valid backlog"))
+            .map_err(|e| Error::sys(format!("listen {}", path.display()), e))?;
         let ino = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
-        Ok(Listener {
-            fd,
-            path: path.to_path_buf(),
-            ino,
-        })
+        Ok(Listener { fd, path: path.to_path_buf(), ino })
     }
 
     /// Adopts a socket that is already listening (socket activation); nothing is removed on drop.
@@ -106,8 +89,7 @@ impl Listener {
 
     /// Accepts one pending connection, if any (non-blocking, close-on-exec).
     pub fn accept(&self) -> Result<Option<OwnedFd>> {
-        sys::accept(self.fd.as_fd())
-            .map_err(|e| Error::sys(format!("accept on {}", self.path.display()), e))
+        sys::accept(self.fd.as_fd()).map_err(|e| Error::sys(format!("accept on {}", self.path.display()), e))
     }
 }
 
@@ -133,17 +115,15 @@ impl Drop for Listener {
 /// Connects to the server socket at `path` (blocking socket).
 pub fn connect_socket(path: &Path) -> Result<OwnedFd> {
     let fd = seqpacket(false)?;
-    let addr = UnixAddr::new(path)
-        .map_err(|e| Error::sys(format!("socket address {}", path.display()), e))?;
+    let addr = UnixAddr::new(path).map_err(|e| Error::sys(format!("socket address {}", path.display()), e))?;
     match connect(fd.as_raw_fd(), &addr) {
         Ok(()) => Ok(fd),
-        Err(nix::Error::ENOENT) | Err(nix::Error::ECONNREFUSED) => Err(Error::NotRunning {
-            socket: path.to_path_buf(),
-        }),
-        Err(nix::Error::EPROTOTYPE) | Err(nix::Error::ENOTSOCK) => Err(Error::invalid(
-            path.display().to_string(),
-            "not a dmix server socket",
-        )),
+        Err(nix::Error::ENOENT) | Err(nix::Error::ECONNREFUSED) => {
+            Err(Error::NotRunning { socket: path.to_path_buf() })
+        }
+        Err(nix::Error::EPROTOTYPE) | Err(nix::Error::ENOTSOCK) => {
+            Err(Error::invalid(path.display().to_string(), "not a dmix server socket"))
+        }
         Err(e) => Err(Error::sys(format!("connect {}", path.display()), e)),
     }
 }
@@ -155,29 +135,18 @@ pub fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Resul
     let cmsgs = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
     // MSG_NOSIGNAL: a peer that hung up must give us EPIPE, never kill us with SIGPIPE.
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        None,
-    )
-    .map_err(|e| Error::sys("sendmsg", e))?;
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT, None)
+        .map_err(|e| Error::sys("sendmsg", e))?;
     Ok(())
 }
 
 /// Receives one message, waiting at most `timeout`. `Ok(None)`: the peer hung up.
-pub fn recv_timeout(
-    sock: BorrowedFd<'_>,
-    buf: &mut [u8],
-    timeout: Duration,
-) -> Result<Option<Received>> {
+pub fn recv_timeout(sock: BorrowedFd<'_>, buf: &mut [u8], timeout: Duration) -> Result<Option<Received>> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut pfd = [PollFd::new(sock, PollFlags::POLLIN)];
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
+        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
         match poll(&mut pfd, ms) {
             Ok(0) => {
                 return Err(Error::sys(
@@ -191,10 +160,7 @@ pub fn recv_timeout(
         }
         match sys::recv_with_fds(sock, buf, true) {
             Ok(r) => return Ok(r),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::Interrupted =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
@@ -207,20 +173,15 @@ pub fn recv_timeout(
 pub fn peer_hung_up(sock: BorrowedFd<'_>) -> bool {
     let mut pfd = [PollFd::new(sock, PollFlags::empty())];
     match poll(&mut pfd, PollTimeout::ZERO) {
-        Ok(n) if n > 0 => pfd[0].revents().is_some_and(|r| {
-            r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
-        }),
+        Ok(n) if n > 0 => pfd[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)),
         _ => false,
     }
 }
 
 /// The peer's credentials (SO_PEERCRED).
 pub fn peer_cred(sock: BorrowedFd<'_>) -> Result<PeerCred> {
-    let c =
-        getsockopt(&sock, sockopt::PeerCredentials).map_err(|e| Error::sys("SO_PEERCRED", e))?;
-    Ok(PeerCred {
-        pid: c.pid() as u32,
-        uid: c.uid(),
-        gid: c.gid(),
-    })
+    let c = getsockopt(&sock, sockopt::PeerCredentials).map_err(|e| Error::sys("SO_PEERCRED", e))?;
+    Ok(PeerCred { pid: c.pid() as u32, uid: c.uid(), gid: c.gid() })
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::util::bin;
 
-const TOOLS: [&str; 4] = ["dmix-serve", "dmix-play", "dmix-stat", "dmix-tee"];
+const TOOLS: [&str; 5] = ["dmix-serve", "dmix-play", "dmix-stat", "dmix-tee", "dmix-share"];
 
 fn target(tool: &str, what: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -26,15 +26,8 @@ fn generated_man_pages_and_completions_are_fresh() {
     let mut stale = Vec::new();
     for tool in TOOLS {
         for what in dmix::cli::GENERATE_KINDS {
-            let out = Command::new(bin(tool))
-                .args(["--generate", what])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{tool} --generate {what}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(bin(tool)).args(["--generate", what]).output().unwrap();
+            assert!(out.status.success(), "{tool} --generate {what}: {}", String::from_utf8_lossy(&out.stderr));
             assert!(!out.stdout.is_empty());
             let path = target(tool, what);
             if rewrite {
@@ -45,10 +38,7 @@ fn generated_man_pages_and_completions_are_fresh() {
             }
         }
     }
-    assert!(
-        stale.is_empty(),
-        "stale generated files (run scripts/generate): {stale:?}"
-    );
+    assert!(stale.is_empty(), "stale generated files (run scripts/generate): {stale:?}");
 }
 
 #[test]

@@ -20,8 +20,7 @@ fn expected_mix24(a: &[i16], b: &[i16], channels: usize) -> Vec<i32> {
     let n = a.len().max(b.len());
     let mut v: Vec<i32> = (0..n)
         .map(|i| {
-            let sum = (i32::from(*a.get(i).unwrap_or(&0)) << 8)
-                + (i32::from(*b.get(i).unwrap_or(&0)) << 8);
+            let sum = (i32::from(*a.get(i).unwrap_or(&0)) << 8) + (i32::from(*b.get(i).unwrap_or(&0)) << 8);
             sum.clamp(-(1 << 23), (1 << 23) - 1)
         })
         .collect();
@@ -32,10 +31,7 @@ fn expected_mix24(a: &[i16], b: &[i16], channels: usize) -> Vec<i32> {
 
 /// The expected S16 render: the clamped integer sum.
 fn expected_sum16(a: &[i16], b: &[i16], channels: usize) -> Vec<i32> {
-    let v: Vec<i32> = expected_mix24(a, b, channels)
-        .into_iter()
-        .map(|m| m >> 8)
-        .collect();
+    let v: Vec<i32> = expected_mix24(a, b, channels).into_iter().map(|m| m >> 8).collect();
     // Cross-check the rule: at 16 bits it is the plain clamped sum.
     for (i, &x) in v.iter().enumerate().take(a.len().min(b.len())) {
         assert_eq!(x, clamp16(i32::from(a[i]) + i32::from(b[i])));
@@ -60,11 +56,7 @@ fn render_two(env: &Env, format: &str) {
     let mut b = env.spawn("dmix-play", &["b.wav"]);
     assert!(a.wait().success(), "a: {}", a.finished_stderr());
     assert!(b.wait().success(), "b: {}", b.finished_stderr());
-    assert!(
-        server.wait().success(),
-        "server: {}",
-        server.finished_stderr()
-    );
+    assert!(server.wait().success(), "server: {}", server.finished_stderr());
 }
 
 #[test]
@@ -73,15 +65,9 @@ fn play_two_clients_sum_is_bit_exact() {
     let (a, b) = two_signals(&env);
     render_two(&env, "S16_LE");
     let (spec, got) = read_wav(&env.path("out.wav"));
-    assert_eq!(
-        (spec.channels, spec.sample_rate, spec.bits_per_sample),
-        (2, 48000, 16)
-    );
+    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 48000, 16));
     let want = expected_sum16(&a, &b, 2);
-    assert!(
-        want.contains(&(i16::MAX as i32)),
-        "the test signals should clip somewhere"
-    );
+    assert!(want.contains(&(i16::MAX as i32)), "the test signals should clip somewhere");
     assert_eq!(got.len(), want.len());
     assert!(got == want, "render differs from the clamped sum");
 }
@@ -94,16 +80,9 @@ fn play_s32_render_follows_the_conversion_rule() {
     let (spec, got) = read_wav(&env.path("out.wav"));
     assert_eq!(spec.bits_per_sample, 32);
     // S16 in: mix = s << 8; S32 out = clamp24(sum) << 8.
-    let want: Vec<i32> = expected_mix24(&a, &b, 2)
-        .into_iter()
-        .map(|m| m << 8)
-        .collect();
+    let want: Vec<i32> = expected_mix24(&a, &b, 2).into_iter().map(|m| m << 8).collect();
     if let Some(i) = (0..want.len()).find(|&i| got.get(i) != Some(&want[i])) {
-        panic!(
-            "S32 render differs from the documented rule at {i}: got {:?}, want {}",
-            got.get(i),
-            want[i]
-        );
+        panic!("S32 render differs from the documented rule at {i}: got {:?}, want {}", got.get(i), want[i]);
     }
     assert_eq!(got.len(), want.len());
 }
@@ -116,10 +95,8 @@ fn play_float_render_follows_the_conversion_rule() {
     let (spec, got) = read_wav(&env.path("out.wav"));
     assert_eq!(spec.sample_format, hound::SampleFormat::Float);
     // FLOAT out = clamp24(sum) / 2^23, exact in an f32.
-    let want: Vec<i32> = expected_mix24(&a, &b, 2)
-        .into_iter()
-        .map(|m| (m as f32 / 8_388_608.0).to_bits() as i32)
-        .collect();
+    let want: Vec<i32> =
+        expected_mix24(&a, &b, 2).into_iter().map(|m| (m as f32 / 8_388_608.0).to_bits() as i32).collect();
     assert!(got == want, "FLOAT render differs from the documented rule");
 }
 
@@ -132,13 +109,9 @@ fn survivor_is_exact(end_b: Signal, b_exit_ok: impl Fn(std::process::ExitStatus)
     let b = signal(96000, 2, 550.0, 0.3, 4);
     write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
     let out = env.path("out.wav");
-    let mut server =
-        env.serve(&[&["--sink", &format!("wav:{}", out.display())][..], RENDER].concat());
+    let mut server = env.serve(&[&["--sink", &format!("wav:{}", out.display())][..], RENDER].concat());
     let mut pa = env.spawn("dmix-play", &["a.wav"]);
-    let mut pb = env.spawn(
-        "dmix-play",
-        &["-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2", "-"],
-    );
+    let mut pb = env.spawn("dmix-play", &["-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2", "-"]);
     let mut stdin = pb.stdin();
     let bytes: Vec<u8> = b.iter().flat_map(|s| s.to_le_bytes()).collect();
     // The writer may block on a full pipe; B's end makes its writes fail, which is fine.
@@ -151,34 +124,16 @@ fn survivor_is_exact(end_b: Signal, b_exit_ok: impl Fn(std::process::ExitStatus)
     assert!(b_exit_ok(pb.wait()), "b: {}", pb.finished_stderr());
     writer.join().unwrap();
     assert!(pa.wait().success(), "a: {}", pa.finished_stderr());
-    assert!(
-        server.wait().success(),
-        "server: {}",
-        server.finished_stderr()
-    );
+    assert!(server.wait().success(), "server: {}", server.finished_stderr());
     let (_, got) = read_wav(&out);
-    assert!(
-        got.len() >= a.len(),
-        "render shorter than the survivor's file"
-    );
+    assert!(got.len() >= a.len(), "render shorter than the survivor's file");
     // got - a must be a prefix of b, then silence.
-    let diff: Vec<i32> = got
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| v - i32::from(*a.get(i).unwrap_or(&0)))
-        .collect();
+    let diff: Vec<i32> = got.iter().enumerate().map(|(i, &v)| v - i32::from(*a.get(i).unwrap_or(&0))).collect();
     let k = diff.iter().rposition(|&v| v != 0).map_or(0, |p| p + 1);
-    assert!(
-        k > 0,
-        "B was never heard: the test did not exercise a mid-stream end"
-    );
+    assert!(k > 0, "B was never heard: the test did not exercise a mid-stream end");
     assert!(k <= 96000 * 2, "more of B was played than B was given");
     for i in 0..k {
-        assert_eq!(
-            diff[i],
-            i32::from(b[i]),
-            "sample {i}: B's part is not a clean prefix (k = {k})"
-        );
+        assert_eq!(diff[i], i32::from(b[i]), "sample {i}: B's part is not a clean prefix (k = {k})");
     }
 }
 
@@ -221,12 +176,7 @@ fn play_files_are_gapless_back_to_back() {
 #[test]
 fn play_paced_null_sink_runs_in_real_time() {
     let env = Env::new();
-    write_wav_i16(
-        &env.path("two.wav"),
-        48000,
-        2,
-        &signal(96000, 2, 440.0, 0.3, 7),
-    );
+    write_wav_i16(&env.path("two.wav"), 48000, 2, &signal(96000, 2, 440.0, 0.3, 7));
     let _server = env.serve(&["--sink", "null"]);
     let t = Instant::now();
     let r = env.run("dmix-play", &["two.wav"]);
@@ -250,40 +200,19 @@ fn play_alsa_sink_writes_the_mix_through_alsa_lib() {
         ),
     )
     .unwrap();
-    env.set_env(
-        "ALSA_CONFIG_PATH",
-        &format!("/usr/share/alsa/alsa.conf:{}", conf.display()),
-    );
+    env.set_env("ALSA_CONFIG_PATH", &format!("/usr/share/alsa/alsa.conf:{}", conf.display()));
     let mut server = env.serve(&[&["--sink", "alsa:dmixtest"][..], RENDER].concat());
     let mut pa = env.spawn("dmix-play", &["a.wav"]);
     let mut pb = env.spawn("dmix-play", &["b.wav"]);
     assert!(pa.wait().success(), "a: {}", pa.finished_stderr());
     assert!(pb.wait().success(), "b: {}", pb.finished_stderr());
-    assert!(
-        server.wait().success(),
-        "server: {}",
-        server.finished_stderr()
-    );
+    assert!(server.wait().success(), "server: {}", server.finished_stderr());
     let bytes = std::fs::read(&raw).unwrap();
-    let got: Vec<i32> = bytes
-        .chunks_exact(2)
-        .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
-        .collect();
+    let got: Vec<i32> = bytes.chunks_exact(2).map(|c| i32::from(i16::from_le_bytes([c[0], c[1]]))).collect();
     let want = expected_sum16(&a, &b, 2);
-    assert!(
-        got.len() >= want.len(),
-        "ALSA got {} samples, want {}",
-        got.len(),
-        want.len()
-    );
-    assert!(
-        got[..want.len()] == want[..],
-        "ALSA output differs from the clamped sum"
-    );
-    assert!(
-        got[want.len()..].iter().all(|&v| v == 0),
-        "ALSA output has trailing non-silence"
-    );
+    assert!(got.len() >= want.len(), "ALSA got {} samples, want {}", got.len(), want.len());
+    assert!(got[..want.len()] == want[..], "ALSA output differs from the clamped sum");
+    assert!(got[want.len()..].iter().all(|&v| v == 0), "ALSA output has trailing non-silence");
 }
 
 #[test]
@@ -291,10 +220,7 @@ fn play_resamples_a_44k_flac_and_reads_wav_from_stdin() {
     let env = Env::new();
     // 1 s of 1 kHz at 44.1 kHz, as FLAC, and the same as a WAV piped to stdin.
     let src: Vec<i16> = (0..44100 * 2)
-        .map(|i| {
-            (0.4 * 32767.0 * (2.0 * std::f64::consts::PI * 1000.0 * (i / 2) as f64 / 44100.0).sin())
-                as i16
-        })
+        .map(|i| (0.4 * 32767.0 * (2.0 * std::f64::consts::PI * 1000.0 * (i / 2) as f64 / 44100.0).sin()) as i16)
         .collect();
     write_wav_i16(&env.path("src.wav"), 44100, 2, &src);
     let status = std::process::Command::new("flac")
@@ -307,20 +233,11 @@ fn play_resamples_a_44k_flac_and_reads_wav_from_stdin() {
     for input in ["src.flac", "-"] {
         let out = env.path("out.wav");
         let sink = format!("wav:{}", out.display());
-        let mut server = env.serve(&[
-            "--sink",
-            &sink,
-            "--freewheel",
-            "--wait-clients",
-            "1",
-            "--exit-when-idle",
-        ]);
+        let mut server = env.serve(&["--sink", &sink, "--freewheel", "--wait-clients", "1", "--exit-when-idle"]);
         let mut p = env.spawn("dmix-play", &[input]);
         if input == "-" {
             let mut stdin = p.stdin();
-            stdin
-                .write_all(&std::fs::read(env.path("src.wav")).unwrap())
-                .unwrap();
+            stdin.write_all(&std::fs::read(env.path("src.wav")).unwrap()).unwrap();
         }
         assert!(p.wait().success(), "{input}: {}", p.finished_stderr());
         assert!(server.wait().success());

@@ -15,14 +15,8 @@ fn serve_socket_and_directory_are_private() {
     let env = Env::new();
     let _s = env.serve(&["--sink", "null"]);
     let sock = env.socket("default");
-    assert_eq!(
-        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert_eq!(
-        std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
 }
 
 #[test]
@@ -40,17 +34,12 @@ fn serve_stale_socket_is_replaced() {
     let env = Env::new();
     let sock = env.socket("default");
     std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
-    std::fs::set_permissions(
-        sock.parent().unwrap(),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    std::fs::set_permissions(sock.parent().unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
     // A socket file nobody listens on, as a crashed server leaves it.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
     let mut s = env.serve(&["--sink", "null"]);
-    let _c =
-        dmix::client::Connection::open(sock.to_str().unwrap(), Role::Stat, "probe", 0).unwrap();
+    let _c = dmix::client::Connection::open(sock.to_str().unwrap(), Role::Stat, "probe", 0).unwrap();
     s.signal(Signal::SIGTERM);
     assert!(s.wait().success(), "{}", s.finished_stderr());
     assert!(!sock.exists(), "the socket was not removed at exit");
@@ -60,12 +49,7 @@ fn serve_stale_socket_is_replaced() {
 fn serve_wav_sink_is_finalized_on_sigint_and_sigterm() {
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         let env = Env::new();
-        write_wav_i16(
-            &env.path("a.wav"),
-            48000,
-            2,
-            &signal(4800, 2, 440.0, 0.3, 1),
-        );
+        write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(4800, 2, 440.0, 0.3, 1));
         let out = env.path("out.wav");
         let mut s = env.serve(&["--sink", &format!("wav:{}", out.display())]);
         // Playing a file to the end proves periods reached the sink before the signal.
@@ -75,11 +59,7 @@ fn serve_wav_sink_is_finalized_on_sigint_and_sigterm() {
         assert!(s.wait().success(), "{sig}: {}", s.finished_stderr());
         let (spec, samples) = read_wav(&out);
         assert_eq!(spec.channels, 2);
-        assert!(
-            samples.len() >= 4800 * 2,
-            "{sig}: only {} samples in the finalized file",
-            samples.len()
-        );
+        assert!(samples.len() >= 4800 * 2, "{sig}: only {} samples in the finalized file", samples.len());
     }
 }
 
@@ -88,26 +68,15 @@ fn serve_refuses_a_client_of_another_protocol_version_naming_both() {
     let env = Env::new();
     let _s = env.serve(&["--sink", "null"]);
     let sock = transport::connect_socket(&env.socket("default")).unwrap();
-    let mut hello = Hello {
-        version: PROTOCOL_VERSION,
-        role: Role::Play,
-        channels: 0,
-        name: "future".into(),
-    }
-    .encode();
+    let mut hello = Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "future".into() }.encode();
     hello[4..8].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
     transport::send(sock.as_fd(), &hello, &[]).unwrap();
     let mut buf = [0u8; MAX_REPLY_BYTES];
-    let msg = transport::recv_timeout(sock.as_fd(), &mut buf, DEADLINE)
-        .unwrap()
-        .unwrap();
+    let msg = transport::recv_timeout(sock.as_fd(), &mut buf, DEADLINE).unwrap().unwrap();
     match Reply::decode(&buf[..msg.len]).unwrap() {
         Reply::Refused(Refusal::Incompatible, reason) => {
             assert!(reason.contains(&PROTOCOL_VERSION.to_string()), "{reason}");
-            assert!(
-                reason.contains(&(PROTOCOL_VERSION + 1).to_string()),
-                "{reason}"
-            );
+            assert!(reason.contains(&(PROTOCOL_VERSION + 1).to_string()), "{reason}");
         }
         other => panic!("expected a version refusal, got {other:?}"),
     }
@@ -123,20 +92,11 @@ fn serve_drops_garbage_and_keeps_serving() {
         let _ = transport::send(sock.as_fd(), junk, &[]);
         let mut buf = [0u8; MAX_REPLY_BYTES];
         if let Ok(Some(msg)) = transport::recv_timeout(sock.as_fd(), &mut buf, DEADLINE) {
-            assert!(matches!(
-                Reply::decode(&buf[..msg.len]),
-                Ok(Reply::Refused(Refusal::BadRequest, _))
-            ));
+            assert!(matches!(Reply::decode(&buf[..msg.len]), Ok(Reply::Refused(Refusal::BadRequest, _))));
         }
     }
     // Still serving.
-    dmix::client::Connection::open(
-        env.socket("default").to_str().unwrap(),
-        Role::Stat,
-        "probe",
-        0,
-    )
-    .unwrap();
+    dmix::client::Connection::open(env.socket("default").to_str().unwrap(), Role::Stat, "probe", 0).unwrap();
 }
 
 #[test]
@@ -144,11 +104,7 @@ fn play_refuses_a_server_of_another_protocol_version() {
     let env = Env::new();
     let sock = env.socket("default");
     std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
-    std::fs::set_permissions(
-        sock.parent().unwrap(),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    std::fs::set_permissions(sock.parent().unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
     write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(480, 2, 440.0, 0.3, 1));
     let listener = transport::Listener::bind(&sock, 0o600).unwrap();
     let mut play = env.spawn("dmix-play", &["a.wav"]);
@@ -157,16 +113,11 @@ fn play_refuses_a_server_of_another_protocol_version() {
         if let Some(c) = listener.accept().unwrap() {
             break c;
         }
-        let mut pfd = [nix::poll::PollFd::new(
-            listener.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
+        let mut pfd = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
         nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)).unwrap();
     };
     let mut buf = [0u8; HELLO_BYTES];
-    transport::recv_timeout(conn.as_fd(), &mut buf, DEADLINE)
-        .unwrap()
-        .unwrap();
+    transport::recv_timeout(conn.as_fd(), &mut buf, DEADLINE).unwrap().unwrap();
     let mut reply = [0u8; 12];
     reply[0..4].copy_from_slice(b"DMXr");
     reply[4..8].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
@@ -174,10 +125,7 @@ fn play_refuses_a_server_of_another_protocol_version() {
     let status = play.wait();
     let err = play.finished_stderr();
     assert_eq!(status.code(), Some(8), "{err}");
-    assert!(
-        err.contains("version mismatch") && err.contains(&(PROTOCOL_VERSION + 1).to_string()),
-        "{err}"
-    );
+    assert!(err.contains("version mismatch") && err.contains(&(PROTOCOL_VERSION + 1).to_string()), "{err}");
 }
 
 #[test]
@@ -195,19 +143,8 @@ fn play_bad_inputs_get_one_line_each_and_a_non_zero_code() {
     let env = Env::new();
     let _s = env.serve(&["--sink", "null", "--freewheel"]);
     std::fs::write(env.path("empty.wav"), b"").unwrap();
-    std::fs::write(
-        env.path("noise.flac"),
-        (0..5000u32)
-            .map(|i| (i * 7919 % 251) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    write_wav_i16(
-        &env.path("good.wav"),
-        48000,
-        2,
-        &signal(9600, 2, 440.0, 0.3, 1),
-    );
+    std::fs::write(env.path("noise.flac"), (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    write_wav_i16(&env.path("good.wav"), 48000, 2, &signal(9600, 2, 440.0, 0.3, 1));
     let good = std::fs::read(env.path("good.wav")).unwrap();
     std::fs::write(env.path("cut.wav"), &good[..good.len() / 2]).unwrap();
     std::fs::create_dir(env.path("adir")).unwrap();
@@ -221,16 +158,8 @@ fn play_bad_inputs_get_one_line_each_and_a_non_zero_code() {
         let r = env.run("dmix-play", &[file]);
         assert_eq!(r.status.code(), Some(3), "{file}: {}", r.stderr);
         assert_eq!(r.stderr.lines().count(), 1, "{file}: {}", r.stderr);
-        assert!(
-            r.stderr.starts_with(&format!("dmix-play: {file}: ")),
-            "{file}: {}",
-            r.stderr
-        );
-        assert!(
-            r.stderr.to_lowercase().contains(why),
-            "{file}: {}",
-            r.stderr
-        );
+        assert!(r.stderr.starts_with(&format!("dmix-play: {file}: ")), "{file}: {}", r.stderr);
+        assert!(r.stderr.to_lowercase().contains(why), "{file}: {}", r.stderr);
     }
 }
 
@@ -260,33 +189,19 @@ fn play_reports_a_bad_file_and_plays_the_rest() {
 #[test]
 fn play_exits_when_the_server_is_killed() {
     let env = Env::new();
-    write_wav_i16(
-        &env.path("long.wav"),
-        48000,
-        2,
-        &signal(48000 * 20, 2, 440.0, 0.3, 1),
-    );
+    write_wav_i16(&env.path("long.wav"), 48000, 2, &signal(48000 * 20, 2, 440.0, 0.3, 1));
     let mut s = env.serve(&["--sink", "null"]);
     let mut p = env.spawn("dmix-play", &["long.wav"]);
     // Admission means the client is attached and playing: wait for it on the protocol by
     // looking at the server's slot table through a stat connection.
-    let stat = dmix::client::Connection::open(
-        env.socket("default").to_str().unwrap(),
-        Role::Stat,
-        "probe",
-        0,
-    )
-    .unwrap();
+    let stat = dmix::client::Connection::open(env.socket("default").to_str().unwrap(), Role::Stat, "probe", 0).unwrap();
     let deadline = std::time::Instant::now() + DEADLINE;
     while !(0..64).any(|i| {
         let info = stat.ring().slot_info(i);
         info.state.load(std::sync::atomic::Ordering::Acquire) == 2
             && info.role.load(std::sync::atomic::Ordering::Relaxed) == 1
     }) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the player never joined"
-        );
+        assert!(std::time::Instant::now() < deadline, "the player never joined");
         stat.ring().wait_any(Duration::from_millis(50));
     }
     drop(stat);
@@ -330,11 +245,7 @@ fn serve_named_four_channel_server_at_44k_takes_stereo_clients() {
     assert_eq!(got.len(), 4410usize.div_ceil(128) * 128 * 4);
     for (f, frame) in got.chunks_exact(4).take(4410).enumerate() {
         // Stereo into 4 channels: front left/right carry it, the others are silent.
-        assert_eq!(
-            frame,
-            &[i32::from(a[2 * f]), i32::from(a[2 * f + 1]), 0, 0],
-            "frame {f}"
-        );
+        assert_eq!(frame, &[i32::from(a[2 * f]), i32::from(a[2 * f + 1]), 0, 0], "frame {f}");
     }
 }
 
@@ -346,8 +257,7 @@ fn serve_socket_path_and_tmp_fallback() {
     // parallel tests apart.
     let name = format!("fallback-{}", std::process::id());
     let mut cmd = env.command("dmix-serve");
-    cmd.env_remove("XDG_RUNTIME_DIR")
-        .args(["--sink", "null", "--name", &name]);
+    cmd.env_remove("XDG_RUNTIME_DIR").args(["--sink", "null", "--name", &name]);
     let mut s = Proc::spawn("dmix-serve", cmd.stdin(std::process::Stdio::null()));
     let line = s.wait_for_stderr("serving on");
     let uid = nix::unistd::getuid();

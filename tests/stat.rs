@@ -7,12 +7,7 @@ use crate::util::*;
 #[test]
 fn stat_json_reports_both_players_with_kernel_pids() {
     let env = Env::new();
-    write_wav_i16(
-        &env.path("a.wav"),
-        48000,
-        2,
-        &signal(48000, 2, 440.0, 0.5, 1),
-    );
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(48000, 2, 440.0, 0.5, 1));
     // Held until a third player: the two stay connected while we look.
     let _s = env.serve(&["--sink", "null", "--freewheel", "--wait-clients", "3"]);
     let pa = env.spawn("dmix-play", &["--name", "first", "a.wav"]);
@@ -26,31 +21,17 @@ fn stat_json_reports_both_players_with_kernel_pids() {
     assert_eq!(v["server"]["sink"], "null");
     let clients = v["clients"].as_array().unwrap();
     for (p, name) in [(&pa, "first"), (&pb, "second")] {
-        let c = clients
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("{name} missing: {v}"));
+        let c = clients.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} missing: {v}"));
         assert_eq!(c["role"], "play");
-        assert_eq!(
-            c["pid"],
-            p.pid(),
-            "{name}: the pid must be the client's own"
-        );
+        assert_eq!(c["pid"], p.pid(), "{name}: the pid must be the client's own");
         assert_eq!(c["peak_dbfs"].as_array().unwrap().len(), 2);
         // Held at hw_ptr 0, each has filled the whole ring.
-        assert!(
-            (c["queued_ms"].as_f64().unwrap() - 21.33).abs() < 0.1,
-            "{c}"
-        );
+        assert!((c["queued_ms"].as_f64().unwrap() - 21.33).abs() < 0.1, "{c}");
     }
     // The inspector itself shows as role stat, and holds nothing back.
     assert!(clients.iter().any(|c| c["role"] == "stat"));
     let text = env.run("dmix-stat", &[]);
-    assert!(
-        text.stdout.contains("first") && text.stdout.contains("second"),
-        "{}",
-        text.stdout
-    );
+    assert!(text.stdout.contains("first") && text.stdout.contains("second"), "{}", text.stdout);
 }
 
 #[test]
@@ -77,27 +58,14 @@ fn stat_list_shows_running_and_stale_servers() {
     assert!(r.status.success(), "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", r.stdout);
-    assert!(
-        lines[0].starts_with("alpha") && lines[0].contains("running"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        lines[1].starts_with("beta") && lines[1].contains("stale"),
-        "{}",
-        r.stdout
-    );
+    assert!(lines[0].starts_with("alpha") && lines[0].contains("running"), "{}", r.stdout);
+    assert!(lines[1].starts_with("beta") && lines[1].contains("stale"), "{}", r.stdout);
 }
 
 #[test]
 fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
     let env = Env::new();
-    write_wav_i16(
-        &env.path("a.wav"),
-        48000,
-        2,
-        &signal(48000 * 30, 2, 440.0, 0.5, 1),
-    );
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(48000 * 30, 2, 440.0, 0.5, 1));
     let _s = env.serve(&["--sink", "null"]);
     let _p = env.spawn("dmix-play", &["a.wav"]);
     wait_for_clients(&env, "default", "play", 1);
@@ -114,21 +82,7 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
         env.runtime_dir().display(),
         bin("dmix-stat").display()
     );
-    assert!(
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            "w",
-            "-x",
-            "120",
-            "-y",
-            "30",
-            &cmd
-        ])
-        .status
-        .success()
-    );
+    assert!(tmux(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "30", &cmd]).status.success());
     struct Kill<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
@@ -144,10 +98,7 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
             if text.contains(want) {
                 return text;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the screen never showed '{want}':\n{text}"
-            );
+            assert!(Instant::now() < deadline, "the screen never showed '{want}':\n{text}");
             // Polling a screen we do not control: capture-pane has no event to wait on.
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -157,8 +108,5 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
     assert!(tmux(&["send-keys", "-t", "w", "q"]).status.success());
     let after = screen("EXIT=");
     assert!(after.contains("EXIT=0"), "{after}");
-    assert!(
-        !after.contains("dBFS"),
-        "the alternate screen was not left:\n{after}"
-    );
+    assert!(!after.contains("dBFS"), "the alternate screen was not left:\n{after}");
 }

@@ -5,18 +5,8 @@ use crate::util::*;
 /// Starts a held freewheel render, attaches `tees` recorders, then two players; returns the
 /// server's own output and each recording.
 fn render_with_tees(env: &Env, tees: &[&str], format: &str) -> (Vec<i32>, Vec<Vec<i32>>) {
-    write_wav_i16(
-        &env.path("a.wav"),
-        48000,
-        2,
-        &signal(30000, 2, 440.0, 0.7, 1),
-    );
-    write_wav_i16(
-        &env.path("b.wav"),
-        48000,
-        2,
-        &signal(20000, 2, 660.0, 0.7, 2),
-    );
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(30000, 2, 440.0, 0.7, 1));
+    write_wav_i16(&env.path("b.wav"), 48000, 2, &signal(20000, 2, 660.0, 0.7, 2));
     let out = env.path("server.wav");
     let mut server = env.serve(&[
         "--sink",
@@ -38,11 +28,7 @@ fn render_with_tees(env: &Env, tees: &[&str], format: &str) -> (Vec<i32>, Vec<Ve
     assert!(server.wait().success(), "{}", server.finished_stderr());
     for r in &mut recorders {
         assert!(r.wait().success(), "tee: {}", r.finished_stderr());
-        assert!(
-            r.finished_stderr().is_empty(),
-            "tee warned: {}",
-            r.finished_stderr()
-        );
+        assert!(r.finished_stderr().is_empty(), "tee warned: {}", r.finished_stderr());
     }
     let (_, own) = read_wav(&out);
     let recs = tees.iter().map(|t| read_wav(&env.path(t)).1).collect();
@@ -55,10 +41,7 @@ fn tee_of_a_freewheel_render_equals_the_wav_sink() {
         let env = Env::new();
         let (own, recs) = render_with_tees(&env, &["rec.wav"], format);
         assert!(own.len() >= 30000 * 2);
-        assert!(
-            recs[0] == own,
-            "{format}: the recording differs from the server's own output"
-        );
+        assert!(recs[0] == own, "{format}: the recording differs from the server's own output");
     }
 }
 
@@ -77,10 +60,7 @@ fn tee_duration_and_raw_stdout() {
     let r = env.run("dmix-tee", &["-d", "0.25", "quarter.wav"]);
     assert!(r.status.success(), "{}", r.stderr);
     let (spec, v) = read_wav(&env.path("quarter.wav"));
-    assert_eq!(
-        (spec.sample_rate, spec.channels, spec.bits_per_sample),
-        (48000, 2, 16)
-    );
+    assert_eq!((spec.sample_rate, spec.channels, spec.bits_per_sample), (48000, 2, 16));
     assert_eq!(v.len(), 12000 * 2);
     let r = env.run("dmix-tee", &["-d", "0.1", "-t", "raw", "-f", "S32_LE", "-"]);
     assert!(r.status.success(), "{}", r.stderr);
@@ -130,18 +110,11 @@ fn tee_that_falls_behind_reports_lost_frames() {
     wait_hw_ptr(&env, "default", start + 24000 + 9600);
     t.signal(nix::sys::signal::Signal::SIGCONT);
     let line = t.wait_for_stderr("frames lost");
-    assert!(
-        line.starts_with("dmix-tee: fell behind the server: "),
-        "{line}"
-    );
+    assert!(line.starts_with("dmix-tee: fell behind the server: "), "{line}");
     let snap = wait_for_clients(&env, "default", "tee", 1);
     let tee = snap.clients.iter().find(|c| c.role == "tee").unwrap();
     // The recorder started a period or so after `start`.
-    assert!(
-        tee.late_frames >= 9600 - 512,
-        "stat shows {} lost frames",
-        tee.late_frames
-    );
+    assert!(tee.late_frames >= 9600 - 512, "stat shows {} lost frames", tee.late_frames);
     t.signal(nix::sys::signal::Signal::SIGINT);
     assert!(t.wait().success());
     read_wav(&env.path("rec.wav"));

@@ -1,6 +1,7 @@
 mod generated;
 mod play;
 mod serve;
+mod share;
 mod stat;
 mod tee;
 mod util;

@@ -23,6 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
         "dmix-play" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-play")),
         "dmix-stat" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-stat")),
         "dmix-tee" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-tee")),
+        "dmix-share" => PathBuf::from(env!("CARGO_BIN_EXE_dmix-share")),
         other => panic!("unknown binary {other}"),
     }
 }
@@ -39,10 +40,7 @@ impl Env {
         let run = dir.path().join("run");
         std::fs::create_dir(&run).unwrap();
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Env {
-            dir,
-            extra_env: Vec::new(),
-        }
+        Env { dir, extra_env: Vec::new() }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -76,10 +74,7 @@ impl Env {
 
     /// Starts a server and waits for its ready line.
     pub fn serve(&self, args: &[&str]) -> Proc {
-        let mut p = Proc::spawn(
-            "dmix-serve",
-            self.command("dmix-serve").args(args).stdin(Stdio::null()),
-        );
+        let mut p = Proc::spawn("dmix-serve", self.command("dmix-serve").args(args).stdin(Stdio::null()));
         p.wait_for_stderr("serving on");
         p
     }
@@ -94,12 +89,7 @@ impl Env {
         let mut p = Proc::spawn(name, self.command(name).args(args).stdin(Stdio::null()));
         let status = p.wait();
         let stderr = p.finished_stderr();
-        Output {
-            status,
-            stderr,
-            stdout: p.stdout(),
-            stdout_bytes: p.stdout_bytes(),
-        }
+        Output { status, stderr, stdout: p.stdout(), stdout_bytes: p.stdout_bytes() }
     }
 }
 
@@ -124,11 +114,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
@@ -174,16 +160,7 @@ impl Proc {
                 return;
             }
         });
-        Proc {
-            name: name.into(),
-            child,
-            stderr,
-            stdout,
-            lines,
-            exits,
-            stdout_done,
-            status: None,
-        }
+        Proc { name: name.into(), child, stderr, stdout, lines, exits, stdout_done, status: None }
     }
 
     pub fn pid(&self) -> i32 {
@@ -198,11 +175,7 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return l,
                 Ok(_) => {}
-                Err(_) => panic!(
-                    "{}: no '{needle}' on stderr; stderr so far:\n{}",
-                    self.name,
-                    self.stderr()
-                ),
+                Err(_) => panic!("{}: no '{needle}' on stderr; stderr so far:\n{}", self.name, self.stderr()),
             }
         }
     }
@@ -239,11 +212,7 @@ impl Proc {
             }
             Err(_) => {
                 self.signal(nix::sys::signal::Signal::SIGKILL);
-                panic!(
-                    "{} did not exit within {timeout:?}; stderr:\n{}",
-                    self.name,
-                    self.stderr()
-                );
+                panic!("{} did not exit within {timeout:?}; stderr:\n{}", self.name, self.stderr());
             }
         }
     }
@@ -253,25 +222,19 @@ impl Proc {
         self.wait();
         // The reader threads end at EOF, which follows the exit; their channels then close.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        while let Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) =
+            self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             if Instant::now() >= deadline {
                 break;
             }
         }
-        let _ = self
-            .stdout_done
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        let _ = self.stdout_done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         self.stderr()
     }
 
     pub fn stdin(&mut self) -> std::process::ChildStdin {
-        self.child
-            .stdin
-            .take()
-            .expect("stdin is piped and not taken yet")
+        self.child.stdin.take().expect("stdin is piped and not taken yet")
     }
 }
 
@@ -289,12 +252,8 @@ impl Drop for Proc {
 
 /// Writes an S16 WAV.
 pub fn write_wav_i16(path: &Path, rate: u32, channels: u16, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
+    let spec =
+        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     for &s in samples {
         w.write_sample(s).unwrap();
@@ -308,10 +267,7 @@ pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i32>) {
     let spec = r.spec();
     let v = match spec.sample_format {
         hound::SampleFormat::Int => r.samples::<i32>().map(|s| s.unwrap()).collect(),
-        hound::SampleFormat::Float => r
-            .samples::<f32>()
-            .map(|s| s.unwrap().to_bits() as i32)
-            .collect(),
+        hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.unwrap().to_bits() as i32).collect(),
     };
     (spec, v)
 }
@@ -328,8 +284,7 @@ pub fn signal(frames: usize, channels: usize, freq: f64, amp: f64, seed: u32) ->
             x ^= x << 5;
             let noise = (x % 64) as f64 - 32.0;
             let t = f as f64 / 48000.0;
-            let v = amp * 32767.0 * (2.0 * std::f64::consts::PI * freq * (c + 1) as f64 * t).sin()
-                + noise;
+            let v = amp * 32767.0 * (2.0 * std::f64::consts::PI * freq * (c + 1) as f64 * t).sin() + noise;
             out.push(v.round().clamp(-32768.0, 32767.0) as i16);
         }
     }
@@ -340,19 +295,11 @@ pub fn signal(frames: usize, channels: usize, freq: f64, amp: f64, seed: u32) ->
 /// status through an inspector connection (which never holds a freewheel render back).
 pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {
     let sock = env.socket(name);
-    let stat = dmix::client::Connection::open(
-        sock.to_str().unwrap(),
-        dmix::protocol::Role::Stat,
-        "test",
-        0,
-    )
-    .expect("stat connection");
+    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "test", 0)
+        .expect("stat connection");
     let deadline = Instant::now() + DEADLINE;
     while stat.ring().hw_ptr() < frames {
-        assert!(
-            Instant::now() < deadline,
-            "the server never reached frame {frames}"
-        );
+        assert!(Instant::now() < deadline, "the server never reached frame {frames}");
         stat.ring().wait_hw_ptr(frames, Duration::from_millis(100));
     }
 }
@@ -361,23 +308,15 @@ pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {
 /// returns the snapshot that showed them.
 pub fn wait_for_clients(env: &Env, name: &str, role: &str, n: usize) -> dmix::stat::Snapshot {
     let sock = env.socket(name);
-    let stat = dmix::client::Connection::open(
-        sock.to_str().unwrap(),
-        dmix::protocol::Role::Stat,
-        "test",
-        0,
-    )
-    .expect("stat connection");
+    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "test", 0)
+        .expect("stat connection");
     let deadline = Instant::now() + DEADLINE;
     loop {
         let s = dmix::stat::snapshot(&stat, &sock).unwrap();
         if s.clients.iter().filter(|c| c.role == role).count() >= n {
             return s;
         }
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} {role} clients joined"
-        );
+        assert!(Instant::now() < deadline, "fewer than {n} {role} clients joined");
         stat.ring().wait_any(Duration::from_millis(50));
     }
 }

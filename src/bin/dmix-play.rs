@@ -36,12 +36,7 @@ struct Args {
     #[arg(short = 'c', long, value_name = "N")]
     channels: Option<u16>,
     /// Gain in dB (0 plays the samples unchanged).
-    #[arg(
-        long,
-        value_name = "DB",
-        default_value_t = 0.0,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "DB", default_value_t = 0.0, allow_negative_numbers = true)]
     volume: f64,
     /// Name shown by dmix-stat [default: dmix-play].
     #[arg(long)]
@@ -60,25 +55,15 @@ struct Args {
 fn config(a: &Args) -> Result<PlayConfig> {
     let raw = match a.file_type.as_deref() {
         Some("raw") => Some(RawSpec {
-            format: a
-                .format
-                .as_deref()
-                .unwrap_or("S16_LE")
-                .parse::<SampleFormat>()?,
+            format: a.format.as_deref().unwrap_or("S16_LE").parse::<SampleFormat>()?,
             rate_hz: a.rate.unwrap_or(48000),
             channels: a.channels.unwrap_or(2),
         }),
         Some(t) => {
-            return Err(Error::invalid(
-                format!("-t {t}"),
-                "unknown file type (only \"raw\" is accepted)",
-            ));
+            return Err(Error::invalid(format!("-t {t}"), "unknown file type (only \"raw\" is accepted)"));
         }
         None if a.format.is_some() || a.rate.is_some() || a.channels.is_some() => {
-            return Err(Error::invalid(
-                "-f/-r/-c",
-                "they describe headerless input: add -t raw",
-            ));
+            return Err(Error::invalid("-f/-r/-c", "they describe headerless input: add -t raw"));
         }
         None => None,
     };
@@ -112,11 +97,7 @@ impl Observer for Progress {
             bar.set_length(total.unwrap_or(0));
             bar.set_position(0);
             bar.set_message(format!("{input} ({description})"));
-            let style = if total.is_some() {
-                "{msg}\n{wide_bar} {prefix}"
-            } else {
-                "{msg}\n{spinner} {prefix}"
-            };
+            let style = if total.is_some() { "{msg}\n{wide_bar} {prefix}" } else { "{msg}\n{spinner} {prefix}" };
             if let Ok(s) = ProgressStyle::with_template(style) {
                 bar.set_style(s);
             }
@@ -127,11 +108,7 @@ impl Observer for Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(frames);
             let secs = |f: u64| f / u64::from(self.rate_hz.max(1));
-            let total = bar
-                .length()
-                .filter(|&l| l > 0)
-                .map(|l| format!(" / {}", clock(secs(l))))
-                .unwrap_or_default();
+            let total = bar.length().filter(|&l| l > 0).map(|l| format!(" / {}", clock(secs(l)))).unwrap_or_default();
             bar.set_prefix(format!("{}{}", clock(secs(frames)), total));
         }
     }
@@ -166,10 +143,7 @@ fn main() -> ExitCode {
     }
     let stop = dmix::cli::stop_flag();
     let show = !args.quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-    let mut progress = Progress {
-        bar: show.then(ProgressBar::no_length),
-        rate_hz: 48000,
-    };
+    let mut progress = Progress { bar: show.then(ProgressBar::no_length), rate_hz: 48000 };
     if let Some(bar) = &progress.bar {
         bar.enable_steady_tick(Duration::from_millis(200));
     }

@@ -63,16 +63,10 @@ fn config(a: &Args) -> Result<ServerConfig> {
     let sink: SinkSpec = a.sink.parse()?;
     let buffer = match a.buffer {
         Some(b) => b,
-        None => a
-            .period
-            .checked_mul(4)
-            .ok_or_else(|| Error::invalid("--period", "too large"))?,
+        None => a.period.checked_mul(4).ok_or_else(|| Error::invalid("--period", "too large"))?,
     };
     // The monitor keeps at least half a second so a recorder can be scheduled late.
-    let monitor = (a.rate / 2)
-        .max(buffer.saturating_mul(4))
-        .div_ceil(a.period.max(1))
-        * a.period.max(1);
+    let monitor = (a.rate / 2).max(buffer.saturating_mul(4)).div_ceil(a.period.max(1)) * a.period.max(1);
     let params = RingParams {
         rate_hz: a.rate,
         channels: a.channels,
@@ -87,13 +81,7 @@ fn config(a: &Args) -> Result<ServerConfig> {
         Some(p) => p.clone(),
         None => dmix::paths::socket_for_name(&a.name)?,
     };
-    Ok(ServerConfig {
-        socket,
-        sink,
-        params,
-        wait_clients: a.wait_clients,
-        exit_when_idle: a.exit_when_idle,
-    })
+    Ok(ServerConfig { socket, sink, params, wait_clients: a.wait_clients, exit_when_idle: a.exit_when_idle })
 }
 
 const EXTRA: &[(&str, &str)] = &[

@@ -43,10 +43,7 @@ fn open(a: &Args) -> Result<(Connection, std::path::PathBuf)> {
     let socket = dmix::paths::resolve_device(&a.device)?;
     let conn = match a.wait {
         Some(s) if !(s.is_finite() && s >= 0.0) => {
-            return Err(Error::invalid(
-                format!("--wait {s}"),
-                "not a number of seconds",
-            ));
+            return Err(Error::invalid(format!("--wait {s}"), "not a number of seconds"));
         }
         Some(s) => wait_for_server(&a.device, Duration::from_secs_f64(s.min(1e6)), "dmix-stat")?,
         None => Connection::open(&a.device, dmix::protocol::Role::Stat, "dmix-stat", 0)?,
@@ -57,9 +54,7 @@ fn open(a: &Args) -> Result<(Connection, std::path::PathBuf)> {
 fn print_json(s: &impl serde::Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let line = serde_json::to_string(s).map_err(|e| Error::invalid("json", e.to_string()))?;
-    writeln!(out, "{line}")
-        .and_then(|_| out.flush())
-        .map_err(|e| Error::sys("write stdout", e))
+    writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| Error::sys("write stdout", e))
 }
 
 fn run(a: &Args) -> Result<()> {
@@ -71,8 +66,7 @@ fn run(a: &Args) -> Result<()> {
         let mut out = std::io::stdout().lock();
         for s in servers {
             let state = if s.running { "running" } else { "stale" };
-            writeln!(out, "{:<20} {:<8} {}", s.name, state, s.socket)
-                .map_err(|e| Error::sys("write stdout", e))?;
+            writeln!(out, "{:<20} {:<8} {}", s.name, state, s.socket).map_err(|e| Error::sys("write stdout", e))?;
         }
         return Ok(());
     }
@@ -86,8 +80,7 @@ fn run(a: &Args) -> Result<()> {
             print_json(&s)
         } else {
             let mut out = std::io::stdout().lock();
-            out.write_all(render_text(&s).as_bytes())
-                .map_err(|e| Error::sys("write stdout", e))
+            out.write_all(render_text(&s).as_bytes()).map_err(|e| Error::sys("write stdout", e))
         };
     }
     let interval = Duration::from_millis(a.interval);
@@ -99,11 +92,7 @@ fn run(a: &Args) -> Result<()> {
             let until = Instant::now() + interval;
             // Sleep on the status futex: wakes early only to notice the server going away.
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                conn.ring().wait_any(
-                    until
-                        .saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(100)),
-                );
+                conn.ring().wait_any(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
             }
         }
         return Ok(());
@@ -128,12 +117,8 @@ mod watch {
         fn enter() -> Result<Screen> {
             terminal::enable_raw_mode().map_err(|e| Error::sys("terminal raw mode", e))?;
             let guard = Screen;
-            execute!(
-                std::io::stdout(),
-                terminal::EnterAlternateScreen,
-                cursor::Hide
-            )
-            .map_err(|e| Error::sys("terminal", e))?;
+            execute!(std::io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
+                .map_err(|e| Error::sys("terminal", e))?;
             Ok(guard)
         }
     }
@@ -141,11 +126,7 @@ mod watch {
     impl Drop for Screen {
         fn drop(&mut self) {
             // Best effort: the terminal must come back even when drawing failed.
-            let _ = execute!(
-                std::io::stdout(),
-                cursor::Show,
-                terminal::LeaveAlternateScreen
-            );
+            let _ = execute!(std::io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
             let _ = terminal::disable_raw_mode();
         }
     }
@@ -159,25 +140,14 @@ mod watch {
     fn draw(s: &Snapshot) -> Result<()> {
         let mut out = std::io::stdout().lock();
         let text = render_text(s);
-        queue!(
-            out,
-            cursor::MoveTo(0, 0),
-            terminal::Clear(terminal::ClearType::All)
-        )
-        .map_err(|e| Error::sys("terminal", e))?;
+        queue!(out, cursor::MoveTo(0, 0), terminal::Clear(terminal::ClearType::All))
+            .map_err(|e| Error::sys("terminal", e))?;
         let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
         lines.push(String::new());
         for c in s.clients.iter().filter(|c| !c.peak_dbfs.is_empty()) {
             for (ch, p) in c.peak_dbfs.iter().enumerate() {
                 let db = p.map_or("-inf".to_string(), |d| format!("{d:5.1}"));
-                lines.push(format!(
-                    "{:>4} ch{:<2} {} {:>6} dBFS  {}",
-                    c.id,
-                    ch,
-                    meter(*p, 40),
-                    db,
-                    c.name
-                ));
+                lines.push(format!("{:>4} ch{:<2} {} {:>6} dBFS  {}", c.id, ch, meter(*p, 40), db, c.name));
             }
         }
         lines.push(String::new());
@@ -221,10 +191,7 @@ const EXTRA: &[(&str, &str)] = &[
         "JSON FIELDS",
         "--json prints one object (with --watch, one per line): server, with name, socket, pid, sink, rate_hz, channels, format, period_frames, period_ms, buffer_frames, buffer_ms, hw_ptr, uptime_s, mode (\"freewheel\" or \"real time\"), xruns, periods, late_periods, max_period_work_us; and clients, a list of objects with id, slot, pid, uid, name, role (play, tee, share or stat), channels (0: all), queued_ms (players; null otherwise), underruns, late_frames, peak_dbfs (one per channel; null for silence).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with name, socket, running. These names are stable.",
     ),
-    (
-        "EXAMPLES",
-        "dmix-stat --wait 5 && dmix-play song.flac\ndmix-stat --watch\ndmix-stat --json | jq .clients",
-    ),
+    ("EXAMPLES", "dmix-stat --wait 5 && dmix-play song.flac\ndmix-stat --watch\ndmix-stat --json | jq .clients"),
 ];
 
 fn main() -> ExitCode {

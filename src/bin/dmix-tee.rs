@@ -26,12 +26,7 @@ struct Args {
     #[arg(short = 'f', long, value_name = "FORMAT")]
     format: Option<String>,
     /// Output type on stdout: wav (a header of unknown length, as arecord writes) or raw.
-    #[arg(
-        short = 't',
-        long = "file-type",
-        value_name = "TYPE",
-        default_value = "wav"
-    )]
+    #[arg(short = 't', long = "file-type", value_name = "TYPE", default_value = "wav")]
     file_type: String,
     /// Name shown by dmix-stat.
     #[arg(long, default_value = "dmix-tee")]
@@ -51,46 +46,30 @@ fn config(a: &Args) -> Result<TeeConfig> {
         t => return Err(Error::invalid(format!("-t {t}"), "use wav or raw")),
     };
     let Some(out) = a.output.as_deref() else {
-        return Err(Error::invalid(
-            "OUT",
-            "name an output file, or - for stdout",
-        ));
+        return Err(Error::invalid("OUT", "name an output file, or - for stdout"));
     };
     let output = if out == "-" {
         if std::io::stdout().is_terminal() {
-            return Err(Error::invalid(
-                "-",
-                "stdout is a terminal; redirect it or name a file",
-            ));
+            return Err(Error::invalid("-", "stdout is a terminal; redirect it or name a file"));
         }
         TeeOutput::Stdout
     } else {
         if raw {
-            return Err(Error::invalid(
-                "-t raw",
-                "raw output goes to stdout only (use -)",
-            ));
+            return Err(Error::invalid("-t raw", "raw output goes to stdout only (use -)"));
         }
         TeeOutput::File(PathBuf::from(out))
     };
     if let Some(d) = a.duration
         && !(d.is_finite() && d > 0.0)
     {
-        return Err(Error::invalid(
-            format!("-d {d}"),
-            "not a positive number of seconds",
-        ));
+        return Err(Error::invalid(format!("-d {d}"), "not a positive number of seconds"));
     }
     Ok(TeeConfig {
         device: a.device.clone(),
         name: a.name.clone(),
         output,
         raw,
-        format: a
-            .format
-            .as_deref()
-            .map(str::parse::<SampleFormat>)
-            .transpose()?,
+        format: a.format.as_deref().map(str::parse::<SampleFormat>).transpose()?,
         duration_s: a.duration,
     })
 }

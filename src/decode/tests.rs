@@ -9,32 +9,21 @@ use super::*;
 use crate::ErrorKind;
 use crate::format::s16_to_mix;
 
-const STEREO_48K: Target = Target {
-    rate_hz: 48000,
-    channels: 2,
-};
-const PLAIN: DecodeOptions = DecodeOptions {
-    raw: None,
-    volume_db: 0.0,
-};
+const STEREO_48K: Target = Target { rate_hz: 48000, channels: 2 };
+const PLAIN: DecodeOptions = DecodeOptions { raw: None, volume_db: 0.0 };
 
 fn sine16(frames: usize, channels: usize, rate: f64, freq: f64) -> Vec<i16> {
     (0..frames * channels)
         .map(|i| {
             let t = (i / channels) as f64 / rate;
-            (0.5 * 32767.0 * (2.0 * std::f64::consts::PI * freq * t).sin()).round() as i16
-                + (i % channels) as i16
+            (0.5 * 32767.0 * (2.0 * std::f64::consts::PI * freq * t).sin()).round() as i16 + (i % channels) as i16
         })
         .collect()
 }
 
 fn wav16(path: &Path, rate: u32, channels: u16, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
+    let spec =
+        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     samples.iter().for_each(|&s| w.write_sample(s).unwrap());
     w.finalize().unwrap();
@@ -54,14 +43,11 @@ fn decode_all(path: &Path, target: Target, opts: &DecodeOptions) -> Result<Vec<i
 }
 
 fn encode(tool: &str, package: &str, args: &[&str]) {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!("{tool} not runnable ({e}): install the Debian package {package}")
-    });
-    assert!(
-        out.status.success(),
-        "{tool} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} not runnable ({e}): install the Debian package {package}"));
+    assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn fixture(dir: &Path) -> (PathBuf, Vec<i16>) {
@@ -75,12 +61,7 @@ fn fixture(dir: &Path) -> (PathBuf, Vec<i16>) {
 fn frequency(samples: &[i32], channels: usize, rate: f64) -> f64 {
     let ch0: Vec<i32> = samples.iter().step_by(channels).copied().collect();
     let mid = &ch0[ch0.len() / 4..ch0.len() * 3 / 4];
-    let ups: Vec<usize> = mid
-        .windows(2)
-        .enumerate()
-        .filter(|(_, w)| w[0] < 0 && w[1] >= 0)
-        .map(|(i, _)| i)
-        .collect();
+    let ups: Vec<usize> = mid.windows(2).enumerate().filter(|(_, w)| w[0] < 0 && w[1] >= 0).map(|(i, _)| i).collect();
     (ups.len() - 1) as f64 * rate / (ups[ups.len() - 1] - ups[0]) as f64
 }
 
@@ -111,10 +92,7 @@ fn decode_24_bit_and_float_wav_follow_the_rule() {
     let s24 = [0, 1, -1, 8_388_607, -8_388_608, 123_456];
     s24.iter().for_each(|&s| w.write_sample(s).unwrap());
     w.finalize().unwrap();
-    let mono = Target {
-        rate_hz: 48000,
-        channels: 1,
-    };
+    let mono = Target { rate_hz: 48000, channels: 1 };
     assert_eq!(decode_all(&p24, mono, &PLAIN).unwrap(), s24.to_vec());
 
     let pf = t.path().join("af.wav");
@@ -135,13 +113,7 @@ fn decode_24_bit_and_float_wav_follow_the_rule() {
 #[test]
 fn decode_raw_input_in_each_format() {
     let t = tempfile::tempdir().unwrap();
-    let mix = [
-        0,
-        1 << 8,
-        -(1 << 8),
-        crate::format::MIX_MAX & !0xff,
-        crate::format::MIX_MIN,
-    ];
+    let mix = [0, 1 << 8, -(1 << 8), crate::format::MIX_MAX & !0xff, crate::format::MIX_MIN];
     for f in SampleFormat::ALL {
         let mut bytes = Vec::new();
         for &m in &mix {
@@ -151,18 +123,8 @@ fn decode_raw_input_in_each_format() {
         }
         let p = t.path().join(format!("{f}.raw"));
         std::fs::write(&p, &bytes).unwrap();
-        let opts = DecodeOptions {
-            raw: Some(RawSpec {
-                format: f,
-                rate_hz: 48000,
-                channels: 1,
-            }),
-            volume_db: 0.0,
-        };
-        let mono = Target {
-            rate_hz: 48000,
-            channels: 1,
-        };
+        let opts = DecodeOptions { raw: Some(RawSpec { format: f, rate_hz: 48000, channels: 1 }), volume_db: 0.0 };
+        let mono = Target { rate_hz: 48000, channels: 1 };
         assert_eq!(decode_all(&p, mono, &opts).unwrap(), mix.to_vec(), "{f}");
     }
 }
@@ -173,11 +135,7 @@ fn decode_raw_partial_frame_is_an_error() {
     let p = t.path().join("odd.raw");
     std::fs::write(&p, [0u8; 4 * 10 + 3]).unwrap();
     let opts = DecodeOptions {
-        raw: Some(RawSpec {
-            format: SampleFormat::S16Le,
-            rate_hz: 48000,
-            channels: 2,
-        }),
+        raw: Some(RawSpec { format: SampleFormat::S16Le, rate_hz: 48000, channels: 2 }),
         volume_db: 0.0,
     };
     let e = decode_all(&p, STEREO_48K, &opts).unwrap_err();
@@ -190,21 +148,8 @@ fn decode_flac_is_bit_exact() {
     let t = tempfile::tempdir().unwrap();
     let (wav, src) = fixture(t.path());
     let flac = t.path().join("a.flac");
-    encode(
-        "flac",
-        "flac",
-        &[
-            "-s",
-            "-f",
-            "-o",
-            flac.to_str().unwrap(),
-            wav.to_str().unwrap(),
-        ],
-    );
-    let at_44k = Target {
-        rate_hz: 44100,
-        channels: 2,
-    };
+    encode("flac", "flac", &["-s", "-f", "-o", flac.to_str().unwrap(), wav.to_str().unwrap()]);
+    let at_44k = Target { rate_hz: 44100, channels: 2 };
     let got = decode_all(&flac, at_44k, &PLAIN).unwrap();
     let want: Vec<i32> = src.iter().map(|&s| s16_to_mix(s)).collect();
     assert_eq!(got, want);
@@ -220,35 +165,13 @@ fn decode_lossy_formats_keep_length_and_pitch() {
     let ogg = dir.join("a.ogg");
     let m4a = dir.join("a.m4a");
     encode("lame", "lame", &["--quiet", w, mp3.to_str().unwrap()]);
-    encode(
-        "oggenc",
-        "vorbis-tools",
-        &["-Q", "-o", ogg.to_str().unwrap(), w],
-    );
-    encode(
-        "ffmpeg",
-        "ffmpeg",
-        &[
-            "-y",
-            "-loglevel",
-            "error",
-            "-i",
-            w,
-            "-c:a",
-            "aac",
-            m4a.to_str().unwrap(),
-        ],
-    );
+    encode("oggenc", "vorbis-tools", &["-Q", "-o", ogg.to_str().unwrap(), w]);
+    encode("ffmpeg", "ffmpeg", &["-y", "-loglevel", "error", "-i", w, "-c:a", "aac", m4a.to_str().unwrap()]);
     for p in [mp3, ogg, m4a] {
-        let got =
-            decode_all(&p, STEREO_48K, &PLAIN).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let got = decode_all(&p, STEREO_48K, &PLAIN).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let frames = got.len() / 2;
         // 1 s at 44.1 kHz is 48000 frames at 48 kHz; lossy codecs may keep some padding.
-        assert!(
-            (47000..=51000).contains(&frames),
-            "{}: {frames} frames",
-            p.display()
-        );
+        assert!((47000..=51000).contains(&frames), "{}: {frames} frames", p.display());
         let f = frequency(&got, 2, 48000.0);
         assert!((f - 1000.0).abs() < 5.0, "{}: {f} Hz", p.display());
     }
@@ -260,11 +183,7 @@ fn decode_resamples_to_the_target_rate() {
     let (wav, _) = fixture(t.path());
     let d = Decoder::open(wav.to_str().unwrap(), STEREO_48K, &PLAIN).unwrap();
     assert_eq!(d.total_frames(), Some(48000));
-    assert!(
-        d.description().contains("-> 48000 Hz"),
-        "{}",
-        d.description()
-    );
+    assert!(d.description().contains("-> 48000 Hz"), "{}", d.description());
     let got = decode_all(&wav, STEREO_48K, &PLAIN).unwrap();
     assert_eq!(got.len(), 48000 * 2);
     let f = frequency(&got, 2, 48000.0);
@@ -277,10 +196,7 @@ fn decode_converts_channels() {
     let p = t.path().join("mono.wav");
     wav16(&p, 48000, 1, &[100, -200, 300]);
     let got = decode_all(&p, STEREO_48K, &PLAIN).unwrap();
-    assert_eq!(
-        got,
-        [100, 100, -200, -200, 300, 300].map(s16_to_mix).to_vec()
-    );
+    assert_eq!(got, [100, 100, -200, -200, 300, 300].map(s16_to_mix).to_vec());
 }
 
 #[test]
@@ -288,23 +204,11 @@ fn decode_volume_scales() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("a.wav");
     wav16(&p, 48000, 2, &[1000, -1000]);
-    let opts = DecodeOptions {
-        raw: None,
-        volume_db: -6.0,
-    };
+    let opts = DecodeOptions { raw: None, volume_db: -6.0 };
     let got = decode_all(&p, STEREO_48K, &opts).unwrap();
     let g = 10f64.powf(-6.0 / 20.0);
-    assert_eq!(
-        got,
-        vec![
-            (256_000.0 * g).round() as i32,
-            (-256_000.0 * g).round() as i32
-        ]
-    );
-    let bad = DecodeOptions {
-        raw: None,
-        volume_db: f64::INFINITY,
-    };
+    assert_eq!(got, vec![(256_000.0 * g).round() as i32, (-256_000.0 * g).round() as i32]);
+    let bad = DecodeOptions { raw: None, volume_db: f64::INFINITY };
     assert!(Decoder::open(p.to_str().unwrap(), STEREO_48K, &bad).is_err());
 }
 
@@ -315,26 +219,14 @@ fn decode_bad_inputs_name_the_reason() {
     std::fs::write(d.join("empty.wav"), b"").unwrap();
     std::fs::write(
         d.join("noise.mp3"),
-        (0..20000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect::<Vec<_>>(),
+        (0..20000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>(),
     )
     .unwrap();
     let (wav, _) = fixture(d);
     let bytes = std::fs::read(&wav).unwrap();
     std::fs::write(d.join("cut.wav"), &bytes[..bytes.len() / 2]).unwrap();
     let flac = d.join("a.flac");
-    encode(
-        "flac",
-        "flac",
-        &[
-            "-s",
-            "-f",
-            "-o",
-            flac.to_str().unwrap(),
-            wav.to_str().unwrap(),
-        ],
-    );
+    encode("flac", "flac", &["-s", "-f", "-o", flac.to_str().unwrap(), wav.to_str().unwrap()]);
     let fbytes = std::fs::read(&flac).unwrap();
     std::fs::write(d.join("cut.flac"), &fbytes[..fbytes.len() / 2]).unwrap();
     wav16(&d.join("rate0.wav"), 48000, 1, &[0; 10]);

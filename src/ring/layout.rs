@@ -131,6 +131,11 @@ pub struct SlotInfo {
     pub joined_unix_ns: AtomicU64,
     /// Client name, UTF-8, NUL-padded (the client's word, shown as such).
     pub name: [AtomicU8; NAME_BYTES],
+    /// Channels the client writes when it came through a sub-device (dmix-share), else 0:
+    /// its channel i lands in the server's channel `map[i]`.
+    pub map_len: AtomicU32,
+    /// The sub-device's channel map.
+    pub map: [AtomicU8; MAX_CHANNELS],
 }
 
 /// Bytes of the sink description in the status region.
@@ -224,14 +229,12 @@ pub const fn status_bytes() -> usize {
 
 /// Bytes of the mix region for a ring of `ring_frames` × `channels`.
 pub const fn mix_bytes(ring_frames: u32, channels: u32) -> usize {
-    (MIX_RING_OFFSET + ring_frames as usize * channels as usize * size_of::<AtomicU64>())
-        .next_multiple_of(4096)
+    (MIX_RING_OFFSET + ring_frames as usize * channels as usize * size_of::<AtomicU64>()).next_multiple_of(4096)
 }
 
 /// Bytes of the monitor region.
 pub const fn monitor_bytes(monitor_frames: u32, channels: u32) -> usize {
-    (MONITOR_RING_OFFSET + monitor_frames as usize * channels as usize * size_of::<AtomicI32>())
-        .next_multiple_of(4096)
+    (MONITOR_RING_OFFSET + monitor_frames as usize * channels as usize * size_of::<AtomicI32>()).next_multiple_of(4096)
 }
 
 // Mappings are page-aligned; every block must fit that alignment.
@@ -292,6 +295,8 @@ mod tests {
         assert_eq!(offset_of!(SlotInfo, start_frame), 24);
         assert_eq!(offset_of!(SlotInfo, joined_unix_ns), 32);
         assert_eq!(offset_of!(SlotInfo, name), 40);
+        assert_eq!(offset_of!(SlotInfo, map_len), 72);
+        assert_eq!(offset_of!(SlotInfo, map), 76);
         assert_eq!(size_of::<SlotInfo>(), 128);
         assert_eq!(size_of::<StatusBlock>(), 384 + 64 * 128);
         assert_eq!(offset_of!(ClientCounters, appl_ptr), 0);

@@ -45,9 +45,7 @@ unsafe impl Shared for AtomicU64 {}
 unsafe impl Shared for AtomicI32 {}
 
 /// The seals every shared region carries.
-const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
-    .union(SealFlag::F_SEAL_GROW)
-    .union(SealFlag::F_SEAL_SEAL);
+const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW).union(SealFlag::F_SEAL_SEAL);
 
 /// One mapped, sealed memfd.
 pub struct Region {
@@ -61,52 +59,32 @@ impl Region {
     pub fn create(name: &str, len: usize) -> Result<(OwnedFd, Region)> {
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
             .map_err(|e| Error::sys(format!("memfd_create {name}"), e))?;
-        nix::unistd::ftruncate(&fd, len as i64)
-            .map_err(|e| Error::sys(format!("ftruncate {name}"), e))?;
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS))
-            .map_err(|e| Error::sys(format!("seal {name}"), e))?;
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(fd.as_raw_fd())
-            .map_err(|e| Error::sys(format!("mmap {name}"), e))?;
+        nix::unistd::ftruncate(&fd, len as i64).map_err(|e| Error::sys(format!("ftruncate {name}"), e))?;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS)).map_err(|e| Error::sys(format!("seal {name}"), e))?;
+        let map =
+            MmapOptions::new().len(len).map_raw(fd.as_raw_fd()).map_err(|e| Error::sys(format!("mmap {name}"), e))?;
         Ok((fd, Region { map, len }))
     }
 
     /// Maps a region received from the server, after checking that it is sealed against
     /// shrinking and at least `min_len` bytes long. `writable` maps it shared read-write
     /// (only the mix region of a player).
-    pub fn attach(
-        what: &str,
-        fd: BorrowedFd<'_>,
-        min_len: usize,
-        writable: bool,
-    ) -> Result<Region> {
-        let seals = fcntl(fd, FcntlArg::F_GET_SEALS)
-            .map_err(|e| Error::sys(format!("F_GET_SEALS on {what}"), e))?;
+    pub fn attach(what: &str, fd: BorrowedFd<'_>, min_len: usize, writable: bool) -> Result<Region> {
+        let seals = fcntl(fd, FcntlArg::F_GET_SEALS).map_err(|e| Error::sys(format!("F_GET_SEALS on {what}"), e))?;
         let seals = SealFlag::from_bits_truncate(seals);
         if !seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW) {
-            return Err(Error::invalid(
-                what,
-                "shared memory is not sealed against resizing",
-            ));
+            return Err(Error::invalid(what, "shared memory is not sealed against resizing"));
         }
         let st = nix::sys::stat::fstat(fd).map_err(|e| Error::sys(format!("fstat {what}"), e))?;
         let len = usize::try_from(st.st_size).unwrap_or(0);
         if len < min_len || len == 0 {
-            return Err(Error::invalid(
-                what,
-                format!("shared memory is {len} bytes, expected at least {min_len}"),
-            ));
+            return Err(Error::invalid(what, format!("shared memory is {len} bytes, expected at least {min_len}")));
         }
         let mut opts = MmapOptions::new();
         opts.len(len);
         let raw = fd.as_raw_fd();
-        let map = if writable {
-            opts.map_raw(raw)
-        } else {
-            opts.map_raw_read_only(raw)
-        }
-        .map_err(|e| Error::sys(format!("mmap {what}"), e))?;
+        let map = if writable { opts.map_raw(raw) } else { opts.map_raw_read_only(raw) }
+            .map_err(|e| Error::sys(format!("mmap {what}"), e))?;
         Ok(Region { map, len })
     }
 
@@ -128,9 +106,7 @@ impl Region {
 
     /// A typed view of `count` consecutive `T`s at `offset`, checked like [`Region::block`].
     pub fn slice<T: Shared>(&self, offset: usize, count: usize) -> Result<&[T]> {
-        let bytes = count
-            .checked_mul(size_of::<T>())
-            .ok_or_else(|| Error::invalid("mapping", "size overflows"))?;
+        let bytes = count.checked_mul(size_of::<T>()).ok_or_else(|| Error::invalid("mapping", "size overflows"))?;
         self.check(offset, bytes, align_of::<T>())?;
         // SAFETY: as in `block`: bounds and alignment checked for all `count` elements, the
         // mapping is sealed and outlives the borrow, and T is made of atomics only.
@@ -138,20 +114,12 @@ impl Region {
     }
 
     fn check(&self, offset: usize, bytes: usize, align: usize) -> Result<()> {
-        let end = offset
-            .checked_add(bytes)
-            .ok_or_else(|| Error::invalid("mapping", "offset overflows"))?;
+        let end = offset.checked_add(bytes).ok_or_else(|| Error::invalid("mapping", "offset overflows"))?;
         if end > self.len {
-            return Err(Error::invalid(
-                "mapping",
-                format!("view [{offset}, {end}) outside {} bytes", self.len),
-            ));
+            return Err(Error::invalid("mapping", format!("view [{offset}, {end}) outside {} bytes", self.len)));
         }
         if (self.map.as_ptr() as usize + offset) % align != 0 {
-            return Err(Error::invalid(
-                "mapping",
-                format!("offset {offset} is not aligned to {align}"),
-            ));
+            return Err(Error::invalid("mapping", format!("offset {offset} is not aligned to {align}")));
         }
         Ok(())
     }

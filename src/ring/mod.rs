@@ -55,16 +55,10 @@ impl RingParams {
             return bad(format!("rate {} Hz is outside 1000..=768000", self.rate_hz));
         }
         if self.channels == 0 || self.channels as usize > MAX_CHANNELS {
-            return bad(format!(
-                "{} channels is outside 1..={MAX_CHANNELS}",
-                self.channels
-            ));
+            return bad(format!("{} channels is outside 1..={MAX_CHANNELS}", self.channels));
         }
         if !(16..=65536).contains(&self.period_frames) {
-            return bad(format!(
-                "period of {} frames is outside 16..=65536",
-                self.period_frames
-            ));
+            return bad(format!("period of {} frames is outside 16..=65536", self.period_frames));
         }
         if self.ring_frames < 2 * self.period_frames || self.ring_frames > MAX_RING_FRAMES {
             return bad(format!(
@@ -80,10 +74,7 @@ impl RingParams {
             ));
         }
         if self.monitor_frames < self.period_frames || self.monitor_frames > MAX_RING_FRAMES {
-            return bad(format!(
-                "monitor of {} frames is out of range",
-                self.monitor_frames
-            ));
+            return bad(format!("monitor of {} frames is out of range", self.monitor_frames));
         }
         Ok(())
     }
@@ -144,12 +135,9 @@ impl ServerRing {
     pub fn create(params: RingParams, protocol_version: u32) -> Result<ServerRing> {
         params.validate()?;
         let (status_rw, status) = Region::create("dmix-status", status_bytes())?;
-        let (mix_rw, mix) =
-            Region::create("dmix-mix", mix_bytes(params.ring_frames, params.channels))?;
-        let (monitor_rw, monitor) = Region::create(
-            "dmix-monitor",
-            monitor_bytes(params.monitor_frames, params.channels),
-        )?;
+        let (mix_rw, mix) = Region::create("dmix-mix", mix_bytes(params.ring_frames, params.channels))?;
+        let (monitor_rw, monitor) =
+            Region::create("dmix-monitor", monitor_bytes(params.monitor_frames, params.channels))?;
         let ring = ServerRing {
             params,
             status_ro: reopen_read_only(status_rw.as_fd())?,
@@ -170,18 +158,14 @@ impl ServerRing {
         let p = &self.params;
         let h = &self.status().header.0;
         h.magic.store(STATUS_MAGIC, Ordering::Relaxed);
-        h.protocol_version
-            .store(protocol_version, Ordering::Relaxed);
+        h.protocol_version.store(protocol_version, Ordering::Relaxed);
         h.rate_hz.store(p.rate_hz, Ordering::Relaxed);
         h.channels.store(p.channels, Ordering::Relaxed);
         h.format.store(p.format.code(), Ordering::Relaxed);
         h.period_frames.store(p.period_frames, Ordering::Relaxed);
         h.ring_frames.store(p.ring_frames, Ordering::Relaxed);
         h.monitor_frames.store(p.monitor_frames, Ordering::Relaxed);
-        h.flags.store(
-            if p.freewheel { FLAG_FREEWHEEL } else { 0 },
-            Ordering::Relaxed,
-        );
+        h.flags.store(if p.freewheel { FLAG_FREEWHEEL } else { 0 }, Ordering::Relaxed);
         h.max_slots.store(MAX_SLOTS as u32, Ordering::Relaxed);
         h.server_pid.store(std::process::id(), Ordering::Relaxed);
         h.state.store(SERVER_RUNNING, Ordering::Relaxed);
@@ -196,17 +180,13 @@ impl ServerRing {
 
         let mon = self.monitor_header();
         mon.magic.store(MONITOR_MAGIC, Ordering::Relaxed);
-        mon.monitor_frames
-            .store(p.monitor_frames, Ordering::Relaxed);
+        mon.monitor_frames.store(p.monitor_frames, Ordering::Relaxed);
         mon.channels.store(p.channels, Ordering::Relaxed);
 
         // Release: pairs with the Acquire load of layout_version in `ClientRing::attach`.
-        mon.layout_version
-            .store(RING_LAYOUT_VERSION, Ordering::Release);
-        m.layout_version
-            .store(RING_LAYOUT_VERSION, Ordering::Release);
-        h.layout_version
-            .store(RING_LAYOUT_VERSION, Ordering::Release);
+        mon.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
+        m.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
+        h.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
     }
 
     /// The parameters.
@@ -224,58 +204,40 @@ impl ServerRing {
 
     /// The status block (written by the server only).
     pub fn status(&self) -> &StatusBlock {
-        self.status
-            .block(0)
-            .expect("status region was created with status_bytes()")
+        self.status.block(0).expect("status region was created with status_bytes()")
     }
 
     /// The mix header (client-writable: read it as self-reported).
     pub fn mix_header(&self) -> &MixHeader {
-        self.mix
-            .block(0)
-            .expect("mix region was created with mix_bytes()")
+        self.mix.block(0).expect("mix region was created with mix_bytes()")
     }
 
     fn monitor_header(&self) -> &MonitorHeader {
-        self.monitor
-            .block(0)
-            .expect("monitor region was created with monitor_bytes()")
+        self.monitor.block(0).expect("monitor region was created with monitor_bytes()")
     }
 
     fn sum_ring(&self) -> &[AtomicU64] {
         let n = self.params.ring_frames as usize * self.params.channels as usize;
-        self.mix
-            .slice(MIX_RING_OFFSET, n)
-            .expect("mix region was created with mix_bytes()")
+        self.mix.slice(MIX_RING_OFFSET, n).expect("mix region was created with mix_bytes()")
     }
 
     fn monitor_ring(&self) -> &[AtomicI32] {
         let n = self.params.monitor_frames as usize * self.params.channels as usize;
-        self.monitor
-            .slice(MONITOR_RING_OFFSET, n)
-            .expect("monitor region was created with monitor_bytes()")
+        self.monitor.slice(MONITOR_RING_OFFSET, n).expect("monitor region was created with monitor_bytes()")
     }
 
     /// The fds for a client; `writable_mix` for players.
     pub fn client_fds(&self, writable_mix: bool) -> ClientFds<'_> {
         ClientFds {
             status: self.status_ro.as_fd(),
-            mix: if writable_mix {
-                self.mix_rw.as_fd()
-            } else {
-                self.mix_ro.as_fd()
-            },
+            mix: if writable_mix { self.mix_rw.as_fd() } else { self.mix_ro.as_fd() },
             monitor: self.monitor_ro.as_fd(),
         }
     }
 
     /// Byte sizes of the three regions, as the welcome message states them.
     pub fn region_bytes(&self) -> [u64; 3] {
-        [
-            self.status.len() as u64,
-            self.mix.len() as u64,
-            self.monitor.len() as u64,
-        ]
+        [self.status.len() as u64, self.mix.len() as u64, self.monitor.len() as u64]
     }
 
     /// Takes the period starting at absolute frame `hw`: for each sample, one atomic swap
@@ -361,32 +323,18 @@ pub struct ClientRing {
 impl ClientRing {
     /// Maps the regions received from the server and checks seals, sizes, magics, versions
     /// and that they agree with `params` (from the welcome message).
-    pub fn attach(
-        params: RingParams,
-        fds: [&OwnedFd; 3],
-        mix_writable: bool,
-    ) -> Result<ClientRing> {
+    pub fn attach(params: RingParams, fds: [&OwnedFd; 3], mix_writable: bool) -> Result<ClientRing> {
         params.validate()?;
         let status = Region::attach("status region", fds[0].as_fd(), status_bytes(), false)?;
-        let mix = Region::attach(
-            "mix region",
-            fds[1].as_fd(),
-            mix_bytes(params.ring_frames, params.channels),
-            mix_writable,
-        )?;
+        let mix =
+            Region::attach("mix region", fds[1].as_fd(), mix_bytes(params.ring_frames, params.channels), mix_writable)?;
         let monitor = Region::attach(
             "monitor region",
             fds[2].as_fd(),
             monitor_bytes(params.monitor_frames, params.channels),
             false,
         )?;
-        let ring = ClientRing {
-            params,
-            status,
-            mix,
-            monitor,
-            mix_writable,
-        };
+        let ring = ClientRing { params, status, mix, monitor, mix_writable };
         ring.check_headers()?;
         Ok(ring)
     }
@@ -397,22 +345,14 @@ impl ClientRing {
                 return Err(Error::invalid(what, "bad magic: not a dmix region"));
             }
             if v != RING_LAYOUT_VERSION {
-                return Err(Error::Version {
-                    what: "ring layout",
-                    ours: RING_LAYOUT_VERSION,
-                    theirs: v,
-                });
+                return Err(Error::Version { what: "ring layout", ours: RING_LAYOUT_VERSION, theirs: v });
             }
             Ok(())
         };
         let h = &self.status()?.header.0;
         // Acquire: pairs with the Release store in `ServerRing::init`.
         let v = h.layout_version.load(Ordering::Acquire);
-        version(
-            "status region",
-            h.magic.load(Ordering::Relaxed) == STATUS_MAGIC,
-            v,
-        )?;
+        version("status region", h.magic.load(Ordering::Relaxed) == STATUS_MAGIC, v)?;
         let p = &self.params;
         let agree = h.rate_hz.load(Ordering::Relaxed) == p.rate_hz
             && h.channels.load(Ordering::Relaxed) == p.channels
@@ -421,33 +361,17 @@ impl ClientRing {
             && h.ring_frames.load(Ordering::Relaxed) == p.ring_frames
             && h.monitor_frames.load(Ordering::Relaxed) == p.monitor_frames;
         if !agree {
-            return Err(Error::invalid(
-                "status region",
-                "parameters disagree with the welcome message",
-            ));
+            return Err(Error::invalid("status region", "parameters disagree with the welcome message"));
         }
         let m: &MixHeader = self.mix.block(0)?;
         let v = m.layout_version.load(Ordering::Acquire);
-        version(
-            "mix region",
-            m.magic.0.load(Ordering::Relaxed) == MIX_MAGIC,
-            v,
-        )?;
-        if m.ring_frames.load(Ordering::Relaxed) != p.ring_frames
-            || m.channels.load(Ordering::Relaxed) != p.channels
-        {
-            return Err(Error::invalid(
-                "mix region",
-                "geometry disagrees with the welcome message",
-            ));
+        version("mix region", m.magic.0.load(Ordering::Relaxed) == MIX_MAGIC, v)?;
+        if m.ring_frames.load(Ordering::Relaxed) != p.ring_frames || m.channels.load(Ordering::Relaxed) != p.channels {
+            return Err(Error::invalid("mix region", "geometry disagrees with the welcome message"));
         }
         let mon: &MonitorHeader = self.monitor.block(0)?;
         let v = mon.layout_version.load(Ordering::Acquire);
-        version(
-            "monitor region",
-            mon.magic.load(Ordering::Relaxed) == MONITOR_MAGIC,
-            v,
-        )?;
+        version("monitor region", mon.magic.load(Ordering::Relaxed) == MONITOR_MAGIC, v)?;
         self.sum_ring()?;
         self.monitor_ring()?;
         Ok(())
@@ -464,30 +388,20 @@ impl ClientRing {
     }
 
     fn status_ok(&self) -> &StatusBlock {
-        self.status
-            .block(0)
-            .expect("status region size was checked at attach")
+        self.status.block(0).expect("status region size was checked at attach")
     }
 
     fn mix_header(&self) -> &MixHeader {
-        self.mix
-            .block(0)
-            .expect("mix region size was checked at attach")
+        self.mix.block(0).expect("mix region size was checked at attach")
     }
 
     fn sum_ring(&self) -> Result<&[AtomicU64]> {
-        self.mix.slice(
-            MIX_RING_OFFSET,
-            self.params.ring_frames as usize * self.params.channels as usize,
-        )
+        self.mix.slice(MIX_RING_OFFSET, self.params.ring_frames as usize * self.params.channels as usize)
     }
 
     /// The monitor samples (read-only mapping: load only).
     pub fn monitor_ring(&self) -> Result<&[AtomicI32]> {
-        self.monitor.slice(
-            MONITOR_RING_OFFSET,
-            self.params.monitor_frames as usize * self.params.channels as usize,
-        )
+        self.monitor.slice(MONITOR_RING_OFFSET, self.params.monitor_frames as usize * self.params.channels as usize)
     }
 
     /// Frames the server has taken so far.
@@ -601,10 +515,7 @@ impl ClientRing {
 
 /// Nanoseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -649,13 +560,7 @@ mod tests {
     fn ring_two_clients_sum_and_clamp() {
         let s = server();
         let (a, b) = (client(&s), client(&s));
-        assert_eq!(
-            a.mix_add(0, &ramp(P, 3), false),
-            AddOutcome {
-                frames: P as usize,
-                late_frames: 0
-            }
-        );
+        assert_eq!(a.mix_add(0, &ramp(P, 3), false), AddOutcome { frames: P as usize, late_frames: 0 });
         b.mix_add(0, &ramp(P, 5), false);
         let out = take(&s, 0);
         assert_eq!(out, ramp(P, 8));
@@ -690,19 +595,10 @@ mod tests {
         assert_eq!(a.hw_ptr(), 0);
         take(&s, 0);
         let out = a.mix_add(0, &ramp(P, 1), false);
-        assert_eq!(
-            out,
-            AddOutcome {
-                frames: P as usize,
-                late_frames: P as usize
-            }
-        );
+        assert_eq!(out, AddOutcome { frames: P as usize, late_frames: P as usize });
         let mut hw = u64::from(P);
         while hw <= u64::from(2 * R) {
-            assert!(
-                take(&s, hw).iter().all(|&v| v == 0),
-                "late samples surfaced at frame {hw}"
-            );
+            assert!(take(&s, hw).iter().all(|&v| v == 0), "late samples surfaced at frame {hw}");
             hw += u64::from(P);
         }
     }
@@ -753,11 +649,7 @@ mod tests {
         assert_eq!(r.late_frames, P as usize);
         let second = take(&s, u64::from(P));
         let half = (2 * P) as usize;
-        let expect_first: Vec<i32> = da[..half]
-            .iter()
-            .zip(&db[..half])
-            .map(|(x, y)| x + y)
-            .collect();
+        let expect_first: Vec<i32> = da[..half].iter().zip(&db[..half]).map(|(x, y)| x + y).collect();
         assert_eq!(first, expect_first);
         assert_eq!(second, db[half..].to_vec());
     }
@@ -769,10 +661,7 @@ mod tests {
         a.mix_add(0, &ramp(P, 1), false);
         let out = take(&s, 0);
         let mon = a.monitor_ring().unwrap();
-        let got: Vec<i32> = mon[..out.len()]
-            .iter()
-            .map(|v| v.load(Ordering::Relaxed))
-            .collect();
+        let got: Vec<i32> = mon[..out.len()].iter().map(|v| v.load(Ordering::Relaxed)).collect();
         assert_eq!(got, out);
     }
 
@@ -780,16 +669,10 @@ mod tests {
     fn ring_attach_refuses_a_wrong_version() {
         let s = server();
         // Simulate a server of another layout version.
-        s.status()
-            .header
-            .0
-            .layout_version
-            .store(99, Ordering::Release);
+        s.status().header.0.layout_version.store(99, Ordering::Release);
         let fds = s.client_fds(true);
         let owned = [fds.status, fds.mix, fds.monitor].map(|f| f.try_clone_to_owned().unwrap());
-        let e = ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2]], true)
-            .err()
-            .unwrap();
+        let e = ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2]], true).err().unwrap();
         assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
         assert!(e.to_string().contains("99"));
     }

@@ -53,19 +53,12 @@ pub struct PeriodLoop<'a> {
 }
 
 fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| Duration::from(t).as_nanos() as u64)
-        .unwrap_or(0)
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| Duration::from(t).as_nanos() as u64).unwrap_or(0)
 }
 
 impl<'a> PeriodLoop<'a> {
     /// Prepares the loop (all allocation happens here).
-    pub fn new(
-        shared: &'a Shared,
-        sink: &'a mut dyn Sink,
-        wait_clients: u32,
-        exit_when_idle: bool,
-    ) -> Self {
+    pub fn new(shared: &'a Shared, sink: &'a mut dyn Sink, wait_clients: u32, exit_when_idle: bool) -> Self {
         let p = *shared.ring.params();
         let paced_by_clock = !p.freewheel && !sink.paces_itself();
         PeriodLoop {
@@ -127,13 +120,7 @@ impl<'a> PeriodLoop<'a> {
                 // More than a buffer late (the machine stalled us): count it and restart the
                 // clock rather than rushing out periods to catch up.
                 if now > deadline_ns + 4 * self.period_ns {
-                    self.shared
-                        .ring
-                        .status()
-                        .stats
-                        .0
-                        .late_periods
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.ring.status().stats.0.late_periods.fetch_add(1, Ordering::Relaxed);
                     deadline_ns = now;
                 }
             }
@@ -147,17 +134,9 @@ impl<'a> PeriodLoop<'a> {
             let stats = &self.shared.ring.status().stats.0;
             stats.periods.fetch_add(1, Ordering::Relaxed);
             stats.xruns.store(self.sink.xruns(), Ordering::Relaxed);
-            stats
-                .max_period_work_ns
-                .fetch_max(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
+            stats.max_period_work_ns.fetch_max(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
         };
-        self.shared
-            .ring
-            .status()
-            .header
-            .0
-            .state
-            .store(SERVER_STOPPING, Ordering::Release);
+        self.shared.ring.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
         self.shared.ring.wake_all();
         result
     }
@@ -165,11 +144,7 @@ impl<'a> PeriodLoop<'a> {
     fn sleep_until(&self, deadline_ns: u64) {
         let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline_ns));
         // EINTR (a signal): fall through; the caller re-checks the stop flag next period.
-        let _ = clock_nanosleep(
-            ClockId::CLOCK_MONOTONIC,
-            ClockNanosleepFlags::TIMER_ABSTIME,
-            &ts,
-        );
+        let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts);
     }
 
     /// Freewheel barrier: every player has supplied the period or has finished, every
@@ -183,12 +158,7 @@ impl<'a> PeriodLoop<'a> {
             let slot = tees.trailing_zeros() as usize;
             tees &= tees - 1;
             // Acquire: pairs with the recorder's Release of its read position.
-            let read = self
-                .shared
-                .ring
-                .counters(slot)
-                .appl_ptr
-                .load(Ordering::Acquire);
+            let read = self.shared.ring.counters(slot).appl_ptr.load(Ordering::Acquire);
             if self.hw + period > read + monitor {
                 return false;
             }
@@ -221,11 +191,7 @@ impl<'a> PeriodLoop<'a> {
         if joins != 0 {
             // A held or freewheel server takes no period before every player has written
             // it, so a new client may start at hw; a running clock gives it a period's time.
-            let start = if self.freewheel || !self.released {
-                self.hw
-            } else {
-                self.hw + self.period_frames()
-            };
+            let start = if self.freewheel || !self.released { self.hw } else { self.hw + self.period_frames() };
             let play = self.shared.play_mask.load(Ordering::Acquire);
             let tee = self.shared.tee_mask.load(Ordering::Acquire);
             let mut bits = joins;
@@ -254,9 +220,7 @@ impl<'a> PeriodLoop<'a> {
             while bits != 0 {
                 let slot = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                ring.status().slots[slot]
-                    .state
-                    .store(SLOT_FREE, Ordering::Release);
+                ring.status().slots[slot].state.store(SLOT_FREE, Ordering::Release);
             }
             self.active_play &= !leaves;
             self.active_tee &= !leaves;
@@ -343,31 +307,12 @@ mod tests {
             tee_mask: AtomicU64::new(0),
             loop_done: AtomicBool::new(false),
         };
-        let mut probe = Probe {
-            shared: &shared,
-            periods: 0,
-            allocs_at_10: 0,
-            allocs_in_steady_state: None,
-        };
+        let mut probe = Probe { shared: &shared, periods: 0, allocs_at_10: 0, allocs_in_steady_state: None };
         let end = std::thread::scope(|s| {
-            s.spawn(|| {
-                PeriodLoop::new(&shared, &mut probe, 0, false)
-                    .run()
-                    .unwrap()
-            })
-            .join()
-            .unwrap()
+            s.spawn(|| PeriodLoop::new(&shared, &mut probe, 0, false).run().unwrap()).join().unwrap()
         });
         assert_eq!(end, LoopEnd::Stopped);
-        assert_eq!(
-            probe.allocs_in_steady_state,
-            Some(0),
-            "the period loop allocated"
-        );
-        assert_eq!(
-            shared.freed_mask.load(Ordering::Relaxed),
-            1,
-            "the slot was admitted and freed"
-        );
+        assert_eq!(probe.allocs_in_steady_state, Some(0), "the period loop allocated");
+        assert_eq!(shared.freed_mask.load(Ordering::Relaxed), 1, "the slot was admitted and freed");
     }
 }

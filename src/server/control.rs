@@ -1,0 +1,389 @@
+//! The control thread: accepts connections on the server socket and on the sockets of
+//! sub-devices (dmix-share), checks hellos and peers, assigns slots, sends the welcome with
+//! the fds, and notices hang-ups. It never touches audio; it talks to the period loop only
+//! through the atomics in [`Shared`].
+//!
+//! A sub-device is a socket of its own (NAME.sock beside the server's) whose clients write
+//! a subset of the server's channels, in the order the share request gave. It lives as long
+//! as the dmix-share connection that asked for it: when that hangs up, its sockets are
+//! closed and removed. With `--exclusive`, a channel belongs to one sub-device client at a
+//! time.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::protocol::{Hello, MAX_SHARE_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, ShareRequest, Welcome};
+use crate::ring::layout::{MAX_SLOTS, NAME_BYTES, RING_LAYOUT_VERSION, SLOT_JOINING};
+use crate::ring::unix_now_ns;
+use crate::transport::{self, Listener, PeerCred};
+
+/// How long a new connection may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections that have not said hello yet, at most; more are closed at once.
+const MAX_PENDING: usize = 32;
+
+enum ConnState {
+    /// Waiting for the hello until the deadline.
+    Pending(Instant),
+    /// Holding a slot.
+    Active {
+        slot: usize,
+        role: Role,
+        /// Channels held exclusively (a client of an exclusive sub-device).
+        held: u64,
+    },
+}
+
+struct Conn {
+    /// Unique for the server's life: sub-devices name their owner by it.
+    id: u64,
+    fd: OwnedFd,
+    state: ConnState,
+    /// The sub-device it connected through, if any.
+    via: Option<String>,
+}
+
+/// A sub-device created by a dmix-share connection.
+struct Sub {
+    name: String,
+    map: Vec<u8>,
+    exclusive: bool,
+    owner: u64,
+    listener: Listener,
+}
+
+pub(super) struct Control<'a> {
+    shared: &'a Shared,
+    listener: &'a Listener,
+    dir: Option<&'a Path>,
+    subs: Vec<Sub>,
+    conns: Vec<Conn>,
+    /// Slots in use (control thread's view).
+    owned: u64,
+    next_client_id: u32,
+    next_conn_id: u64,
+    uid: u32,
+}
+
+/// What a poll entry stands for.
+#[derive(Clone, Copy)]
+enum Source {
+    Main,
+    Sub(usize),
+    Conn(usize),
+}
+
+impl<'a> Control<'a> {
+    pub(super) fn new(shared: &'a Shared, listener: &'a Listener, dir: Option<&'a Path>) -> Self {
+        Control {
+            shared,
+            listener,
+            dir,
+            subs: Vec::new(),
+            conns: Vec::with_capacity(MAX_SLOTS + MAX_PENDING),
+            owned: 0,
+            next_client_id: 1,
+            next_conn_id: 1,
+            uid: nix::unistd::getuid().as_raw(),
+        }
+    }
+
+    pub(super) fn run(mut self) -> Result<()> {
+        let mut ready: Vec<Source> = Vec::with_capacity(MAX_SLOTS + MAX_PENDING + 1);
+        while !self.shared.stop.load(Ordering::Relaxed) && !self.shared.loop_done.load(Ordering::Acquire) {
+            self.owned &= !self.shared.freed_mask.swap(0, Ordering::AcqRel);
+            ready.clear();
+            {
+                let mut fds = Vec::with_capacity(1 + self.subs.len() + self.conns.len());
+                let mut what = Vec::with_capacity(fds.capacity());
+                fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                what.push(Source::Main);
+                for (i, s) in self.subs.iter().enumerate() {
+                    fds.push(PollFd::new(s.listener.as_fd(), PollFlags::POLLIN));
+                    what.push(Source::Sub(i));
+                }
+                for (i, c) in self.conns.iter().enumerate() {
+                    fds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
+                    what.push(Source::Conn(i));
+                }
+                match poll(&mut fds, PollTimeout::from(100u16)) {
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(Error::sys("poll", e)),
+                }
+                for (f, w) in fds.iter().zip(what) {
+                    if f.revents().is_some_and(|r| !r.is_empty()) {
+                        ready.push(w);
+                    }
+                }
+            }
+            // Connections first, from the back, so removals keep earlier indices valid;
+            // then the listeners (a share's hang-up may have removed sub-devices: their
+            // indices are re-checked).
+            for w in ready.iter().rev() {
+                if let Source::Conn(i) = *w {
+                    self.service(i);
+                }
+            }
+            for w in &ready {
+                match *w {
+                    Source::Main => self.accept_all(None)?,
+                    Source::Sub(i) if i < self.subs.len() => self.accept_all(Some(i))?,
+                    _ => {}
+                }
+            }
+            self.expire_pending();
+        }
+        // Closing every connection tells each client the server is gone; dropping the
+        // sub-devices removes their sockets.
+        self.conns.clear();
+        self.subs.clear();
+        Ok(())
+    }
+
+    fn accept_all(&mut self, sub: Option<usize>) -> Result<()> {
+        loop {
+            let accepted = match sub {
+                None => self.listener.accept()?,
+                Some(i) => self.subs[i].listener.accept()?,
+            };
+            let Some(fd) = accepted else { return Ok(()) };
+            let pending = self.conns.iter().filter(|c| matches!(c.state, ConnState::Pending(_))).count();
+            if pending >= MAX_PENDING {
+                // Too many silent connections: drop the new one rather than grow without bound.
+                eprintln!("dmix-serve: too many connections waiting to say hello; dropping one");
+                continue;
+            }
+            let id = self.next_conn_id;
+            self.next_conn_id += 1;
+            let via = sub.map(|i| self.subs[i].name.clone());
+            self.conns.push(Conn { id, fd, state: ConnState::Pending(Instant::now() + HELLO_TIMEOUT), via });
+        }
+    }
+
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        self.conns.retain(|c| !matches!(c.state, ConnState::Pending(t) if t <= now));
+    }
+
+    fn service(&mut self, i: usize) {
+        let mut buf = [0u8; MAX_SHARE_BYTES + 1];
+        let got = crate::sys::recv_with_fds(self.conns[i].fd.as_fd(), &mut buf, true);
+        match (&self.conns[i].state, got) {
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            (ConnState::Active { role: Role::Share, .. }, Ok(Some(msg))) => {
+                drop(msg.fds);
+                let bytes = if msg.truncated { None } else { Some(&buf[..msg.len]) };
+                self.share(i, bytes);
+            }
+            (ConnState::Active { .. }, Ok(Some(msg))) => {
+                // Nothing else is expected after the hello; reading keeps the socket from
+                // filling. A hang-up is how a client leaves.
+                drop(msg.fds);
+            }
+            (ConnState::Active { slot, .. }, _) => {
+                let slot = *slot;
+                let conn = self.conns.swap_remove(i);
+                self.subs.retain(|s| s.owner != conn.id);
+                self.shared.leave_mask.fetch_or(1 << slot, Ordering::AcqRel);
+                self.shared.ring_doorbell();
+            }
+            (ConnState::Pending(_), Ok(Some(msg))) => {
+                let conn = self.conns.swap_remove(i);
+                // The server accepts no fds: any that came are closed right here.
+                drop(msg.fds);
+                let bytes = if msg.truncated { None } else { Some(&buf[..msg.len]) };
+                if let Some(state) = self.hello(&conn.fd, conn.via.as_deref(), bytes) {
+                    self.conns.push(Conn { state, ..conn });
+                }
+            }
+            (ConnState::Pending(_), _) => {
+                self.conns.swap_remove(i);
+            }
+        }
+    }
+
+    fn refuse(&self, fd: &OwnedFd, r: Refusal, reason: String) {
+        let (b, n) = Reply::Refused(r, reason).encode();
+        let _ = transport::send(fd.as_fd(), &b[..n], &[]);
+    }
+
+    /// Creates the sub-devices a dmix-share connection asks for, or refuses with the reason.
+    fn share(&mut self, i: usize, bytes: Option<&[u8]>) {
+        let id = self.conns[i].id;
+        let channels = self.shared.ring.params().channels;
+        let answer = match bytes.map(|b| ShareRequest::decode(b, channels)) {
+            None => Err((Refusal::BadRequest, "share request: oversized message".to_string())),
+            Some(Err(e)) => Err((Refusal::BadRequest, e.to_string())),
+            Some(Ok(_)) if self.subs.iter().any(|s| s.owner == id) => {
+                Err((Refusal::BadRequest, "this connection already shares sub-devices".to_string()))
+            }
+            Some(Ok(req)) => self.create_subs(id, &req),
+        };
+        let reply = match answer {
+            Ok(()) => Reply::Done,
+            Err((r, reason)) => Reply::Refused(r, reason),
+        };
+        let (b, n) = reply.encode();
+        let _ = transport::send(self.conns[i].fd.as_fd(), &b[..n], &[]);
+    }
+
+    fn create_subs(&mut self, owner: u64, req: &ShareRequest) -> std::result::Result<(), (Refusal, String)> {
+        let Some(dir) = self.dir else {
+            return Err((Refusal::BadRequest, "this server has no socket directory".into()));
+        };
+        let mut made = Vec::with_capacity(req.subs.len());
+        for sub in &req.subs {
+            if self.subs.iter().any(|s| s.name == sub.name) {
+                return Err((Refusal::Busy, format!("'{}' is already a sub-device", sub.name)));
+            }
+            let path = dir.join(format!("{}.sock", sub.name));
+            match Listener::bind(&path, 0o600) {
+                Ok(listener) => made.push(Sub {
+                    name: sub.name.clone(),
+                    map: sub.map.clone(),
+                    exclusive: req.exclusive,
+                    owner,
+                    listener,
+                }),
+                // Dropping `made` removes the sockets already created: all or nothing.
+                Err(e) if e.kind() == crate::ErrorKind::Busy => {
+                    return Err((Refusal::Busy, format!("'{}' collides with a running server", sub.name)));
+                }
+                Err(e) => return Err((Refusal::BadRequest, format!("'{}': {e}", sub.name))),
+            }
+        }
+        self.subs.extend(made);
+        Ok(())
+    }
+
+    /// Checks a hello and the peer, assigns a slot and sends the welcome. Returns the
+    /// connection's new state.
+    fn hello(&mut self, fd: &OwnedFd, via: Option<&str>, bytes: Option<&[u8]>) -> Option<ConnState> {
+        let hello = match bytes.map(Hello::decode) {
+            Some(Ok(h)) => h,
+            Some(Err(Error::Version { theirs, .. })) => {
+                let reason =
+                    format!("protocol version mismatch: the server speaks {PROTOCOL_VERSION}, the client {theirs}");
+                self.refuse(fd, Refusal::Incompatible, reason);
+                return None;
+            }
+            Some(Err(e)) => {
+                self.refuse(fd, Refusal::BadRequest, e.to_string());
+                return None;
+            }
+            None => {
+                self.refuse(fd, Refusal::BadRequest, "hello: oversized message".into());
+                return None;
+            }
+        };
+        let cred = transport::peer_cred(fd.as_fd()).ok()?;
+        if cred.uid != self.uid && cred.uid != 0 {
+            self.refuse(fd, Refusal::Denied, format!("uid {} may not use this server", cred.uid));
+            return None;
+        }
+        let p = self.shared.ring.params();
+        // Through a sub-device a client writes the sub-device's channels.
+        let (map, exclusive) = match via {
+            None => (None, false),
+            Some(name) => match self.subs.iter().find(|s| s.name == name) {
+                Some(s) => (Some(s.map.clone()), s.exclusive),
+                None => {
+                    self.refuse(fd, Refusal::Stopping, format!("sub-device '{name}' is gone"));
+                    return None;
+                }
+            },
+        };
+        let width = map.as_ref().map_or(p.channels, |m| m.len() as u32);
+        if hello.channels != 0 && hello.channels != width {
+            let reason = format!("the server has {width} channels here; {} asked for", hello.channels);
+            self.refuse(fd, Refusal::BadRequest, reason);
+            return None;
+        }
+        let mut held = 0u64;
+        if exclusive && hello.role == Role::Play {
+            let mask = map.iter().flatten().fold(0u64, |m, &c| m | 1 << c);
+            let taken = self.held_channels() & mask;
+            if taken != 0 {
+                let list: Vec<String> = (0..64).filter(|c| taken & (1 << c) != 0).map(|c| c.to_string()).collect();
+                let reason = format!("busy: channel {} of '{}' is in use", list.join(","), via.unwrap_or(""));
+                self.refuse(fd, Refusal::Busy, reason);
+                return None;
+            }
+            held = mask;
+        }
+        let free = !self.owned;
+        if free == 0 {
+            self.refuse(fd, Refusal::Full, format!("server full: all {MAX_SLOTS} client slots are taken"));
+            return None;
+        }
+        let slot = free.trailing_zeros() as usize;
+        let client_id = self.next_client_id;
+        self.next_client_id = self.next_client_id.wrapping_add(1).max(1);
+        self.fill_slot(slot, client_id, &hello, cred, map.as_deref());
+        let welcome = Reply::Welcome(Welcome {
+            slot: slot as u32,
+            client_id,
+            layout_version: RING_LAYOUT_VERSION,
+            params: *p,
+            region_bytes: self.shared.ring.region_bytes(),
+        });
+        let (b, n) = welcome.encode();
+        // Players add into the ring; recorders publish their read position in their
+        // counters. Both need the mix region writable; inspectors do not.
+        let fds = self.shared.ring.client_fds(matches!(hello.role, Role::Play | Role::Tee));
+        if transport::send(fd.as_fd(), &b[..n], &[fds.status, fds.mix, fds.monitor]).is_err() {
+            return None;
+        }
+        self.owned |= 1 << slot;
+        let bit = 1u64 << slot;
+        for (mask, role) in [(&self.shared.play_mask, Role::Play), (&self.shared.tee_mask, Role::Tee)] {
+            if hello.role == role {
+                mask.fetch_or(bit, Ordering::AcqRel);
+            } else {
+                mask.fetch_and(!bit, Ordering::AcqRel);
+            }
+        }
+        self.shared.join_mask.fetch_or(bit, Ordering::AcqRel);
+        self.shared.ring_doorbell();
+        Some(ConnState::Active { slot, role: hello.role, held })
+    }
+
+    fn held_channels(&self) -> u64 {
+        self.conns
+            .iter()
+            .map(|c| match c.state {
+                ConnState::Active { held, .. } => held,
+                ConnState::Pending(_) => 0,
+            })
+            .fold(0, |a, b| a | b)
+    }
+
+    fn fill_slot(&self, slot: usize, client_id: u32, hello: &Hello, cred: PeerCred, map: Option<&[u8]>) {
+        let info = &self.shared.ring.status().slots[slot];
+        info.role.store(hello.role.code(), Ordering::Relaxed);
+        info.client_id.store(client_id, Ordering::Relaxed);
+        info.pid.store(cred.pid, Ordering::Relaxed);
+        info.uid.store(cred.uid, Ordering::Relaxed);
+        info.channels.store(map.map_or(hello.channels, |m| m.len() as u32), Ordering::Relaxed);
+        info.start_frame.store(0, Ordering::Relaxed);
+        info.joined_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
+        let name = crate::protocol::truncate_name(&hello.name, NAME_BYTES).as_bytes();
+        for (i, b) in info.name.iter().enumerate() {
+            b.store(name.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+        }
+        let map = map.unwrap_or(&[]);
+        info.map_len.store(map.len() as u32, Ordering::Relaxed);
+        for (i, b) in info.map.iter().enumerate() {
+            b.store(map.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+        }
+        // Release: the period loop and inspectors that see JOINING see the fields above.
+        info.state.store(SLOT_JOINING, Ordering::Release);
+    }
+}
