@@ -7,6 +7,8 @@ complete -c dmix-serve -l buffer -d 'Frames in the mix ring: how far ahead of th
 complete -c dmix-serve -s n -l name -d 'Server name: clients find it with -D NAME' -r
 complete -c dmix-serve -l socket -d 'Listen on this socket path instead of the runtime directory' -r -F
 complete -c dmix-serve -l wait-clients -d 'Hold the first period until N playing clients are connected' -r
+complete -c dmix-serve -l capture -d 'Share an input among any number of readers (dmix-tee --source capture): alsa:PCM (an ALSA capture device) or wav:PATH (a file, read once at the server\'s pace)' -r
+complete -c dmix-serve -l wait-readers -d 'Hold the capture until N readers are connected (with --freewheel, at least one)' -r
 complete -c dmix-serve -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
 complete -c dmix-serve -l freewheel -d 'Do not run in real time: advance as soon as every playing client has supplied the period (exact offline renders)'
 complete -c dmix-serve -l exit-when-idle -d 'Exit (finalizing the sink) once a playing client has come and all have left'

@@ -23,7 +23,7 @@ _dmix__tee() {
 
     case "${cmd}" in
         dmix__tee)
-            opts="-D -d -f -t -q -h -V --device --duration --format --file-type --name --quiet --generate --help --version"
+            opts="-D -d -f -t -s -q -h -V --device --duration --format --file-type --source --name --quiet --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,6 +58,14 @@ _dmix__tee() {
                     return 0
                     ;;
                 -t)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -58,10 +58,13 @@ impl Connection {
                 theirs: welcome.layout_version,
             });
         }
-        let [status, mix, monitor] = <[OwnedFd; 3]>::try_from(msg.fds)
-            .map_err(|fds| Error::invalid("server reply", format!("{} fds, expected 3", fds.len())))?;
-        let ring =
-            ClientRing::attach(welcome.params, [&status, &mix, &monitor], matches!(role, Role::Play | Role::Tee))?;
+        let [status, mix, monitor, capture] = <[OwnedFd; 4]>::try_from(msg.fds)
+            .map_err(|fds| Error::invalid("server reply", format!("{} fds, expected 4", fds.len())))?;
+        let ring = ClientRing::attach(
+            welcome.params,
+            [&status, &mix, &monitor, &capture],
+            matches!(role, Role::Play | Role::Tee | Role::Capture),
+        )?;
         let mut conn = Connection { sock, welcome, ring, start_frame: 0 };
         conn.start_frame = conn.wait_admitted()?;
         Ok(conn)

@@ -19,9 +19,10 @@
 //! | [`server`] | control thread (admission) and [`server::period`] (the real-time loop) |
 //! | [`client`] | connect, attach, write, drain, retract |
 //! | [`sink`] | ALSA, WAV and null sinks |
+//! | [`capture`] | the shared input: ALSA capture or a file (`dmix-serve --capture`) |
 //! | [`decode`], [`convert`] | decoding (symphonia), channel maps, resampling (rubato), gain |
 //! | [`format`](mod@format) | sample formats and the mix-scale conversion rule |
-//! | [`play`] | dmix-play's engine |
+//! | [`play`], [`tee`], [`share`], [`stat`] | the engines of dmix-play, dmix-tee, dmix-share, dmix-stat |
 //!
 //! # Example
 //!
@@ -34,13 +35,13 @@
 //!
 //! let params = RingParams {
 //!     rate_hz: 48000, channels: 2, format: SampleFormat::S16Le,
-//!     period_frames: 64, ring_frames: 256, monitor_frames: 1024, freewheel: true,
+//!     period_frames: 64, ring_frames: 256, monitor_frames: 1024, capture_frames: 0, freewheel: true,
 //! };
 //! let server = ServerRing::create(params, dmix::protocol::PROTOCOL_VERSION)?;
 //! let attach = || -> dmix::Result<ClientRing> {
 //!     let f = server.client_fds(true);
-//!     let fds = [f.status, f.mix, f.monitor].map(|fd| fd.try_clone_to_owned().unwrap());
-//!     ClientRing::attach(params, [&fds[0], &fds[1], &fds[2]], true)
+//!     let fds = [f.status, f.mix, f.monitor, f.capture].map(|fd| fd.try_clone_to_owned().unwrap());
+//!     ClientRing::attach(params, [&fds[0], &fds[1], &fds[2], &fds[3]], true)
 //! };
 //! let (a, b) = (attach()?, attach()?);
 //! a.mix_add(0, &[100; 128], false);
@@ -53,6 +54,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod convert;

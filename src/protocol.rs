@@ -8,7 +8,7 @@
 //! Hello (client -> server), 64 bytes
 //!   0  magic    "DMXh"
 //!   4  version  u32   PROTOCOL_VERSION of the client
-//!   8  role     u32   1 play, 2 tee, 3 share, 4 stat
+//!   8  role     u32   1 play, 2 tee, 3 share, 4 stat, 5 capture
 //!  12  channels u32   0: the server's channel count
 //!  16  flags    u32   0 (reserved)
 //!  20  reserved u32   0
@@ -18,7 +18,7 @@
 //!   0  magic    "DMXr"
 //!   4  version  u32   PROTOCOL_VERSION of the server
 //!   8  status   u32   0 ok, else a refusal code (see `Refusal`)
-//! status 0 (welcome), 96 bytes in all, with 3 fds (status ro, mix, monitor ro):
+//! status 0 (welcome), 96 bytes in all, with 4 fds (status ro, mix, monitor ro, capture ro):
 //!  12  slot            u32
 //!  16  client_id       u32
 //!  20  layout_version  u32
@@ -29,11 +29,12 @@
 //!  40  ring_frames     u32
 //!  44  monitor_frames  u32
 //!  48  flags           u32  bit 0: freewheel
-//!  52  reserved        u32
+//!  52  capture_frames  u32  0: no shared input
 //!  56  status_bytes    u64
 //!  64  mix_bytes       u64
 //!  72  monitor_bytes   u64
-//!  80  reserved        [u8; 16]
+//!  80  capture_bytes   u64
+//!  88  reserved        [u8; 8]
 //! status != 0 (refusal): 12..  a UTF-8 reason, at most 244 bytes; no fds
 //! status 0 and 12 bytes long: "done" (the answer to a share request)
 //!
@@ -78,6 +79,8 @@ pub enum Role {
     Share,
     /// Inspects the status.
     Stat,
+    /// Records the shared input (`dmix-serve --capture`).
+    Capture,
 }
 
 impl Role {
@@ -88,12 +91,13 @@ impl Role {
             Role::Tee => 2,
             Role::Share => 3,
             Role::Stat => 4,
+            Role::Capture => 5,
         }
     }
 
     /// Decodes a wire code.
     pub fn from_code(code: u32) -> Option<Role> {
-        [Role::Play, Role::Tee, Role::Share, Role::Stat].into_iter().find(|r| r.code() == code)
+        [Role::Play, Role::Tee, Role::Share, Role::Stat, Role::Capture].into_iter().find(|r| r.code() == code)
     }
 
     /// The name dmix-stat shows.
@@ -103,6 +107,7 @@ impl Role {
             Role::Tee => "tee",
             Role::Share => "share",
             Role::Stat => "stat",
+            Role::Capture => "capture",
         }
     }
 }
@@ -174,7 +179,7 @@ pub struct Welcome {
     /// The ring parameters.
     pub params: RingParams,
     /// Sizes of the status, mix and monitor regions.
-    pub region_bytes: [u64; 3],
+    pub region_bytes: [u64; 4],
 }
 
 /// A decoded reply.
@@ -293,6 +298,8 @@ impl Reply {
                 put_u64(&mut b, 56, w.region_bytes[0]);
                 put_u64(&mut b, 64, w.region_bytes[1]);
                 put_u64(&mut b, 72, w.region_bytes[2]);
+                put_u32(&mut b, 52, p.capture_frames);
+                put_u64(&mut b, 80, w.region_bytes[3]);
                 (b, WELCOME_BYTES)
             }
             Reply::Done => {
@@ -343,6 +350,7 @@ impl Reply {
             period_frames: u32_at(b, 36),
             ring_frames: u32_at(b, 40),
             monitor_frames: u32_at(b, 44),
+            capture_frames: u32_at(b, 52),
             freewheel: u32_at(b, 48) & 1 != 0,
         };
         params.validate()?;
@@ -355,7 +363,7 @@ impl Reply {
             client_id: u32_at(b, 16),
             layout_version: u32_at(b, 20),
             params,
-            region_bytes: [u64_at(b, 56), u64_at(b, 64), u64_at(b, 72)],
+            region_bytes: [u64_at(b, 56), u64_at(b, 64), u64_at(b, 72), u64_at(b, 80)],
         }))
     }
 }
@@ -482,6 +490,7 @@ mod tests {
             period_frames: 256,
             ring_frames: 1024,
             monitor_frames: 4096,
+            capture_frames: 0,
             freewheel: true,
         }
     }
@@ -553,7 +562,7 @@ mod tests {
             client_id: 17,
             layout_version: 1,
             params: params(),
-            region_bytes: [8192, 32768, 40960],
+            region_bytes: [8192, 32768, 40960, 4096],
         });
         let (b, n) = w.encode();
         assert_eq!(n, WELCOME_BYTES);
@@ -603,7 +612,7 @@ mod tests {
             client_id: 17,
             layout_version: 1,
             params: params(),
-            region_bytes: [0; 3],
+            region_bytes: [0; 4],
         });
         let (b, n) = w.encode();
         assert!(Reply::decode(&b[..n - 1]).is_err());

@@ -191,11 +191,42 @@ impl Drop for WavSink {
     }
 }
 
-/// The device format's samples, preallocated for one period.
-enum AlsaBuf {
+/// The device format's samples, preallocated for one period (playback and capture).
+pub(crate) enum AlsaBuf {
     S16(Vec<i16>),
     S32(Vec<i32>),
     F32(Vec<f32>),
+}
+
+impl AlsaBuf {
+    /// `samples` zeroed samples in `format`.
+    pub(crate) fn new(format: SampleFormat, samples: usize) -> AlsaBuf {
+        match format {
+            SampleFormat::S16Le => AlsaBuf::S16(vec![0; samples]),
+            SampleFormat::S32Le => AlsaBuf::S32(vec![0; samples]),
+            SampleFormat::FloatLe => AlsaBuf::F32(vec![0.0; samples]),
+        }
+    }
+}
+
+/// Recovers from an I/O error that a running stream can survive: an xrun (counted, and the
+/// stream re-prepared), a suspend (resumed, or re-prepared when the driver cannot), an
+/// interrupted call. Any other error is returned.
+pub(crate) fn recover(pcm: &alsa::PCM, e: alsa::Error, xruns: &mut u64) -> std::result::Result<(), alsa::Error> {
+    match e.errno() {
+        libc::EPIPE => {
+            *xruns += 1;
+            pcm.prepare()
+        }
+        libc::ESTRPIPE => {
+            if pcm.resume().is_err() {
+                pcm.prepare()?;
+            }
+            Ok(())
+        }
+        libc::EINTR | libc::EAGAIN => Ok(()),
+        _ => Err(e),
+    }
 }
 
 /// An ALSA PCM opened for blocking playback, interleaved.
@@ -210,53 +241,9 @@ struct AlsaSink {
 
 impl AlsaSink {
     fn open(spec: &SinkSpec, pcm_name: &str, cfg: &SinkConfig) -> Result<AlsaSink> {
-        use alsa::pcm::{Access, Format, HwParams};
         let name = spec.to_string();
-        // alsa-lib prints its own diagnostics to stderr; catch them on this thread so the
-        // user sees one line from us, not an ALSA trace.
-        let _quiet = alsa::Output::local_error_handler();
-        let dev = |call: &str, e: alsa::Error| Error::Device { sink: name.clone(), reason: alsa_reason(call, &e) };
-        let pcm = alsa::PCM::new(pcm_name, alsa::Direction::Playback, false).map_err(|e| {
-            let mut reason = alsa_reason("cannot open", &e);
-            if e.errno() == libc::ENOENT || e.errno() == libc::ENODEV || !std::path::Path::new("/dev/snd").exists() {
-                reason.push_str("; no sound card here? use --sink wav:PATH or --sink null");
-            }
-            Error::Device { sink: name.clone(), reason }
-        })?;
-        let format = match cfg.format {
-            SampleFormat::S16Le => Format::s16(),
-            SampleFormat::S32Le => Format::s32(),
-            SampleFormat::FloatLe => Format::float(),
-        };
-        {
-            let hw = HwParams::any(&pcm).map_err(|e| dev("hw params", e))?;
-            hw.set_access(Access::RWInterleaved).map_err(|e| dev("interleaved access", e))?;
-            hw.set_format(format).map_err(|e| dev(&format!("format {}", cfg.format), e))?;
-            hw.set_channels(u32::from(cfg.channels)).map_err(|e| dev(&format!("{} channels", cfg.channels), e))?;
-            hw.set_rate(cfg.rate_hz, alsa::ValueOr::Nearest)
-                .map_err(|e| dev(&format!("rate {} Hz (exactly)", cfg.rate_hz), e))?;
-            hw.set_period_size_near(alsa::pcm::Frames::from(cfg.period_frames), alsa::ValueOr::Nearest)
-                .map_err(|e| dev("period size", e))?;
-            hw.set_buffer_size_near(alsa::pcm::Frames::from(cfg.buffer_frames)).map_err(|e| dev("buffer size", e))?;
-            pcm.hw_params(&hw).map_err(|e| dev("hw params", e))?;
-        }
-        {
-            let hw = pcm.hw_params_current().map_err(|e| dev("hw params", e))?;
-            let buffer = hw.get_buffer_size().map_err(|e| dev("buffer size", e))?;
-            let period = hw.get_period_size().map_err(|e| dev("period size", e))?;
-            let sw = pcm.sw_params_current().map_err(|e| dev("sw params", e))?;
-            // Start once the device buffer is full, so the first periods do not underrun;
-            // wake when a period of space opens.
-            sw.set_start_threshold(buffer).map_err(|e| dev("start threshold", e))?;
-            sw.set_avail_min(period).map_err(|e| dev("avail min", e))?;
-            pcm.sw_params(&sw).map_err(|e| dev("sw params", e))?;
-        }
-        let n = cfg.period_frames as usize * usize::from(cfg.channels);
-        let buf = match cfg.format {
-            SampleFormat::S16Le => AlsaBuf::S16(vec![0; n]),
-            SampleFormat::S32Le => AlsaBuf::S32(vec![0; n]),
-            SampleFormat::FloatLe => AlsaBuf::F32(vec![0.0; n]),
-        };
+        let pcm = open_pcm(&name, pcm_name, alsa::Direction::Playback, cfg)?;
+        let buf = AlsaBuf::new(cfg.format, cfg.period_frames as usize * usize::from(cfg.channels));
         Ok(AlsaSink { name, pcm, buf, channels: usize::from(cfg.channels), xruns: 0, finished: false })
     }
 
@@ -272,26 +259,69 @@ impl AlsaSink {
         while off < data.len() {
             match io.writei(&data[off..]) {
                 Ok(frames) => off += frames * channels,
-                Err(e) if e.errno() == libc::EPIPE => {
-                    // Underrun: the device ran dry. Count it, re-prepare, write on.
-                    *xruns += 1;
-                    pcm.prepare()?;
-                }
-                Err(e) if e.errno() == libc::ESTRPIPE => {
-                    // Suspended (e.g. system sleep): resume, or prepare if the driver cannot.
-                    if pcm.resume().is_err() {
-                        pcm.prepare()?;
-                    }
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                Err(e) => return Err(e),
+                // An underrun (the device ran dry) is counted; then write on.
+                Err(e) => recover(pcm, e, xruns)?,
             }
         }
         Ok(())
     }
 }
 
-fn alsa_reason(call: &str, e: &alsa::Error) -> String {
+/// Opens an ALSA PCM for blocking, interleaved I/O in the server's format, rate and channel
+/// count, with the period and buffer nearest to `cfg`. Errors are one line naming `name`.
+/// A playback stream starts once its buffer is full; a capture stream at the first read.
+pub(crate) fn open_pcm(name: &str, pcm_name: &str, dir: alsa::Direction, cfg: &SinkConfig) -> Result<alsa::PCM> {
+    use alsa::pcm::{Access, Format, HwParams};
+    // alsa-lib prints its own diagnostics to stderr; catch them on this thread so the
+    // user sees one line from us, not an ALSA trace.
+    let _quiet = alsa::Output::local_error_handler();
+    let dev = |call: &str, e: alsa::Error| Error::Device { sink: name.to_string(), reason: alsa_reason(call, &e) };
+    let pcm = alsa::PCM::new(pcm_name, dir, false).map_err(|e| {
+        let mut reason = alsa_reason("cannot open", &e);
+        if e.errno() == libc::ENOENT || e.errno() == libc::ENODEV || !std::path::Path::new("/dev/snd").exists() {
+            reason.push_str(match dir {
+                alsa::Direction::Playback => "; no sound card here? use --sink wav:PATH or --sink null",
+                alsa::Direction::Capture => "; no sound card here? use --capture wav:PATH",
+            });
+        }
+        Error::Device { sink: name.to_string(), reason }
+    })?;
+    let format = match cfg.format {
+        SampleFormat::S16Le => Format::s16(),
+        SampleFormat::S32Le => Format::s32(),
+        SampleFormat::FloatLe => Format::float(),
+    };
+    {
+        let hw = HwParams::any(&pcm).map_err(|e| dev("hw params", e))?;
+        hw.set_access(Access::RWInterleaved).map_err(|e| dev("interleaved access", e))?;
+        hw.set_format(format).map_err(|e| dev(&format!("format {}", cfg.format), e))?;
+        hw.set_channels(u32::from(cfg.channels)).map_err(|e| dev(&format!("{} channels", cfg.channels), e))?;
+        hw.set_rate(cfg.rate_hz, alsa::ValueOr::Nearest)
+            .map_err(|e| dev(&format!("rate {} Hz (exactly)", cfg.rate_hz), e))?;
+        hw.set_period_size_near(alsa::pcm::Frames::from(cfg.period_frames), alsa::ValueOr::Nearest)
+            .map_err(|e| dev("period size", e))?;
+        hw.set_buffer_size_near(alsa::pcm::Frames::from(cfg.buffer_frames)).map_err(|e| dev("buffer size", e))?;
+        pcm.hw_params(&hw).map_err(|e| dev("hw params", e))?;
+    }
+    {
+        let hw = pcm.hw_params_current().map_err(|e| dev("hw params", e))?;
+        let buffer = hw.get_buffer_size().map_err(|e| dev("buffer size", e))?;
+        let period = hw.get_period_size().map_err(|e| dev("period size", e))?;
+        let sw = pcm.sw_params_current().map_err(|e| dev("sw params", e))?;
+        // Playback starts once the device buffer is full, so the first periods do not
+        // underrun; capture starts at the first read. Either wakes per period.
+        let start = match dir {
+            alsa::Direction::Playback => buffer,
+            alsa::Direction::Capture => 1,
+        };
+        sw.set_start_threshold(start).map_err(|e| dev("start threshold", e))?;
+        sw.set_avail_min(period).map_err(|e| dev("avail min", e))?;
+        pcm.sw_params(&sw).map_err(|e| dev("sw params", e))?;
+    }
+    Ok(pcm)
+}
+
+pub(crate) fn alsa_reason(call: &str, e: &alsa::Error) -> String {
     let errno = e.errno();
     let text = nix::errno::Errno::from_raw(errno).desc();
     format!("{call}: {text} ({}: errno {errno})", e.func())

@@ -15,7 +15,7 @@ use crate::client::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
 use crate::protocol::Role;
-use crate::ring::layout::{FLAG_FREEWHEEL, MAX_SLOTS, SLOT_ACTIVE};
+use crate::ring::layout::{CAPTURE_ENDED, FLAG_FREEWHEEL, MAX_SLOTS, SLOT_ACTIVE};
 use crate::ring::unix_now_ns;
 
 /// Everything `dmix-stat` shows about one server at one moment.
@@ -66,6 +66,23 @@ pub struct ServerSnapshot {
     pub late_periods: u64,
     /// Longest work for one period, microseconds.
     pub max_period_work_us: f64,
+    /// The shared input (`dmix-serve --capture`); null when there is none.
+    pub capture: Option<CaptureSnapshot>,
+}
+
+/// The shared input's part of a snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureSnapshot {
+    /// The source as named at start.
+    pub source: String,
+    /// "waiting" (for readers), "running" or "ended".
+    pub state: String,
+    /// Frames captured so far.
+    pub cap_ptr: u64,
+    /// Frames in the capture ring.
+    pub ring_frames: u32,
+    /// Device overruns recovered.
+    pub overruns: u64,
 }
 
 /// One client of a snapshot. `pid` and `uid` come from the kernel (SO_PEERCRED); `name`,
@@ -82,11 +99,12 @@ pub struct ClientSnapshot {
     pub uid: u32,
     /// The client's name.
     pub name: String,
-    /// play, tee, share or stat.
+    /// play, tee, share, stat or capture.
     pub role: String,
     /// Channels the client asked for (0: all).
     pub channels: u32,
-    /// How far ahead of hw_ptr the client has queued audio, ms (players).
+    /// How far ahead of hw_ptr the client has queued audio, ms (players); how far behind
+    /// the capture pointer a capture reader is, ms.
     pub queued_ms: Option<f64>,
     /// Times the client fell behind.
     pub underruns: u64,
@@ -134,6 +152,22 @@ pub fn snapshot(conn: &Connection, socket: &Path) -> Result<Snapshot> {
         periods: stats.periods.load(Ordering::Relaxed),
         late_periods: stats.late_periods.load(Ordering::Relaxed),
         max_period_work_us: stats.max_period_work_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+        capture: (p.capture_frames != 0).then(|| {
+            let c = &status.capture.0;
+            let cap_ptr = c.cap_ptr.load(Ordering::Acquire);
+            let state = match c.state.load(Ordering::Acquire) {
+                CAPTURE_ENDED => "ended",
+                _ if cap_ptr == 0 => "waiting",
+                _ => "running",
+            };
+            CaptureSnapshot {
+                source: bytes_to_string(&c.source),
+                state: state.into(),
+                cap_ptr,
+                ring_frames: p.capture_frames,
+                overruns: c.overruns.load(Ordering::Relaxed),
+            }
+        }),
     };
     let mut clients = Vec::new();
     for slot in 0..MAX_SLOTS {
@@ -145,10 +179,15 @@ pub fn snapshot(conn: &Connection, socket: &Path) -> Result<Snapshot> {
         let id = info.client_id.load(Ordering::Relaxed);
         let role = Role::from_code(info.role.load(Ordering::Relaxed));
         let c = ring.counters(slot);
-        let queued_ms = (role == Some(Role::Play)).then(|| {
-            let appl = c.appl_ptr.load(Ordering::Relaxed);
-            p.frames_to_ms(appl.saturating_sub(hw))
-        });
+        let appl = c.appl_ptr.load(Ordering::Relaxed);
+        let queued_ms = match role {
+            Some(Role::Play) => Some(p.frames_to_ms(appl.saturating_sub(hw))),
+            Some(Role::Capture) => {
+                let cap = status.capture.0.cap_ptr.load(Ordering::Acquire);
+                Some(p.frames_to_ms(cap.saturating_sub(appl)))
+            }
+            _ => None,
+        };
         let client = ClientSnapshot {
             id,
             slot: slot as u32,
@@ -251,10 +290,17 @@ pub fn render_text(s: &Snapshot) -> String {
         "xruns    {} (periods {}, late {}, longest period work {:.0} us)",
         v.xruns, v.periods, v.late_periods, v.max_period_work_us
     );
+    if let Some(c) = &v.capture {
+        let _ = writeln!(
+            o,
+            "capture  {}, {}, {} frames captured, ring {} frames, overruns {}",
+            c.source, c.state, c.cap_ptr, c.ring_frames, c.overruns
+        );
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:>4} {:>7} {:<5} {:>3} {:>9} {:>9} {:>9}  {:<20} NAME",
+        "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9}  {:<20} NAME",
         "ID", "PID", "ROLE", "CH", "QUEUED", "UNDERRUNS", "LATE", "PEAK dBFS"
     );
     for c in &s.clients {
@@ -263,7 +309,7 @@ pub fn render_text(s: &Snapshot) -> String {
         let ch = if c.channels == 0 { v.channels } else { c.channels };
         let _ = writeln!(
             o,
-            "{:>4} {:>7} {:<5} {:>3} {:>9} {:>9} {:>9}  {:<20} {}",
+            "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9}  {:<20} {}",
             c.id,
             c.pid,
             c.role,

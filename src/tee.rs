@@ -1,21 +1,23 @@
-//! `dmix-tee`'s engine: records the monitor ring (the final, clamped mix) from the frame at
-//! which it was admitted, to a WAV file or to stdout, until a duration, a stop, or the
-//! server going away. The output is always finalized.
+//! `dmix-tee`'s engine: records the monitor ring (the final, clamped mix), or the capture
+//! ring (the shared input of `dmix-serve --capture`), from the frame at which it was
+//! admitted, to a WAV file or to stdout, until a duration, a stop, the end of the input, or
+//! the server going away. The output is always finalized.
 //!
 //! A recorder publishes how far it has read; a freewheel server waits for it, so a
 //! recording of an offline render is complete and exact. A paced server does not wait: a
-//! recorder that falls more than the monitor ring behind loses frames, and says so.
+//! recorder that falls more than the ring behind loses frames, and says so.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::client::{Connection, GONE_CHECK};
 use crate::error::{Error, Result};
 use crate::format::{SampleFormat, mix_to_f32, mix_to_s16, mix_to_s32};
 use crate::protocol::Role;
-use crate::ring::layout::SERVER_STOPPING;
+use crate::ring::ClientRing;
+use crate::ring::layout::{CAPTURE_ENDED, SERVER_STOPPING};
 
 /// Where the recording goes.
 #[derive(Clone, Debug)]
@@ -24,6 +26,15 @@ pub enum TeeOutput {
     File(PathBuf),
     /// Standard output.
     Stdout,
+}
+
+/// What is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeeSource {
+    /// The final mix (the monitor ring).
+    Monitor,
+    /// The shared input (the capture ring).
+    Capture,
 }
 
 /// A checked dmix-tee configuration.
@@ -41,6 +52,8 @@ pub struct TeeConfig {
     pub format: Option<SampleFormat>,
     /// Stop after this many seconds.
     pub duration_s: Option<f64>,
+    /// What is recorded.
+    pub source: TeeSource,
 }
 
 /// How a recording ended.
@@ -52,6 +65,8 @@ pub struct TeeSummary {
     pub lost_frames: u64,
     /// The server went away (the recording holds everything it played).
     pub server_gone: bool,
+    /// The shared input ended (the recording holds all of it from the start frame).
+    pub input_ended: bool,
 }
 
 enum Out {
@@ -141,7 +156,11 @@ impl Out {
 /// Records until the duration passes, `stop` is raised or the server goes away.
 /// `on_lost` hears of every burst of lost frames (for a warning).
 pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_lost: &mut dyn FnMut(u64)) -> Result<TeeSummary> {
-    let conn = Connection::open(&cfg.device, Role::Tee, &cfg.name, 0)?;
+    let role = match cfg.source {
+        TeeSource::Monitor => Role::Tee,
+        TeeSource::Capture => Role::Capture,
+    };
+    let conn = Connection::open(&cfg.device, role, &cfg.name, 0)?;
     let p = *conn.params();
     let format = cfg.format.unwrap_or(p.format);
     let mut out = Out::open(cfg, format, p.rate_hz, p.channels as u16)?;
@@ -151,6 +170,39 @@ pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_lost: &mut dyn FnMut(u64)) 
     let summary = result?;
     finished?;
     Ok(summary)
+}
+
+/// The ring a recorder copies from, with its write pointer and its end.
+struct Feed<'a> {
+    ring: &'a ClientRing,
+    source: TeeSource,
+    samples: &'a [AtomicI32],
+    frames: u64,
+}
+
+impl Feed<'_> {
+    /// Frames written so far (absolute).
+    fn write_ptr(&self) -> u64 {
+        match self.source {
+            TeeSource::Monitor => self.ring.hw_ptr(),
+            // Acquire: pairs with the capture thread's Release after writing the frames.
+            TeeSource::Capture => self.ring.capture_status().cap_ptr.load(Ordering::Acquire),
+        }
+    }
+
+    /// True once the write pointer is final: read it after this.
+    fn ended(&self) -> bool {
+        self.source == TeeSource::Capture && self.ring.capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED
+    }
+
+    /// Sleeps until the write pointer passes `pos` or something changes; a timeout only
+    /// leads to the caller's checks.
+    fn wait_past(&self, pos: u64) {
+        match self.source {
+            TeeSource::Monitor => self.ring.wait_hw_ptr(pos + 1, GONE_CHECK),
+            TeeSource::Capture => self.ring.wait_cap_ptr(pos + 1, GONE_CHECK),
+        };
+    }
 }
 
 fn record_into(
@@ -164,8 +216,14 @@ fn record_into(
     let ring = conn.ring();
     let p = *ring.params();
     let ch = p.channels as usize;
-    let monitor_frames = u64::from(p.monitor_frames);
-    let monitor = ring.monitor_ring()?;
+    let feed = match cfg.source {
+        TeeSource::Monitor => {
+            Feed { ring, source: cfg.source, samples: ring.monitor_ring()?, frames: u64::from(p.monitor_frames) }
+        }
+        TeeSource::Capture => {
+            Feed { ring, source: cfg.source, samples: ring.capture_ring()?, frames: u64::from(p.capture_frames) }
+        }
+    };
     let counters = ring.counters(conn.slot());
     let limit = cfg.duration_s.map(|s| (s * f64::from(p.rate_hz)).round() as u64);
     let mut pos = conn.start_frame();
@@ -175,31 +233,32 @@ fn record_into(
         if limit.is_some_and(|l| summary.frames >= l) {
             return Ok(summary);
         }
-        // The state is read before hw_ptr: after STOPPING, the hw_ptr we read is final and
-        // everything below it is in the monitor.
+        // The end states are read before the write pointer: after them, the pointer we read
+        // is final and everything below it is in the ring.
         let stopping = ring.server_state() == SERVER_STOPPING;
-        let hw = ring.hw_ptr();
-        if pos + monitor_frames < hw {
-            let lost = hw - monitor_frames - pos;
+        let ended = feed.ended();
+        let wp = feed.write_ptr();
+        if pos + feed.frames < wp {
+            let lost = wp - feed.frames - pos;
             summary.lost_frames += lost;
             counters.late_frames.store(summary.lost_frames, Ordering::Relaxed);
             on_lost(lost);
-            pos = hw - monitor_frames;
+            pos = wp - feed.frames;
         }
-        if pos < hw {
-            let mut n = ((hw - pos) as usize).min(p.period_frames as usize);
+        if pos < wp {
+            let mut n = ((wp - pos) as usize).min(p.period_frames as usize);
             if let Some(l) = limit {
                 n = n.min((l - summary.frames) as usize);
             }
             for f in 0..n {
-                let at = ((pos + f as u64) % monitor_frames) as usize * ch;
+                let at = ((pos + f as u64) % feed.frames) as usize * ch;
                 for c in 0..ch {
-                    buf[f * ch + c] = monitor[at + c].load(Ordering::Relaxed);
+                    buf[f * ch + c] = feed.samples[at + c].load(Ordering::Relaxed);
                 }
             }
             // A paced server waits for no recorder and may have lapped us while we copied:
             // whatever it could have overwritten is counted lost, never kept as garbage.
-            let safe_from = ring.hw_ptr().saturating_sub(monitor_frames);
+            let safe_from = feed.write_ptr().saturating_sub(feed.frames);
             let overwritten = safe_from.saturating_sub(pos).min(n as u64) as usize;
             if overwritten > 0 {
                 summary.lost_frames += overwritten as u64;
@@ -216,9 +275,13 @@ fn record_into(
             }
             continue;
         }
+        if ended {
+            summary.input_ended = true;
+            return Ok(summary);
+        }
         if stopping || crate::transport::peer_hung_up(conn.socket()) {
-            // Drain what the server played before it went: the mapping outlives it.
-            if ring.hw_ptr() > pos {
+            // Drain what the server wrote before it went: the mapping outlives it.
+            if feed.write_ptr() > pos {
                 continue;
             }
             summary.server_gone = true;
@@ -227,8 +290,7 @@ fn record_into(
         if stop.load(Ordering::Relaxed) {
             return Ok(summary);
         }
-        // Sleeps until the next period; a timeout only leads to the checks above.
-        ring.wait_hw_ptr(pos + 1, GONE_CHECK);
+        feed.wait_past(pos);
     }
 }
 

@@ -1,3 +1,4 @@
+mod capture;
 mod generated;
 mod play;
 mod serve;

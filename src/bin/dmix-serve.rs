@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use dmix::capture::SourceSpec;
 use dmix::format::SampleFormat;
 use dmix::ring::RingParams;
 use dmix::server::{self, ServerConfig};
@@ -50,6 +51,13 @@ struct Args {
     /// Exit (finalizing the sink) once a playing client has come and all have left.
     #[arg(long)]
     exit_when_idle: bool,
+    /// Share an input among any number of readers (dmix-tee --source capture): alsa:PCM
+    /// (an ALSA capture device) or wav:PATH (a file, read once at the server's pace).
+    #[arg(long, value_name = "SPEC")]
+    capture: Option<String>,
+    /// Hold the capture until N readers are connected (with --freewheel, at least one).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    wait_readers: u32,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -61,6 +69,10 @@ struct Args {
 fn config(a: &Args) -> Result<ServerConfig> {
     let format: SampleFormat = a.format.parse()?;
     let sink: SinkSpec = a.sink.parse()?;
+    let capture: Option<SourceSpec> = a.capture.as_deref().map(str::parse).transpose()?;
+    if a.wait_readers > 0 && capture.is_none() {
+        return Err(Error::invalid("--wait-readers", "needs --capture"));
+    }
     let buffer = match a.buffer {
         Some(b) => b,
         None => a.period.checked_mul(4).ok_or_else(|| Error::invalid("--period", "too large"))?,
@@ -74,6 +86,8 @@ fn config(a: &Args) -> Result<ServerConfig> {
         period_frames: a.period,
         ring_frames: buffer,
         monitor_frames: monitor,
+        // The capture ring keeps as much as the monitor: a reader may be scheduled as late.
+        capture_frames: if capture.is_some() { monitor } else { 0 },
         freewheel: a.freewheel,
     };
     params.validate()?;
@@ -81,7 +95,15 @@ fn config(a: &Args) -> Result<ServerConfig> {
         Some(p) => p.clone(),
         None => dmix::paths::socket_for_name(&a.name)?,
     };
-    Ok(ServerConfig { socket, sink, params, wait_clients: a.wait_clients, exit_when_idle: a.exit_when_idle })
+    Ok(ServerConfig {
+        socket,
+        sink,
+        params,
+        wait_clients: a.wait_clients,
+        exit_when_idle: a.exit_when_idle,
+        capture,
+        wait_readers: a.wait_readers,
+    })
 }
 
 const EXTRA: &[(&str, &str)] = &[
@@ -90,12 +112,16 @@ const EXTRA: &[(&str, &str)] = &[
         "alsa:PCM plays to an ALSA PCM through alsa-lib (alsa:default unless told otherwise); the device's clock paces the server, underruns are recovered and counted.\n\nwav:PATH writes a WAV file in the server's format; null discards. Both run at the real rate by the monotonic clock, or as fast as the clients supply audio with --freewheel. A WAV file is finalized on exit, on SIGINT and on SIGTERM.",
     ),
     (
+        "CAPTURE",
+        "--capture shares one input among any number of readers, as ALSA's dsnoop does: dmix-tee --source capture records it. alsa:PCM captures from an ALSA device in the server's rate, channels and format, paced by the device; overruns are recovered and counted (dmix-stat). wav:PATH reads a file (any format dmix-play decodes, converted to the server's rate and channels) once, at the real rate, or with --freewheel as fast as every reader takes it, so each reader gets every frame. When the input ends, readers finish what was captured and exit.",
+    ),
+    (
         "FILES",
         "$XDG_RUNTIME_DIR/dmix/NAME.sock, or /tmp/dmix-$UID/NAME.sock when XDG_RUNTIME_DIR is unset: the socket (mode 0600, in a directory of mode 0700). A socket left by a dead server is replaced; a live one is refused. Nothing else is left behind: the shared memory is sealed memfds that vanish with the last process holding them.",
     ),
     (
         "EXAMPLES",
-        "dmix-serve &\ndmix-serve --name render --sink wav:mix.wav --freewheel --wait-clients 2 --exit-when-idle",
+        "dmix-serve &\ndmix-serve --name render --sink wav:mix.wav --freewheel --wait-clients 2 --exit-when-idle\ndmix-serve --capture alsa:hw:1 & dmix-tee --source capture -d 60 take.wav",
     ),
 ];
 
@@ -113,7 +139,7 @@ fn main() -> ExitCode {
         server::run(&cfg, stop, |l| {
             if !args.quiet {
                 eprintln!(
-                    "dmix-serve: serving on {}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}",
+                    "dmix-serve: serving on {}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}{}",
                     l.path().display(),
                     cfg.sink,
                     p.rate_hz,
@@ -124,6 +150,7 @@ fn main() -> ExitCode {
                     p.ring_frames,
                     p.frames_to_ms(u64::from(p.ring_frames)),
                     if p.freewheel { "freewheel" } else { "real time" },
+                    cfg.capture.as_ref().map_or(String::new(), |c| format!(", capture {c}")),
                 );
             }
         })

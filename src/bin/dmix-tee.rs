@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use dmix::format::SampleFormat;
-use dmix::tee::{TeeConfig, TeeOutput, record};
+use dmix::tee::{TeeConfig, TeeOutput, TeeSource, record};
 use dmix::{Error, Result};
 
-/// Record what a dmix server plays, after mixing and clamping, to a WAV file or stdout.
+/// Record what a dmix server plays, after mixing and clamping, or the input it shares, to a
+/// WAV file or stdout.
 #[derive(Parser, Debug)]
 #[command(name = "dmix-tee", version = dmix::cli::version())]
 struct Args {
@@ -28,6 +29,10 @@ struct Args {
     /// Output type on stdout: wav (a header of unknown length, as arecord writes) or raw.
     #[arg(short = 't', long = "file-type", value_name = "TYPE", default_value = "wav")]
     file_type: String,
+    /// What to record: monitor (what the server plays, after mixing) or capture (the
+    /// input the server shares, see dmix-serve --capture).
+    #[arg(short = 's', long, value_name = "WHAT", default_value = "monitor")]
+    source: String,
     /// Name shown by dmix-stat.
     #[arg(long, default_value = "dmix-tee")]
     name: String,
@@ -64,7 +69,13 @@ fn config(a: &Args) -> Result<TeeConfig> {
     {
         return Err(Error::invalid(format!("-d {d}"), "not a positive number of seconds"));
     }
+    let source = match a.source.as_str() {
+        "monitor" => TeeSource::Monitor,
+        "capture" => TeeSource::Capture,
+        s => return Err(Error::invalid(format!("--source {s}"), "use monitor or capture")),
+    };
     Ok(TeeConfig {
+        source,
         device: a.device.clone(),
         name: a.name.clone(),
         output,
@@ -77,11 +88,11 @@ fn config(a: &Args) -> Result<TeeConfig> {
 const EXTRA: &[(&str, &str)] = &[
     (
         "RECORDING",
-        "dmix-tee records from the frame at which the server admits it. With a freewheel server it is part of the render: the server waits for it, so the recording equals the server's own output bit for bit. With a real-time server a recorder that falls more than the monitor ring (at least half a second) behind loses frames: it says so on stderr and dmix-stat counts them as late. The file is finalized at the end of -d, on SIGINT or SIGTERM, and when the server goes away.",
+        "dmix-tee records from the frame at which the server admits it. With a freewheel server it is part of the render: the server waits for it, so the recording equals the server's own output bit for bit. With a real-time server a recorder that falls more than the monitor ring (at least half a second) behind loses frames: it says so on stderr and dmix-stat counts them as late. The file is finalized at the end of -d, on SIGINT or SIGTERM, and when the server goes away.\n\nWith --source capture it records the input the server shares (dmix-serve --capture), from the frame at which it was admitted, and ends when that input ends (a file source ran out, or the device failed).",
     ),
     (
         "EXAMPLES",
-        "dmix-tee -d 10 ten-seconds.wav\ndmix-tee -t raw -f S16_LE - | sox -t raw -r 48000 -e signed -b 16 -c 2 - out.flac",
+        "dmix-tee -d 10 ten-seconds.wav\ndmix-tee --source capture -d 60 microphone.wav\ndmix-tee -t raw -f S16_LE - | sox -t raw -r 48000 -e signed -b 16 -c 2 - out.flac",
     ),
 ];
 

@@ -18,7 +18,10 @@
 //!   [`AtomicU64`] sum slots at [`MIX_RING_OFFSET`];
 //! - monitor (server-written, read-only to clients): [`MonitorHeader`], then
 //!   `monitor_frames * channels` [`AtomicI32`] samples at [`MONITOR_RING_OFFSET`]: the final
-//!   clamped mix, at the mix scale.
+//!   clamped mix, at the mix scale;
+//! - capture (server-written, read-only to clients): the same shape with [`CAPTURE_MAGIC`]
+//!   and `capture_frames` (0 when the server shares no input): the shared input
+//!   (`dmix-serve --capture`), whose write position is [`CaptureStatus::cap_ptr`].
 
 use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64};
@@ -32,6 +35,8 @@ pub const STATUS_MAGIC: u64 = u64::from_le_bytes(*b"dmixSTAT");
 pub const MIX_MAGIC: u64 = u64::from_le_bytes(*b"dmixMIX!");
 /// Magic of the monitor region: "dmixMON!".
 pub const MONITOR_MAGIC: u64 = u64::from_le_bytes(*b"dmixMON!");
+/// Magic of the capture region: "dmixCAP!".
+pub const CAPTURE_MAGIC: u64 = u64::from_le_bytes(*b"dmixCAP!");
 
 /// Client slots. Bounded so that the sum can never wrap: 64 full-scale 24-bit clients need
 /// 2^29, far below the 2^31 an `i32` sum holds.
@@ -138,6 +143,36 @@ pub struct SlotInfo {
     pub map: [AtomicU8; MAX_CHANNELS],
 }
 
+/// Capture state: the server shares no input.
+pub const CAPTURE_NONE: u32 = 0;
+/// Capture state: frames are being captured.
+pub const CAPTURE_RUNNING: u32 = 1;
+/// Capture state: the input ended (a file ran out, or the device failed); `cap_ptr` is final.
+pub const CAPTURE_ENDED: u32 = 2;
+
+/// The shared input's progress (server-written).
+#[repr(C)]
+pub struct CaptureStatus {
+    /// Frames captured so far (absolute). Stored with Release after the frames were written;
+    /// readers load it with Acquire.
+    pub cap_ptr: AtomicU64,
+    /// The futex word: capture periods so far (wrapping).
+    pub cap_seq: AtomicU32,
+    /// `CAPTURE_*` state.
+    pub state: AtomicU32,
+    /// Device overruns recovered.
+    pub overruns: AtomicU64,
+    /// Frames in the capture ring (0: no shared input).
+    pub capture_frames: AtomicU32,
+    /// Unused (zero).
+    pub reserved: AtomicU32,
+    /// The input as the user named it ("alsa:hw:1", "wav:/tmp/in.wav"), UTF-8, NUL-padded.
+    pub source: [AtomicU8; SOURCE_BYTES],
+}
+
+/// Bytes of the capture source description in the status region.
+pub const SOURCE_BYTES: usize = 96;
+
 /// Bytes of the sink description in the status region.
 pub const SINK_BYTES: usize = 128;
 
@@ -162,6 +197,8 @@ pub struct StatusBlock {
     pub stats: CacheLine<ServerStats>,
     /// Server description.
     pub info: CacheLine<ServerInfo>,
+    /// The shared input.
+    pub capture: CacheLine<CaptureStatus>,
     /// The client table.
     pub slots: [SlotInfo; MAX_SLOTS],
 }
@@ -285,7 +322,15 @@ mod tests {
         assert_eq!(offset_of!(StatusBlock, wake_seq), 128);
         assert_eq!(offset_of!(StatusBlock, stats), 192);
         assert_eq!(offset_of!(StatusBlock, info), 256);
-        assert_eq!(offset_of!(StatusBlock, slots), 384);
+        assert_eq!(offset_of!(StatusBlock, capture), 384);
+        assert_eq!(offset_of!(CaptureStatus, cap_ptr), 0);
+        assert_eq!(offset_of!(CaptureStatus, cap_seq), 8);
+        assert_eq!(offset_of!(CaptureStatus, state), 12);
+        assert_eq!(offset_of!(CaptureStatus, overruns), 16);
+        assert_eq!(offset_of!(CaptureStatus, capture_frames), 24);
+        assert_eq!(offset_of!(CaptureStatus, source), 32);
+        assert_eq!(size_of::<CaptureStatus>(), 128);
+        assert_eq!(offset_of!(StatusBlock, slots), 512);
         assert_eq!(offset_of!(SlotInfo, state), 0);
         assert_eq!(offset_of!(SlotInfo, role), 4);
         assert_eq!(offset_of!(SlotInfo, client_id), 8);
@@ -298,7 +343,7 @@ mod tests {
         assert_eq!(offset_of!(SlotInfo, map_len), 72);
         assert_eq!(offset_of!(SlotInfo, map), 76);
         assert_eq!(size_of::<SlotInfo>(), 128);
-        assert_eq!(size_of::<StatusBlock>(), 384 + 64 * 128);
+        assert_eq!(size_of::<StatusBlock>(), 512 + 64 * 128);
         assert_eq!(offset_of!(ClientCounters, appl_ptr), 0);
         assert_eq!(offset_of!(ClientCounters, end_ptr), 8);
         assert_eq!(offset_of!(ClientCounters, flags), 16);

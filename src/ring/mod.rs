@@ -43,6 +43,8 @@ pub struct RingParams {
     pub ring_frames: u32,
     /// Frames in the monitor ring.
     pub monitor_frames: u32,
+    /// Frames in the capture ring; 0 when the server shares no input.
+    pub capture_frames: u32,
     /// Freewheel: the server advances as soon as every player has supplied the period.
     pub freewheel: bool,
 }
@@ -75,6 +77,11 @@ impl RingParams {
         }
         if self.monitor_frames < self.period_frames || self.monitor_frames > MAX_RING_FRAMES {
             return bad(format!("monitor of {} frames is out of range", self.monitor_frames));
+        }
+        if self.capture_frames != 0
+            && (self.capture_frames < self.period_frames || self.capture_frames > MAX_RING_FRAMES)
+        {
+            return bad(format!("capture ring of {} frames is out of range", self.capture_frames));
         }
         Ok(())
     }
@@ -116,6 +123,9 @@ pub struct ServerRing {
     // keeping them documents that nobody else ever holds a writable fd of these.
     _status_rw: OwnedFd,
     _monitor_rw: OwnedFd,
+    capture: Region,
+    capture_ro: OwnedFd,
+    _capture_rw: OwnedFd,
 }
 
 /// The fds a client receives: status and monitor always read-only; mix read-write for
@@ -127,6 +137,8 @@ pub struct ClientFds<'a> {
     pub mix: std::os::fd::BorrowedFd<'a>,
     /// Monitor region, read-only.
     pub monitor: std::os::fd::BorrowedFd<'a>,
+    /// Capture region, read-only.
+    pub capture: std::os::fd::BorrowedFd<'a>,
 }
 
 impl ServerRing {
@@ -138,14 +150,19 @@ impl ServerRing {
         let (mix_rw, mix) = Region::create("dmix-mix", mix_bytes(params.ring_frames, params.channels))?;
         let (monitor_rw, monitor) =
             Region::create("dmix-monitor", monitor_bytes(params.monitor_frames, params.channels))?;
+        let (capture_rw, capture) =
+            Region::create("dmix-capture", monitor_bytes(params.capture_frames, params.channels))?;
         let ring = ServerRing {
             params,
             status_ro: reopen_read_only(status_rw.as_fd())?,
             mix_ro: reopen_read_only(mix_rw.as_fd())?,
             monitor_ro: reopen_read_only(monitor_rw.as_fd())?,
+            capture_ro: reopen_read_only(capture_rw.as_fd())?,
             status,
             mix,
             monitor,
+            capture,
+            _capture_rw: capture_rw,
             mix_rw,
             _status_rw: status_rw,
             _monitor_rw: monitor_rw,
@@ -183,7 +200,14 @@ impl ServerRing {
         mon.monitor_frames.store(p.monitor_frames, Ordering::Relaxed);
         mon.channels.store(p.channels, Ordering::Relaxed);
 
+        let cap = self.capture_header();
+        cap.magic.store(CAPTURE_MAGIC, Ordering::Relaxed);
+        cap.monitor_frames.store(p.capture_frames, Ordering::Relaxed);
+        cap.channels.store(p.channels, Ordering::Relaxed);
+        self.status().capture.0.capture_frames.store(p.capture_frames, Ordering::Relaxed);
+
         // Release: pairs with the Acquire load of layout_version in `ClientRing::attach`.
+        cap.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
         mon.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
         m.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
         h.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
@@ -202,6 +226,14 @@ impl ServerRing {
         }
     }
 
+    /// Writes the capture source's description (once, before clients come).
+    pub fn set_capture_source(&self, source: &str) {
+        let bytes = crate::protocol::truncate_name(source, SOURCE_BYTES).as_bytes();
+        for (i, b) in self.status().capture.0.source.iter().enumerate() {
+            b.store(bytes.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
     /// The status block (written by the server only).
     pub fn status(&self) -> &StatusBlock {
         self.status.block(0).expect("status region was created with status_bytes()")
@@ -214,6 +246,46 @@ impl ServerRing {
 
     fn monitor_header(&self) -> &MonitorHeader {
         self.monitor.block(0).expect("monitor region was created with monitor_bytes()")
+    }
+
+    fn capture_header(&self) -> &MonitorHeader {
+        self.capture.block(0).expect("capture region was created with monitor_bytes()")
+    }
+
+    /// Writes one period of captured frames (mix scale) at absolute frame `at`, then
+    /// publishes the new capture pointer and wakes the readers.
+    pub fn publish_capture(&self, at: u64, samples: &[i32]) {
+        let p = &self.params;
+        let ch = p.channels as usize;
+        let frames = u64::from(p.capture_frames);
+        if frames == 0 {
+            return;
+        }
+        let ring = self
+            .capture
+            .slice::<AtomicI32>(MONITOR_RING_OFFSET, p.capture_frames as usize * ch)
+            .expect("capture region was created with monitor_bytes()");
+        for (f, frame) in samples.chunks_exact(ch).enumerate() {
+            let base = ((at + f as u64) % frames) as usize * ch;
+            for (c, &v) in frame.iter().enumerate() {
+                ring[base + c].store(v, Ordering::Relaxed);
+            }
+        }
+        let end = at + (samples.len() / ch) as u64;
+        let cs = &self.status().capture.0;
+        // Release: pairs with the reader's Acquire of cap_ptr before it reads the samples.
+        cs.cap_ptr.store(end, Ordering::Release);
+        let seq = (end / u64::from(p.period_frames)) as u32;
+        cs.cap_seq.store(seq, Ordering::Release);
+        sys::futex_wake(&cs.cap_seq);
+    }
+
+    /// Sets the capture state and wakes the readers.
+    pub fn set_capture_state(&self, state: u32) {
+        let cs = &self.status().capture.0;
+        cs.state.store(state, Ordering::Release);
+        cs.cap_seq.fetch_add(0, Ordering::Release);
+        sys::futex_wake(&cs.cap_seq);
     }
 
     fn sum_ring(&self) -> &[AtomicU64] {
@@ -232,12 +304,13 @@ impl ServerRing {
             status: self.status_ro.as_fd(),
             mix: if writable_mix { self.mix_rw.as_fd() } else { self.mix_ro.as_fd() },
             monitor: self.monitor_ro.as_fd(),
+            capture: self.capture_ro.as_fd(),
         }
     }
 
     /// Byte sizes of the three regions, as the welcome message states them.
-    pub fn region_bytes(&self) -> [u64; 3] {
-        [self.status.len() as u64, self.mix.len() as u64, self.monitor.len() as u64]
+    pub fn region_bytes(&self) -> [u64; 4] {
+        [self.status.len() as u64, self.mix.len() as u64, self.monitor.len() as u64, self.capture.len() as u64]
     }
 
     /// Takes the period starting at absolute frame `hw`: for each sample, one atomic swap
@@ -311,19 +384,20 @@ impl ServerRing {
     }
 }
 
-/// A client's side of the ring: the three mappings, validated.
+/// A client's side of the ring: the four mappings, validated.
 pub struct ClientRing {
     params: RingParams,
     status: Region,
     mix: Region,
     monitor: Region,
+    capture: Region,
     mix_writable: bool,
 }
 
 impl ClientRing {
     /// Maps the regions received from the server and checks seals, sizes, magics, versions
     /// and that they agree with `params` (from the welcome message).
-    pub fn attach(params: RingParams, fds: [&OwnedFd; 3], mix_writable: bool) -> Result<ClientRing> {
+    pub fn attach(params: RingParams, fds: [&OwnedFd; 4], mix_writable: bool) -> Result<ClientRing> {
         params.validate()?;
         let status = Region::attach("status region", fds[0].as_fd(), status_bytes(), false)?;
         let mix =
@@ -334,7 +408,13 @@ impl ClientRing {
             monitor_bytes(params.monitor_frames, params.channels),
             false,
         )?;
-        let ring = ClientRing { params, status, mix, monitor, mix_writable };
+        let capture = Region::attach(
+            "capture region",
+            fds[3].as_fd(),
+            monitor_bytes(params.capture_frames, params.channels),
+            false,
+        )?;
+        let ring = ClientRing { params, status, mix, monitor, capture, mix_writable };
         ring.check_headers()?;
         Ok(ring)
     }
@@ -372,6 +452,13 @@ impl ClientRing {
         let mon: &MonitorHeader = self.monitor.block(0)?;
         let v = mon.layout_version.load(Ordering::Acquire);
         version("monitor region", mon.magic.load(Ordering::Relaxed) == MONITOR_MAGIC, v)?;
+        let cap: &MonitorHeader = self.capture.block(0)?;
+        let v = cap.layout_version.load(Ordering::Acquire);
+        version("capture region", cap.magic.load(Ordering::Relaxed) == CAPTURE_MAGIC, v)?;
+        if cap.monitor_frames.load(Ordering::Relaxed) != p.capture_frames {
+            return Err(Error::invalid("capture region", "geometry disagrees with the welcome message"));
+        }
+        self.capture_ring()?;
         self.sum_ring()?;
         self.monitor_ring()?;
         Ok(())
@@ -402,6 +489,27 @@ impl ClientRing {
     /// The monitor samples (read-only mapping: load only).
     pub fn monitor_ring(&self) -> Result<&[AtomicI32]> {
         self.monitor.slice(MONITOR_RING_OFFSET, self.params.monitor_frames as usize * self.params.channels as usize)
+    }
+
+    /// The captured samples (read-only mapping: load only).
+    pub fn capture_ring(&self) -> Result<&[AtomicI32]> {
+        self.capture.slice(MONITOR_RING_OFFSET, self.params.capture_frames as usize * self.params.channels as usize)
+    }
+
+    /// The shared input's progress.
+    pub fn capture_status(&self) -> &CaptureStatus {
+        &self.status_ok().capture.0
+    }
+
+    /// Sleeps until the capture pointer reaches `target`, the capture state changes, or
+    /// `timeout` (the caller re-checks).
+    pub fn wait_cap_ptr(&self, target: u64, timeout: Duration) -> Wake {
+        let cs = self.capture_status();
+        let seq = cs.cap_seq.load(Ordering::Acquire);
+        if cs.cap_ptr.load(Ordering::Acquire) >= target || cs.state.load(Ordering::Acquire) == CAPTURE_ENDED {
+            return Wake::Woken;
+        }
+        sys::futex_wait(&cs.cap_seq, seq, timeout)
     }
 
     /// Frames the server has taken so far.
@@ -534,6 +642,7 @@ mod tests {
             period_frames: P,
             ring_frames: R,
             monitor_frames: 128,
+            capture_frames: 0,
             freewheel: true,
         };
         ServerRing::create(params, 1).unwrap()
@@ -541,8 +650,8 @@ mod tests {
 
     fn client(s: &ServerRing) -> ClientRing {
         let fds = s.client_fds(true);
-        let owned = [fds.status, fds.mix, fds.monitor].map(|f| f.try_clone_to_owned().unwrap());
-        ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2]], true).unwrap()
+        let owned = [fds.status, fds.mix, fds.monitor, fds.capture].map(|f| f.try_clone_to_owned().unwrap());
+        ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2], &owned[3]], true).unwrap()
     }
 
     fn take(s: &ServerRing, hw: u64) -> Vec<i32> {
@@ -671,8 +780,8 @@ mod tests {
         // Simulate a server of another layout version.
         s.status().header.0.layout_version.store(99, Ordering::Release);
         let fds = s.client_fds(true);
-        let owned = [fds.status, fds.mix, fds.monitor].map(|f| f.try_clone_to_owned().unwrap());
-        let e = ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2]], true).err().unwrap();
+        let owned = [fds.status, fds.mix, fds.monitor, fds.capture].map(|f| f.try_clone_to_owned().unwrap());
+        let e = ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2], &owned[3]], true).err().unwrap();
         assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
         assert!(e.to_string().contains("99"));
     }

@@ -190,6 +190,8 @@ impl<'a> Control<'a> {
             (ConnState::Active { slot, .. }, _) => {
                 let slot = *slot;
                 let conn = self.conns.swap_remove(i);
+                // The capture thread stops counting it as a reader before the slot is freed.
+                self.shared.capture_mask.fetch_and(!(1 << slot), Ordering::AcqRel);
                 self.subs.retain(|s| s.owner != conn.id);
                 self.shared.leave_mask.fetch_or(1 << slot, Ordering::AcqRel);
                 self.shared.ring_doorbell();
@@ -306,6 +308,11 @@ impl<'a> Control<'a> {
             self.refuse(fd, Refusal::BadRequest, reason);
             return None;
         }
+        if hello.role == Role::Capture && p.capture_frames == 0 {
+            let reason = "this server shares no input (start dmix-serve with --capture SOURCE)".to_string();
+            self.refuse(fd, Refusal::BadRequest, reason);
+            return None;
+        }
         let mut held = 0u64;
         if exclusive && hello.role == Role::Play {
             let mask = map.iter().flatten().fold(0u64, |m, &c| m | 1 << c);
@@ -335,15 +342,20 @@ impl<'a> Control<'a> {
             region_bytes: self.shared.ring.region_bytes(),
         });
         let (b, n) = welcome.encode();
-        // Players add into the ring; recorders publish their read position in their
-        // counters. Both need the mix region writable; inspectors do not.
-        let fds = self.shared.ring.client_fds(matches!(hello.role, Role::Play | Role::Tee));
-        if transport::send(fd.as_fd(), &b[..n], &[fds.status, fds.mix, fds.monitor]).is_err() {
+        // Players add into the ring; recorders (of the mix or of the shared input) publish
+        // their read position in their counters. Both need the mix region writable; inspectors do not.
+        let fds = self.shared.ring.client_fds(matches!(hello.role, Role::Play | Role::Tee | Role::Capture));
+        if transport::send(fd.as_fd(), &b[..n], &[fds.status, fds.mix, fds.monitor, fds.capture]).is_err() {
             return None;
         }
         self.owned |= 1 << slot;
         let bit = 1u64 << slot;
-        for (mask, role) in [(&self.shared.play_mask, Role::Play), (&self.shared.tee_mask, Role::Tee)] {
+        let masks = [
+            (&self.shared.play_mask, Role::Play),
+            (&self.shared.tee_mask, Role::Tee),
+            (&self.shared.capture_mask, Role::Capture),
+        ];
+        for (mask, role) in masks {
             if hello.role == role {
                 mask.fetch_or(bit, Ordering::AcqRel);
             } else {

@@ -7,6 +7,7 @@
 //! `leave_mask`, frees it and hands it back through `freed_mask`. Nothing the clients write
 //! is read for control, except the self-reported positions that pace freewheel.
 
+mod capture;
 mod control;
 pub mod period;
 
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::capture::SourceSpec;
 use crate::error::{Error, Result};
 use crate::protocol::PROTOCOL_VERSION;
 use crate::ring::{RingParams, ServerRing};
@@ -33,6 +35,10 @@ pub struct ServerConfig {
     pub wait_clients: u32,
     /// Exit once a player came and all players left.
     pub exit_when_idle: bool,
+    /// The shared input, if any (`params.capture_frames` must then be non-zero).
+    pub capture: Option<SourceSpec>,
+    /// Hold the capture's first period until this many readers were admitted.
+    pub wait_readers: u32,
 }
 
 /// What the control thread and the period loop share: atomics only.
@@ -51,6 +57,8 @@ pub struct Shared {
     pub play_mask: AtomicU64,
     /// Slots held by recorders (tees), likewise.
     pub tee_mask: AtomicU64,
+    /// Slots held by readers of the shared input, likewise; cleared when they leave.
+    pub capture_mask: AtomicU64,
     /// The period loop has ended.
     pub loop_done: AtomicBool,
 }
@@ -69,6 +77,9 @@ pub use period::LoopEnd;
 /// `on_ready` is called once the socket listens (the binary prints its ready line there).
 pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Listener)) -> Result<LoopEnd> {
     cfg.params.validate()?;
+    if cfg.capture.is_some() != (cfg.params.capture_frames != 0) {
+        return Err(Error::invalid("capture", "a capture source needs a capture ring, and only then"));
+    }
     if let Some(dir) = cfg.socket.parent() {
         crate::paths::ensure_runtime_dir(dir)?;
     }
@@ -84,9 +95,13 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
         freed_mask: AtomicU64::new(0),
         play_mask: AtomicU64::new(0),
         tee_mask: AtomicU64::new(0),
+        capture_mask: AtomicU64::new(0),
         loop_done: AtomicBool::new(false),
     };
     shared.ring.set_sink_name(&cfg.sink.to_string());
+    if let Some(c) = &cfg.capture {
+        shared.ring.set_capture_source(&c.to_string());
+    }
     let sink_cfg = SinkConfig {
         rate_hz: p.rate_hz,
         channels: p.channels as u16,
@@ -122,6 +137,34 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
         if let Err(e) = opened {
             let _ = period.join();
             return Err(e);
+        }
+        if let Some(spec) = &cfg.capture {
+            let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+            // The source is opened on its own thread, like the sink.
+            let spawned = std::thread::Builder::new().name("dmix-capture".into()).spawn_scoped(s, move || {
+                let mut source = match crate::capture::open_source(spec, &sink_cfg) {
+                    Ok(source) => source,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = opened_tx.send(Ok(()));
+                // A failing input ends the capture (its readers are told), never the playback.
+                if let Err(e) = capture::CaptureLoop::new(shared, source.as_mut(), cfg.wait_readers).run() {
+                    eprintln!("dmix-serve: capture stopped: {e}");
+                }
+            });
+            let opened = match spawned {
+                Ok(_) => opened_rx.recv().unwrap_or_else(|_| Err(Error::invalid("capture thread", "ended early"))),
+                Err(e) => Err(Error::sys("spawn the capture thread", e)),
+            };
+            if let Err(e) = opened {
+                shared.stop.store(true, Ordering::Relaxed);
+                shared.ring_doorbell();
+                let _ = period.join();
+                return Err(e);
+            }
         }
         on_ready(&listener);
         let control = control::Control::new(shared, &listener, cfg.socket.parent()).run();

@@ -194,10 +194,16 @@ impl<'a> PeriodLoop<'a> {
             let start = if self.freewheel || !self.released { self.hw } else { self.hw + self.period_frames() };
             let play = self.shared.play_mask.load(Ordering::Acquire);
             let tee = self.shared.tee_mask.load(Ordering::Acquire);
+            let capture = self.shared.capture_mask.load(Ordering::Acquire);
+            // A reader of the shared input starts at the capture pointer: the capture thread
+            // treats it as a reader (and holds a freewheel capture for it) from the moment
+            // it sees the slot active, and by then its read position is set.
+            let cap_start = ring.status().capture.0.cap_ptr.load(Ordering::Acquire);
             let mut bits = joins;
             while bits != 0 {
                 let slot = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
+                let start = if capture & (1 << slot) != 0 { cap_start } else { start };
                 ring.reset_counters(slot, start);
                 let info = &ring.status().slots[slot];
                 info.start_frame.store(start, Ordering::Relaxed);
@@ -295,6 +301,7 @@ mod tests {
             period_frames: 64,
             ring_frames: 256,
             monitor_frames: 1024,
+            capture_frames: 0,
             freewheel: false,
         };
         let shared = Shared {
@@ -305,6 +312,7 @@ mod tests {
             freed_mask: AtomicU64::new(0),
             play_mask: AtomicU64::new(0),
             tee_mask: AtomicU64::new(0),
+            capture_mask: AtomicU64::new(0),
             loop_done: AtomicBool::new(false),
         };
         let mut probe = Probe { shared: &shared, periods: 0, allocs_at_10: 0, allocs_in_steady_state: None };

@@ -1,0 +1,152 @@
+//! The capture loop: a thread of its own (not the period loop) that reads the shared input a
+//! period at a time into the capture ring and advances the capture pointer, waking the
+//! readers with one syscall. Readers (`dmix-tee --source capture`) copy out of the ring at
+//! their own pace, as they do from the monitor.
+//!
+//! Pacing: an ALSA source paces itself; a file is paced by the monotonic clock, or, in
+//! freewheel, by its readers: the next period is read only when every reader has room for
+//! it, so each gets every frame. A freewheel capture with no reader waits (nobody needs it).
+//! `--wait-readers N` holds the first period until N readers were admitted, so that readers
+//! started together all get the input from its first frame.
+//!
+//! Per-reader work is reading each reader's self-reported position, in freewheel only; a
+//! reader that lies can delay the capture or lose its own frames, nothing else.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
+
+use super::Shared;
+use crate::capture::Source;
+use crate::error::Result;
+use crate::protocol::Role;
+use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING, SLOT_ACTIVE};
+
+/// How long a held or freewheel capture sleeps before re-checking its stop flag.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+fn monotonic_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| Duration::from(t).as_nanos() as u64).unwrap_or(0)
+}
+
+/// The capture loop's state.
+pub(super) struct CaptureLoop<'a> {
+    shared: &'a Shared,
+    source: &'a mut dyn Source,
+    buf: Vec<i32>,
+    cap: u64,
+    wait_readers: u32,
+}
+
+impl<'a> CaptureLoop<'a> {
+    pub(super) fn new(shared: &'a Shared, source: &'a mut dyn Source, wait_readers: u32) -> Self {
+        let p = shared.ring.params();
+        CaptureLoop {
+            shared,
+            source,
+            buf: vec![0; p.period_frames as usize * p.channels as usize],
+            cap: 0,
+            wait_readers,
+        }
+    }
+
+    /// Readers admitted and not gone (slot bits).
+    fn readers(&self) -> u64 {
+        let ring = &self.shared.ring;
+        let mut bits = self.shared.capture_mask.load(Ordering::Acquire);
+        let mut active = 0;
+        while bits != 0 {
+            let slot = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let info = &ring.status().slots[slot];
+            // Acquire: pairs with the period loop's Release of SLOT_ACTIVE, after it set the
+            // reader's start position.
+            if info.state.load(Ordering::Acquire) == SLOT_ACTIVE
+                && info.role.load(Ordering::Relaxed) == Role::Capture.code()
+            {
+                active |= 1 << slot;
+            }
+        }
+        active
+    }
+
+    /// Freewheel: every reader has read far enough that the next period overwrites nothing
+    /// it has not read, and there is at least one reader.
+    fn readers_have_room(&self, readers: u64) -> bool {
+        let p = self.shared.ring.params();
+        let ring_frames = u64::from(p.capture_frames);
+        let mut bits = readers;
+        while bits != 0 {
+            let slot = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // Acquire: pairs with the reader's Release of its read position.
+            let read = self.shared.ring.counters(slot).appl_ptr.load(Ordering::Acquire);
+            if self.cap + u64::from(p.period_frames) > read + ring_frames {
+                return false;
+            }
+        }
+        readers != 0
+    }
+
+    /// Runs until the input ends, the server stops, or the source fails (the error is
+    /// returned after the readers were told the input ended).
+    pub(super) fn run(&mut self) -> Result<()> {
+        let ring = &self.shared.ring;
+        let p = *ring.params();
+        let ch = p.channels as usize;
+        let period = p.period_frames as usize;
+        let period_ns = u64::from(p.period_frames) * 1_000_000_000 / u64::from(p.rate_hz);
+        let paced_by_clock = !p.freewheel && !self.source.paces_itself();
+        let mut released = self.wait_readers == 0 && !p.freewheel;
+        let mut deadline_ns = 0u64;
+        ring.set_capture_state(CAPTURE_RUNNING);
+        let result = loop {
+            let bell = ring.doorbell().load(Ordering::Acquire);
+            if self.shared.stop.load(Ordering::Relaxed) || self.shared.loop_done.load(Ordering::Acquire) {
+                break Ok(());
+            }
+            let readers = self.readers();
+            if !released {
+                // A freewheel capture also waits for its first reader: without one it would
+                // run through a file in an instant with nobody listening.
+                if readers.count_ones() >= self.wait_readers.max(u32::from(p.freewheel)) {
+                    released = true;
+                } else {
+                    crate::sys::futex_wait(ring.doorbell(), bell, IDLE_WAIT);
+                    continue;
+                }
+            }
+            if p.freewheel {
+                if !self.readers_have_room(readers) {
+                    crate::sys::futex_wait(ring.doorbell(), bell, IDLE_WAIT);
+                    continue;
+                }
+            } else if paced_by_clock {
+                let now = monotonic_ns();
+                if deadline_ns == 0 || now > deadline_ns + 4 * period_ns {
+                    // First period, or the machine stalled us: restart the clock.
+                    deadline_ns = now;
+                }
+                let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline_ns));
+                let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts);
+                deadline_ns += period_ns;
+            }
+            let n = match self.source.read_period(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            if n > 0 {
+                ring.publish_capture(self.cap, &self.buf[..n * ch]);
+                self.cap += n as u64;
+            }
+            ring.status().capture.0.overruns.store(self.source.overruns(), Ordering::Relaxed);
+            if n < period {
+                break Ok(());
+            }
+        };
+        // Readers drain what was captured, then end.
+        ring.set_capture_state(CAPTURE_ENDED);
+        result
+    }
+}
