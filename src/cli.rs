@@ -44,6 +44,9 @@ fn register_stop() -> Arc<AtomicBool> {
         // Registration fails only for forbidden signals, which these are not.
         let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
     }
+    // A file-size limit (ulimit -f) must make a write fail with EFBIG, which is reported
+    // and leaves a finalized WAV, rather than kill the process: catch SIGXFSZ and do nothing.
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false)));
     flag
 }
 

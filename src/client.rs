@@ -167,7 +167,16 @@ pub struct Player {
     map: Option<Vec<usize>>,
     /// Frames widened to the server's channels.
     wide: Vec<i32>,
+    /// Fault injection for the reliability tests: stop ourselves before this add.
+    stop_before_add: Option<u64>,
+    adds: u64,
 }
+
+/// Fault injection: with `DMIX_FAULT_STOP_BEFORE_ADD=N`, a player stops itself (SIGSTOP)
+/// just before its N-th add into the ring, after its window check: the worst moment for a
+/// stall, which the reliability tests use to prove that nothing it then adds can play a
+/// lap late. Harmless otherwise: it only ever stops the process that asked for it.
+pub const FAULT_STOP_BEFORE_ADD: &str = "DMIX_FAULT_STOP_BEFORE_ADD";
 
 impl Player {
     /// A player on a connection opened with `Role::Play`.
@@ -181,6 +190,8 @@ impl Player {
             underruns: 0,
             map: conn.channel_map(),
             wide: Vec::new(),
+            stop_before_add: std::env::var(FAULT_STOP_BEFORE_ADD).ok().and_then(|v| v.parse().ok()),
+            adds: 0,
             conn,
         }
     }
@@ -252,6 +263,10 @@ impl Player {
             }
             let n = ((limit - self.pos) as usize).min(frames - off);
             let chunk = &samples[off * ch..(off + n) * ch];
+            self.adds += 1;
+            if self.stop_before_add == Some(self.adds) {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+            }
             let out = self.conn.ring.mix_add(self.pos, chunk, false);
             self.remember(self.pos, &chunk[..out.frames * ch]);
             self.pos += out.frames as u64;
@@ -325,7 +340,10 @@ impl Player {
         let ch = self.conn.params().channels as usize;
         let ring_frames = self.conn.params().ring_frames as u64;
         let from = self.conn.ring.hw_ptr().max(self.pos.saturating_sub(ring_frames));
-        for f in from..self.pos {
+        // Newest frame first: the server takes frames oldest first, so whatever it takes
+        // while we retract is a clean prefix of what we queued, never a hole followed by
+        // samples we had meant to take back.
+        for f in (from..self.pos).rev() {
             let at = (f % ring_frames) as usize * ch;
             self.conn.ring.mix_add(f, &self.history[at..at + ch], true);
         }

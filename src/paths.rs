@@ -19,10 +19,21 @@ pub fn runtime_dir() -> PathBuf {
 }
 
 /// Creates the runtime directory (mode 0700) if needed, and refuses one that another user
-/// owns or that others can enter: a socket there could be swapped under us.
-pub fn ensure_runtime_dir(dir: &Path) -> Result<()> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
+/// owns or that others can enter: a socket there could be swapped under us. With `group`
+/// (`dmix-serve --group`), the directory may also be open to that one group (0750, or 0770
+/// with the sticky bit), and one we create is made so.
+pub fn ensure_runtime_dir(dir: &Path, group: Option<u32>) -> Result<()> {
+    let mode = if group.is_some() { 0o750 } else { 0o700 };
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            if let Some(g) = group {
+                std::os::unix::fs::chown(dir, None, Some(g))
+                    .map_err(|e| Error::sys(format!("chgrp {} {}", g, dir.display()), e))?;
+                // The umask may have taken the group bits.
+                std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+                    .map_err(|e| Error::sys(format!("chmod {}", dir.display()), e))?;
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::sys(format!("create {}", dir.display()), e)),
     }
@@ -33,10 +44,13 @@ pub fn ensure_runtime_dir(dir: &Path) -> Result<()> {
     if meta.uid() != nix::unistd::getuid().as_raw() {
         return Err(Error::invalid(dir.display().to_string(), format!("owned by uid {}, not by us", meta.uid())));
     }
-    if meta.mode() & 0o077 != 0 {
+    let open_to_group = group.is_some_and(|g| meta.gid() == g);
+    let forbidden = if open_to_group { 0o002 } else { 0o077 };
+    if meta.mode() & forbidden != 0 || (open_to_group && meta.mode() & 0o020 != 0 && meta.mode() & 0o1000 == 0) {
+        let want = if open_to_group { "0750 (or 0770 with the sticky bit)" } else { "0700" };
         return Err(Error::invalid(
             dir.display().to_string(),
-            format!("mode {:o} lets others in; it must be 0700", meta.mode() & 0o777),
+            format!("mode {:o} lets others in; it must be {want}", meta.mode() & 0o7777),
         ));
     }
     Ok(())
@@ -94,10 +108,10 @@ mod tests {
     fn paths_runtime_dir_must_be_private() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("dmix");
-        ensure_runtime_dir(&d).unwrap();
+        ensure_runtime_dir(&d, None).unwrap();
         assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(ensure_runtime_dir(&d).is_err());
+        assert!(ensure_runtime_dir(&d, None).is_err());
     }
 }

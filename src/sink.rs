@@ -123,6 +123,7 @@ impl Sink for NullSink {
 /// A WAV file in the device format: 16- or 32-bit integer, or 32-bit IEEE float.
 struct WavSink {
     name: String,
+    path: PathBuf,
     format: SampleFormat,
     writer: Option<hound::WavWriter<BufWriter<File>>>,
 }
@@ -141,7 +142,7 @@ impl WavSink {
             sink: name.clone(),
             reason: format!("cannot create: {}", hound_reason(&e)),
         })?;
-        Ok(WavSink { name, format: cfg.format, writer: Some(writer) })
+        Ok(WavSink { name, path: path.to_path_buf(), format: cfg.format, writer: Some(writer) })
     }
 
     fn fail(&self, e: &hound::Error) -> Error {
@@ -177,10 +178,54 @@ impl Sink for WavSink {
     }
     fn finish(&mut self) -> Result<()> {
         match self.writer.take() {
-            Some(w) => w.finalize().map_err(|e| self.fail(&e)),
+            Some(w) => w.finalize().map_err(|e| {
+                // The last writes failed (a full disk, a file-size limit): hound could not
+                // write its header. Make the header describe what did reach the disk.
+                let _ = repair_wav(&self.path);
+                self.fail(&e)
+            }),
             None => Ok(()),
         }
     }
+}
+
+/// Makes a WAV file whose writer failed readable: sets the RIFF and data chunk sizes to
+/// the whole frames that are on disk and cuts off a partial frame. Leaves a file without a
+/// complete header (nothing to keep) alone.
+pub(crate) fn repair_wav(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    let mut head = vec![0u8; len.min(4096) as usize];
+    f.read_exact(&mut head)?;
+    let bad = || std::io::Error::from(std::io::ErrorKind::InvalidData);
+    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return Err(bad());
+    }
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let (mut at, mut block) = (12usize, 0u64);
+    while at + 8 <= head.len() {
+        let (id, size) = (&head[at..at + 4], u32_at(&head, at + 4) as usize);
+        if id == b"fmt " && at + 8 + 14 <= head.len() {
+            block = u64::from(u16::from_le_bytes([head[at + 20], head[at + 21]]));
+        }
+        if id == b"data" {
+            let data_at = (at + 8) as u64;
+            if block == 0 || len < data_at {
+                return Err(bad());
+            }
+            let data = (len - data_at) / block * block;
+            let data32 = u32::try_from(data).map_err(|_| bad())?;
+            f.set_len(data_at + data)?;
+            f.seek(SeekFrom::Start(4))?;
+            f.write_all(&((data_at + data - 8) as u32).to_le_bytes())?;
+            f.seek(SeekFrom::Start(data_at - 4))?;
+            f.write_all(&data32.to_le_bytes())?;
+            return f.sync_data();
+        }
+        at += 8 + size + (size & 1);
+    }
+    Err(bad())
 }
 
 impl Drop for WavSink {
@@ -427,6 +472,32 @@ mod tests {
             s.write_period(&ramp()).unwrap();
         }
         assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 256);
+    }
+
+    #[test]
+    fn sink_wav_repair_keeps_the_whole_frames_on_disk() {
+        let t = tempfile::tempdir().unwrap();
+        for f in SampleFormat::ALL {
+            let path = t.path().join(format!("{f}.wav"));
+            let mut s = open_sink(&SinkSpec::Wav(path.clone()), &cfg(f)).unwrap();
+            s.write_period(&ramp()).unwrap();
+            s.finish().unwrap();
+            // What a failed writer leaves: sizes still saying 0 (hound's initial header)
+            // and a partial frame at the end.
+            let mut bytes = std::fs::read(&path).unwrap();
+            let data_at = bytes.windows(4).position(|w| w == b"data").unwrap() + 8;
+            bytes[4..8].copy_from_slice(&0u32.to_le_bytes());
+            bytes[data_at - 4..data_at].copy_from_slice(&0u32.to_le_bytes());
+            bytes.push(0x55);
+            std::fs::write(&path, &bytes).unwrap();
+            repair_wav(&path).unwrap();
+            let r = hound::WavReader::open(&path).unwrap();
+            assert_eq!(r.duration(), 256, "{f}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - 1, "{f}");
+        }
+        let junk = t.path().join("junk.wav");
+        std::fs::write(&junk, b"not a wav").unwrap();
+        assert!(repair_wav(&junk).is_err());
     }
 
     #[test]

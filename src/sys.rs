@@ -3,7 +3,8 @@
 //! - futex wait/wake on a word in a shared mapping (never `FUTEX_PRIVATE_FLAG`: the waiter
 //!   and the waker are different processes);
 //! - adopting the raw fds the kernel hands us (`accept4`, `SCM_RIGHTS`) as `OwnedFd`, each
-//!   exactly once, close-on-exec from birth.
+//!   exactly once, close-on-exec from birth;
+//! - the peer's supplementary groups (`SO_PEERGROUPS`), which nix does not wrap.
 //!
 //! What this module upholds: every fd it returns is owned by nobody else; every futex call
 //! passes a pointer to a live, 4-byte aligned word and a valid timespec. It never blocks
@@ -146,6 +147,41 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) ->
         return Ok(None);
     }
     Ok(Some(Received { len, truncated, fds }))
+}
+
+/// `SO_PEERGROUPS` (Linux 4.13): the peer's supplementary groups, as the kernel recorded them
+/// at connect time.
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary group ids of a connected unix socket's peer.
+pub fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    // NGROUPS_MAX is 65536; start small and grow to what the kernel says it needs.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is a live, writable buffer of exactly `len` bytes, and `len` is a
+        // valid socklen_t the kernel may update; the fd is borrowed for the call's duration.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(err);
+    }
 }
 
 /// A counting global allocator for the test build: proves the period loop allocates

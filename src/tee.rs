@@ -63,7 +63,8 @@ pub struct TeeSummary {
     pub frames: u64,
     /// Frames lost because the recorder fell behind.
     pub lost_frames: u64,
-    /// The server went away (the recording holds everything it played).
+    /// The server went away without stopping (killed): `record` returns `ServerGone` after
+    /// finalizing the output, which holds everything it played.
     pub server_gone: bool,
     /// The shared input ended (the recording holds all of it from the start frame).
     pub input_ended: bool,
@@ -144,9 +145,10 @@ impl Out {
 
     fn finish(self) -> Result<()> {
         match self {
-            Out::Wav { path, writer } => writer.finalize().map_err(|e| Error::Device {
-                sink: path.display().to_string(),
-                reason: format!("finalize failed: {e}"),
+            Out::Wav { path, writer } => writer.finalize().map_err(|e| {
+                // A full disk or a file-size limit: keep what reached the disk readable.
+                let _ = crate::sink::repair_wav(&path);
+                Error::Device { sink: path.display().to_string(), reason: format!("finalize failed: {e}") }
             }),
             Out::Stream(mut out) => out.flush().map_err(|e| Error::sys("write stdout", e)),
         }
@@ -169,6 +171,9 @@ pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_lost: &mut dyn FnMut(u64)) 
     let finished = out.finish();
     let summary = result?;
     finished?;
+    if summary.server_gone {
+        return Err(Error::ServerGone);
+    }
     Ok(summary)
 }
 
@@ -284,7 +289,9 @@ fn record_into(
             if feed.write_ptr() > pos {
                 continue;
             }
-            summary.server_gone = true;
+            // Stopped (SIGINT/SIGTERM): the recording simply ends. Gone without stopping
+            // (killed, crashed): the recording is complete up to there, but say so.
+            summary.server_gone = !stopping;
             return Ok(summary);
         }
         if stop.load(Ordering::Relaxed) {

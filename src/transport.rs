@@ -185,3 +185,8 @@ pub fn peer_cred(sock: BorrowedFd<'_>) -> Result<PeerCred> {
     let c = getsockopt(&sock, sockopt::PeerCredentials).map_err(|e| Error::sys("SO_PEERCRED", e))?;
     Ok(PeerCred { pid: c.pid() as u32, uid: c.uid(), gid: c.gid() })
 }
+
+/// The peer's supplementary group ids (SO_PEERGROUPS), from the kernel.
+pub fn peer_groups(sock: BorrowedFd<'_>) -> Result<Vec<u32>> {
+    sys::peer_groups(sock).map_err(|e| Error::sys("SO_PEERGROUPS", e))
+}

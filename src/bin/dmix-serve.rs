@@ -58,6 +58,11 @@ struct Args {
     /// Hold the capture until N readers are connected (with --freewheel, at least one).
     #[arg(long, value_name = "N", default_value_t = 0)]
     wait_readers: u32,
+    /// Also admit users in GROUP (a name or gid): the socket becomes mode 0660 in that group.
+    /// Use --socket in a directory the group can reach; the default runtime directory is
+    /// private to you.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -103,7 +108,19 @@ fn config(a: &Args) -> Result<ServerConfig> {
         exit_when_idle: a.exit_when_idle,
         capture,
         wait_readers: a.wait_readers,
+        group: a.group.as_deref().map(parse_group).transpose()?,
     })
+}
+
+fn parse_group(g: &str) -> Result<u32> {
+    if let Ok(gid) = g.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(Error::invalid(format!("--group {g}"), "no such group")),
+        Err(e) => Err(Error::sys(format!("look up group {g}"), e)),
+    }
 }
 
 const EXTRA: &[(&str, &str)] = &[

@@ -10,8 +10,9 @@
 //! - every view is bounds- and alignment-checked against the mapping, and borrows it;
 //! - no `&[u8]`/`&mut [u8]` over shared memory is ever created.
 //!
-//! A read-only mapping (status, monitor on the client side) is only ever loaded from: the
-//! kernel refuses PROT_WRITE on those fds, and the code that holds such views never stores.
+//! A read-only mapping (status, monitor, capture on the client side) is only ever loaded
+//! from: those regions carry `F_SEAL_FUTURE_WRITE`, so the kernel refuses any writable
+//! mapping of them but the server's own, and the code that holds such views never stores.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -56,13 +57,21 @@ pub struct Region {
 impl Region {
     /// Creates a sealed memfd of `len` bytes (zero-filled by the kernel) and maps it
     /// read-write. Returns the read-write fd with the mapping.
-    pub fn create(name: &str, len: usize) -> Result<(OwnedFd, Region)> {
+    ///
+    /// `server_only`: after mapping, seal it with `F_SEAL_FUTURE_WRITE` too, so that this
+    /// mapping stays the only writable one. A read-only fd alone does not protect a region:
+    /// its holder can reopen `/proc/self/fd/N` read-write (the memfd's inode allows it) and
+    /// map that. The seal makes the kernel refuse every new writable mapping and write.
+    pub fn create(name: &str, len: usize, server_only: bool) -> Result<(OwnedFd, Region)> {
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
             .map_err(|e| Error::sys(format!("memfd_create {name}"), e))?;
         nix::unistd::ftruncate(&fd, len as i64).map_err(|e| Error::sys(format!("ftruncate {name}"), e))?;
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS)).map_err(|e| Error::sys(format!("seal {name}"), e))?;
+        let resize = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(resize)).map_err(|e| Error::sys(format!("seal {name}"), e))?;
         let map =
             MmapOptions::new().len(len).map_raw(fd.as_raw_fd()).map_err(|e| Error::sys(format!("mmap {name}"), e))?;
+        let last = if server_only { SEALS | SealFlag::F_SEAL_FUTURE_WRITE } else { SEALS };
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(last)).map_err(|e| Error::sys(format!("seal {name}"), e))?;
         Ok((fd, Region { map, len }))
     }
 
@@ -126,8 +135,9 @@ impl Region {
 }
 
 /// Opens a second, read-only fd on a memfd (through /proc/self/fd), to hand to clients: a
-/// PROT_WRITE shared mapping of it is refused by the kernel, so no client can write the
-/// regions the server alone owns.
+/// PROT_WRITE shared mapping of it is refused by the kernel. (Its holder could reopen it
+/// read-write through /proc; the server-only regions are therefore also sealed against
+/// future writes, see [`Region::create`].)
 pub fn reopen_read_only(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let f = File::open(&path).map_err(|e| Error::sys(format!("open {path} read-only"), e))?;

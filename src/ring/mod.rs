@@ -146,12 +146,12 @@ impl ServerRing {
     /// in each (Release), so an opener that sees it (Acquire) sees everything else.
     pub fn create(params: RingParams, protocol_version: u32) -> Result<ServerRing> {
         params.validate()?;
-        let (status_rw, status) = Region::create("dmix-status", status_bytes())?;
-        let (mix_rw, mix) = Region::create("dmix-mix", mix_bytes(params.ring_frames, params.channels))?;
+        let (status_rw, status) = Region::create("dmix-status", status_bytes(), true)?;
+        let (mix_rw, mix) = Region::create("dmix-mix", mix_bytes(params.ring_frames, params.channels), false)?;
         let (monitor_rw, monitor) =
-            Region::create("dmix-monitor", monitor_bytes(params.monitor_frames, params.channels))?;
+            Region::create("dmix-monitor", monitor_bytes(params.monitor_frames, params.channels), true)?;
         let (capture_rw, capture) =
-            Region::create("dmix-capture", monitor_bytes(params.capture_frames, params.channels))?;
+            Region::create("dmix-capture", monitor_bytes(params.capture_frames, params.channels), true)?;
         let ring = ServerRing {
             params,
             status_ro: reopen_read_only(status_rw.as_fd())?,
@@ -663,6 +663,33 @@ mod tests {
 
     fn ramp(frames: u32, k: i32) -> Vec<i32> {
         (0..frames as i32 * 2).map(|i| (i + 1) * k).collect()
+    }
+
+    #[test]
+    fn ring_server_only_regions_cannot_be_reopened_writable() {
+        use std::os::fd::AsRawFd;
+        let s = server();
+        let fds = s.client_fds(false);
+        let len = |what| match what {
+            "mix" => s.region_bytes()[1] as usize,
+            _ => 1,
+        };
+        for (what, fd) in [("status", fds.status), ("monitor", fds.monitor), ("capture", fds.capture), ("mix", fds.mix)]
+        {
+            // What a hostile client would try: reopen its read-only fd read-write through
+            // /proc and map that shared and writable.
+            let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            let rw = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+            let mapped = rw.map_err(|e| Error::sys("reopen", e)).and_then(|f| {
+                let f = OwnedFd::from(f);
+                super::map::Region::attach(what, f.as_fd(), len(what), true).map(|_| ())
+            });
+            if what == "mix" {
+                assert!(mapped.is_ok(), "the mix region must stay writable for players: {mapped:?}");
+            } else {
+                assert!(mapped.is_err(), "the {what} region was mapped writable through /proc");
+            }
+        }
     }
 
     #[test]

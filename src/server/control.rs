@@ -69,6 +69,13 @@ pub(super) struct Control<'a> {
     next_client_id: u32,
     next_conn_id: u64,
     uid: u32,
+    /// `--group`: peers in it are admitted too.
+    group: Option<u32>,
+    /// Connections dropped for want of a pending place since the last log line.
+    dropped: u64,
+    /// When the last line about a refused client was logged, and how many were not since.
+    last_log: Option<Instant>,
+    unlogged: u64,
 }
 
 /// What a poll entry stands for.
@@ -80,7 +87,7 @@ enum Source {
 }
 
 impl<'a> Control<'a> {
-    pub(super) fn new(shared: &'a Shared, listener: &'a Listener, dir: Option<&'a Path>) -> Self {
+    pub(super) fn new(shared: &'a Shared, listener: &'a Listener, dir: Option<&'a Path>, group: Option<u32>) -> Self {
         Control {
             shared,
             listener,
@@ -91,6 +98,10 @@ impl<'a> Control<'a> {
             next_client_id: 1,
             next_conn_id: 1,
             uid: nix::unistd::getuid().as_raw(),
+            group,
+            dropped: 0,
+            last_log: None,
+            unlogged: 0,
         }
     }
 
@@ -156,9 +167,19 @@ impl<'a> Control<'a> {
             let Some(fd) = accepted else { return Ok(()) };
             let pending = self.conns.iter().filter(|c| matches!(c.state, ConnState::Pending(_))).count();
             if pending >= MAX_PENDING {
-                // Too many silent connections: drop the new one rather than grow without bound.
-                eprintln!("dmix-serve: too many connections waiting to say hello; dropping one");
+                // Too many silent connections: drop the new one rather than grow without
+                // bound. One log line per flood, not one per connection.
+                if self.dropped == 0 {
+                    eprintln!(
+                        "dmix-serve: more than {MAX_PENDING} connections waiting to say hello; dropping new ones"
+                    );
+                }
+                self.dropped += 1;
                 continue;
+            }
+            if pending == 0 && self.dropped > 0 {
+                eprintln!("dmix-serve: the flood is over; {} connections were dropped", self.dropped);
+                self.dropped = 0;
             }
             let id = self.next_conn_id;
             self.next_conn_id += 1;
@@ -211,7 +232,22 @@ impl<'a> Control<'a> {
         }
     }
 
-    fn refuse(&self, fd: &OwnedFd, r: Refusal, reason: String) {
+    /// Refuses a connection with `reason`, and logs one line naming the peer, at most one a
+    /// second (a flood of bad clients must not flood the log; the next line says how many
+    /// went unlogged).
+    fn refuse(&mut self, fd: &OwnedFd, r: Refusal, reason: String) {
+        let now = Instant::now();
+        if self.last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            let pid = transport::peer_cred(fd.as_fd()).map_or(0, |c| c.pid);
+            let more = match std::mem::take(&mut self.unlogged) {
+                0 => String::new(),
+                n => format!(" ({n} more refused since the last line)"),
+            };
+            eprintln!("dmix-serve: refused pid {pid}: {reason}{more}");
+            self.last_log = Some(now);
+        } else {
+            self.unlogged += 1;
+        }
         let (b, n) = Reply::Refused(r, reason).encode();
         let _ = transport::send(fd.as_fd(), &b[..n], &[]);
     }
@@ -286,8 +322,14 @@ impl<'a> Control<'a> {
             }
         };
         let cred = transport::peer_cred(fd.as_fd()).ok()?;
-        if cred.uid != self.uid && cred.uid != 0 {
-            self.refuse(fd, Refusal::Denied, format!("uid {} may not use this server", cred.uid));
+        if !self.admits(fd, cred) {
+            let reason = match self.group {
+                None => format!("uid {} may not use this server (it serves uid {})", cred.uid, self.uid),
+                Some(g) => {
+                    format!("uid {} may not use this server (it serves uid {} and group {g})", cred.uid, self.uid)
+                }
+            };
+            self.refuse(fd, Refusal::Denied, reason);
             return None;
         }
         let p = self.shared.ring.params();
@@ -365,6 +407,18 @@ impl<'a> Control<'a> {
         self.shared.join_mask.fetch_or(bit, Ordering::AcqRel);
         self.shared.ring_doorbell();
         Some(ConnState::Active { slot, role: hello.role, held })
+    }
+
+    /// The kernel's word on the peer: our own uid, root, or (with `--group`) a member of the
+    /// group, primary or supplementary.
+    fn admits(&self, fd: &OwnedFd, cred: PeerCred) -> bool {
+        if cred.uid == self.uid || cred.uid == 0 {
+            return true;
+        }
+        match self.group {
+            None => false,
+            Some(g) => cred.gid == g || transport::peer_groups(fd.as_fd()).is_ok_and(|gs| gs.contains(&g)),
+        }
     }
 
     fn held_channels(&self) -> u64 {

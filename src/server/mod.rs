@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub capture: Option<SourceSpec>,
     /// Hold the capture's first period until this many readers were admitted.
     pub wait_readers: u32,
+    /// Also admit peers in this group (gid); the socket is then mode 0660 in that group.
+    pub group: Option<u32>,
 }
 
 /// What the control thread and the period loop share: atomics only.
@@ -81,11 +83,18 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
         return Err(Error::invalid("capture", "a capture source needs a capture ring, and only then"));
     }
     if let Some(dir) = cfg.socket.parent() {
-        crate::paths::ensure_runtime_dir(dir)?;
+        crate::paths::ensure_runtime_dir(dir, cfg.group)?;
     }
     // Bind first: a second server must be refused before it touches the sink (a WAV path
     // shared with a live server would otherwise be truncated).
     let listener = Listener::bind(&cfg.socket, 0o600)?;
+    if let Some(g) = cfg.group {
+        // Group first, then mode: the socket is never open to a group it is not in.
+        std::os::unix::fs::chown(&cfg.socket, None, Some(g))
+            .map_err(|e| Error::sys(format!("chgrp {g} {}", cfg.socket.display()), e))?;
+        std::fs::set_permissions(&cfg.socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+            .map_err(|e| Error::sys(format!("chmod {}", cfg.socket.display()), e))?;
+    }
     let p = cfg.params;
     let shared = Shared {
         ring: ServerRing::create(p, PROTOCOL_VERSION)?,
@@ -167,7 +176,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
             }
         }
         on_ready(&listener);
-        let control = control::Control::new(shared, &listener, cfg.socket.parent()).run();
+        let control = control::Control::new(shared, &listener, cfg.socket.parent(), cfg.group).run();
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
             shared.ring_doorbell();
