@@ -285,6 +285,8 @@ fn record_into(
             return Ok(summary);
         }
         if stopping || crate::transport::peer_hung_up(conn.socket()) {
+            // A stopping server says so before it hangs up: read the state again now.
+            let stopping = stopping || ring.server_state() == SERVER_STOPPING;
             // Drain what the server wrote before it went: the mapping outlives it.
             if feed.write_ptr() > pos {
                 continue;

@@ -19,7 +19,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::protocol::{Hello, MAX_SHARE_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, ShareRequest, Welcome};
-use crate::ring::layout::{MAX_SLOTS, NAME_BYTES, RING_LAYOUT_VERSION, SLOT_JOINING};
+use crate::ring::layout::{MAX_SLOTS, NAME_BYTES, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_JOINING};
 use crate::ring::unix_now_ns;
 use crate::transport::{self, Listener, PeerCred};
 
@@ -150,9 +150,16 @@ impl<'a> Control<'a> {
                 }
             }
             self.expire_pending();
+            if self.dropped > 0 && !self.conns.iter().any(|c| matches!(c.state, ConnState::Pending(_))) {
+                eprintln!("dmix-serve: the flood is over; {} connections were dropped", self.dropped);
+                self.dropped = 0;
+            }
         }
-        // Closing every connection tells each client the server is gone; dropping the
-        // sub-devices removes their sockets.
+        // Say "stopping" before hanging up (the period loop may not have yet), so that a
+        // client can tell a server that stopped from one that vanished. Closing every
+        // connection then tells each client; dropping the sub-devices removes their sockets.
+        self.shared.ring.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
+        self.shared.ring.wake_all();
         self.conns.clear();
         self.subs.clear();
         Ok(())
@@ -177,10 +184,7 @@ impl<'a> Control<'a> {
                 self.dropped += 1;
                 continue;
             }
-            if pending == 0 && self.dropped > 0 {
-                eprintln!("dmix-serve: the flood is over; {} connections were dropped", self.dropped);
-                self.dropped = 0;
-            }
+
             let id = self.next_conn_id;
             self.next_conn_id += 1;
             let via = sub.map(|i| self.subs[i].name.clone());

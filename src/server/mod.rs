@@ -91,7 +91,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
     if let Some(g) = cfg.group {
         // Group first, then mode: the socket is never open to a group it is not in.
         std::os::unix::fs::chown(&cfg.socket, None, Some(g))
-            .map_err(|e| Error::sys(format!("chgrp {g} {}", cfg.socket.display()), e))?;
+            .map_err(|e| Error::sys(format!("chgrp {g} {} (is this user in that group?)", cfg.socket.display()), e))?;
         std::fs::set_permissions(&cfg.socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
             .map_err(|e| Error::sys(format!("chmod {}", cfg.socket.display()), e))?;
     }
