@@ -1,6 +1,7 @@
 mod capture;
 mod generated;
 mod play;
+mod props;
 mod reliability;
 mod serve;
 mod share;
