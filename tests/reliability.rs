@@ -144,6 +144,12 @@ fn reliability_clients_killed_anywhere_leave_the_survivor_exact_and_nothing_behi
     assert!(points.iter().all(|&n| n > victims / 6), "kill points not all exercised: {points:?}");
     // Every victim's slot is reclaimed: only the survivor plays.
     wait_role_count(&stat, Role::Play, 1);
+    // A victim killed before its hello left a pending connection, closed when the server
+    // sees the hang-up: wait (bounded) for the count to settle.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fd_count(server.pid()) != fds_before && Instant::now() < deadline {
+        stat.ring().wait_any(Duration::from_millis(20));
+    }
     let (fds_after, rss_after) = (fd_count(server.pid()), rss_kib(server.pid()));
     assert_eq!(fds_after, fds_before, "the server's fd count changed");
     assert!(rss_after <= rss_before + 512, "the server grew from {rss_before} to {rss_after} KiB");

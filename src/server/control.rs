@@ -218,6 +218,8 @@ impl<'a> Control<'a> {
                 // The capture thread stops counting it as a reader before the slot is freed.
                 self.shared.capture_mask.fetch_and(!(1 << slot), Ordering::AcqRel);
                 self.subs.retain(|s| s.owner != conn.id);
+                // Its fd is closed before the slot is given back.
+                drop(conn);
                 self.shared.leave_mask.fetch_or(1 << slot, Ordering::AcqRel);
                 self.shared.ring_doorbell();
             }
