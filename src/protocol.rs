@@ -418,6 +418,10 @@ impl ShareRequest {
     /// channel ranges, duplicates, and overlaps between exclusive sub-devices.
     pub fn decode(b: &[u8], channels: u32) -> Result<ShareRequest> {
         let bad = |r: String| Err(Error::invalid("share request", r));
+        // Found by fuzzing: a server of 0 channels made the range message underflow.
+        if channels == 0 || channels as usize > crate::ring::layout::MAX_CHANNELS {
+            return bad(format!("a server of {channels} channels cannot be shared"));
+        }
         if b.len() < 16 || b[0..4] != SHARE_MAGIC {
             return bad("not a share request".into());
         }
@@ -598,10 +602,15 @@ mod tests {
         let mut twice = req.clone();
         twice.subs[0].map = vec![1, 1];
         check(twice, 4, "listed twice");
-        let mut badname = req;
+        let mut badname = req.clone();
         badname.subs[0].name = ".x".into();
         check(badname, 4, "server name");
         assert!(ShareRequest::decode(b"DMXs", 4).is_err());
+        // Fuzz finding (fuzz/fuzz_targets/protocol.rs): channel counts the server never has
+        // are refused, not a panic (0 underflowed, over 64 would overflow the duplicate mask).
+        for channels in [0, 33, 64, 65, u32::MAX] {
+            assert!(ShareRequest::decode(&req.encode(), channels).is_err(), "{channels}");
+        }
         assert_eq!(Reply::decode(&Reply::Done.encode().0[..12]).unwrap(), Reply::Done);
     }
 

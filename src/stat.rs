@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
 use crate::protocol::Role;
 use crate::ring::layout::{CAPTURE_ENDED, FLAG_FREEWHEEL, MAX_SLOTS, SLOT_ACTIVE};
-use crate::ring::unix_now_ns;
+use crate::ring::{ClientRing, unix_now_ns};
 
 /// Everything `dmix-stat` shows about one server at one moment.
 #[derive(Clone, Debug, Serialize)]
@@ -126,7 +126,13 @@ pub fn peak_dbfs(peak: u32) -> Option<f64> {
 
 /// Reads a snapshot through an inspector connection.
 pub fn snapshot(conn: &Connection, socket: &Path) -> Result<Snapshot> {
-    let ring = conn.ring();
+    snapshot_ring(conn.ring(), socket)
+}
+
+/// [`snapshot`] of an attached ring. Everything read from it is treated as untrusted (a
+/// player writes its own counters): nothing it holds can make this panic (fuzzed:
+/// fuzz/fuzz_targets/ring_attach.rs).
+pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
     let p = *ring.params();
     let status = ring.status()?;
     let h = &status.header.0;
