@@ -75,6 +75,10 @@ enum Source {
         track: u32,
         scratch_i: Vec<i32>,
         scratch_f: Vec<f64>,
+        /// The container marks its end (Ogg's last-page flag), so an end of input before it
+        /// means the file is cut off. Elsewhere the input simply ends (a WAV of unknown length
+        /// from `ffmpeg -f wav -`).
+        marks_end: bool,
     },
 }
 
@@ -96,6 +100,8 @@ pub struct Decoder {
     exact_length: bool,
     decoded_frames: u64,
     bad_packets: u32,
+    /// The input ended before the container's end mark (see `Source::Sym::marks_end`).
+    cut_off: bool,
     src: Vec<i32>,
     mapped: Vec<i32>,
     ended: bool,
@@ -149,6 +155,7 @@ impl Decoder {
             exact_length: exact,
             decoded_frames: 0,
             bad_packets: 0,
+            cut_off: false,
             src: Vec::new(),
             mapped: Vec::new(),
             ended: false,
@@ -202,6 +209,12 @@ impl Decoder {
 
     fn check_length(&self) -> Result<()> {
         let Some(promised) = self.promised_frames else {
+            if self.cut_off {
+                return Err(Error::input(
+                    &self.path,
+                    format!("corrupt or truncated: the stream is cut off after {} frames", self.decoded_frames),
+                ));
+            }
             return Ok(());
         };
         let short = if self.exact_length {
@@ -223,11 +236,12 @@ impl Decoder {
     fn next_source_frames(&mut self) -> Result<usize> {
         match &mut self.source {
             Source::Raw { reader, spec, bytes } => read_raw(&self.path, reader.as_mut(), spec, bytes, &mut self.src),
-            Source::Sym { format, decoder, track, scratch_i, scratch_f } => loop {
+            Source::Sym { format, decoder, track, scratch_i, scratch_f, marks_end } => loop {
                 let packet = match format.next_packet() {
                     Ok(Some(p)) => p,
                     Ok(None) => return Ok(0),
                     Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        self.cut_off = *marks_end;
                         return Ok(0);
                     }
                     Err(SymError::ResetRequired) => {
@@ -352,25 +366,42 @@ fn open_file(path: &str) -> Result<File> {
 type Opened = (Source, String, u32, usize, Option<u64>, bool);
 
 fn open_symphonia(path: &str, input: Input) -> Result<Opened> {
-    let source: Box<dyn symphonia::core::io::MediaSource> = match input {
-        Input::Stdin(s) => Box::new(ReadOnlySource::new(s)),
-        // Seekable, so containers can read their index and trailing metadata.
-        Input::File(f) => Box::new(f),
-    };
-    let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = std::path::Path::new(path).extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    let format = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
-        .map_err(|e| match e {
-            SymError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Error::input(path, "not a recognised audio file (too short)")
+    let probe = |source: Box<dyn symphonia::core::io::MediaSource>| {
+        symphonia::default::get_probe().probe(
+            &hint,
+            MediaSourceStream::new(source, Default::default()),
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+    };
+    let probed = match input {
+        Input::Stdin(s) => probe(Box::new(ReadOnlySource::new(s))),
+        // Seekable, so containers can read their index and trailing metadata.
+        Input::File(f) => match probe(Box::new(f)) {
+            // A truncated Ogg file fails here: the reader seeks to the last page to learn the
+            // length. Read as a stream it plays up to the cut, which is then reported.
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                probe(Box::new(ReadOnlySource::new(open_file(path)?)))
             }
-            SymError::Unsupported(_) => Error::input(path, "not a recognised audio file (unknown container format)"),
-            e => Error::input(path, format!("not a recognised audio file ({e})")),
-        })?;
+            r => r,
+        },
+    };
+    let format = probed.map_err(|e| match e {
+        SymError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::input(path, "not a recognised audio file (too short)")
+        }
+        SymError::Unsupported(what) if what.contains("moov") => Error::input(
+            path,
+            "truncated or unfinished MP4: no 'moov' index (through a pipe, only files written with \
+             -movflags +faststart play)",
+        ),
+        SymError::Unsupported(_) => Error::input(path, "not a recognised audio file (unknown container format)"),
+        e => Error::input(path, format!("not a recognised audio file ({e})")),
+    })?;
     let track = format.default_track(TrackType::Audio).ok_or_else(|| Error::input(path, "no audio track"))?;
     let Some(CodecParameters::Audio(params)) = track.codec_params.as_ref() else {
         return Err(Error::input(path, "no audio track"));
@@ -386,8 +417,9 @@ fn open_symphonia(path: &str, input: Input) -> Result<Opened> {
     let exact = codec < CODEC_ID_WAVPACK || codec == CODEC_ID_ALAC;
     let promised = track.num_frames;
     let id = track.id;
+    let marks_end = format.format_info().short_name == "ogg";
     Ok((
-        Source::Sym { format, decoder, track: id, scratch_i: Vec::new(), scratch_f: Vec::new() },
+        Source::Sym { format, decoder, track: id, scratch_i: Vec::new(), scratch_f: Vec::new(), marks_end },
         what,
         rate,
         channels,

@@ -46,6 +46,8 @@ pub struct PlaySummary {
     pub failed: Vec<Error>,
     /// A stop (SIGINT) cut playing short.
     pub stopped: bool,
+    /// Inputs played to their end.
+    pub played: usize,
 }
 
 /// Connects, plays every input, drains. Errors that end everything (no server, the server
@@ -68,7 +70,10 @@ pub fn play(cfg: &PlayConfig, stop: &AtomicBool, obs: &mut dyn Observer) -> Resu
             obs,
             &mut buf,
         ) {
-            Ok(Flow::Done) => obs.file_done(),
+            Ok(Flow::Done) => {
+                summary.played += 1;
+                obs.file_done();
+            }
             Ok(Flow::Stopped) => {
                 player.retract();
                 summary.stopped = true;

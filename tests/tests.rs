@@ -1,3 +1,4 @@
+mod badinput;
 mod capture;
 mod generated;
 mod play;

@@ -196,6 +196,14 @@ impl Proc {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
     }
 
+    /// The exit status if the child has exited, without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.exits.try_recv().ok();
+        }
+        self.status
+    }
+
     /// Waits (bounded) for the child to exit; panics with its stderr on timeout.
     pub fn wait(&mut self) -> ExitStatus {
         self.wait_timeout(DEADLINE)

@@ -154,7 +154,15 @@ fn main() -> ExitCode {
     match result {
         Ok(s) if s.stopped || stop.load(Ordering::Relaxed) => ExitCode::from(130),
         Ok(s) => match s.failed.first() {
-            Some(e) => ExitCode::from(dmix::error::exit_code(e.kind())),
+            Some(e) => {
+                let inputs = args.files.len();
+                if inputs > 1 {
+                    let skipped = if args.strict { inputs.saturating_sub(s.played + s.failed.len()) } else { 0 };
+                    let rest = if skipped > 0 { format!("; --strict: {skipped} not tried") } else { String::new() };
+                    eprintln!("dmix-play: {} of {inputs} inputs could not be played{rest}", s.failed.len());
+                }
+                ExitCode::from(dmix::error::exit_code(e.kind()))
+            }
             None => ExitCode::SUCCESS,
         },
         Err(e) => dmix::cli::report("dmix-play", &e),
