@@ -131,9 +131,7 @@ fn header(data: u32) -> Vec<u8> {
     h.extend_from_slice(b"RIFF");
     h.extend_from_slice(&data.saturating_add(36).to_le_bytes());
     h.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32] {
-        h.extend_from_slice(&v.to_le_bytes());
-    }
+    h.extend_from_slice(&16u32.to_le_bytes());
     for v in [1u16, 2] {
         h.extend_from_slice(&v.to_le_bytes());
     }
