@@ -23,7 +23,7 @@ _dmix__serve() {
 
     case "${cmd}" in
         dmix__serve)
-            opts="-r -c -f -n -q -h -V --sink --rate --channels --format --period --buffer --name --socket --freewheel --wait-clients --exit-when-idle --capture --wait-readers --group --quiet --generate --help --version"
+            opts="-r -c -f -n -q -h -V --sink --rate --channels --format --period --buffer --name --socket --freewheel --wait-clients --exit-when-idle --capture --wait-readers --group --rt-priority --quiet --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -90,6 +90,10 @@ _dmix__serve() {
                     return 0
                     ;;
                 --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rt-priority)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -10,6 +10,7 @@ complete -c dmix-serve -l wait-clients -d 'Hold the first period until N playing
 complete -c dmix-serve -l capture -d 'Share an input among any number of readers (dmix-tee --source capture): alsa:PCM (an ALSA capture device) or wav:PATH (a file, read once at the server\'s pace)' -r
 complete -c dmix-serve -l wait-readers -d 'Hold the capture until N readers are connected (with --freewheel, at least one)' -r
 complete -c dmix-serve -l group -d 'Also admit users in GROUP (a name or gid): the socket becomes mode 0660 in that group. Use --socket in a directory the group can reach; the default runtime directory is private to you' -r
+complete -c dmix-serve -l rt-priority -d 'Real-time priority (SCHED_FIFO, 1-99) of the period thread when paced; 0: ordinary scheduling. Needs root, CAP_SYS_NICE or an rtprio limit (limits.conf: @audio - rtprio 95); without, the server says so once and runs at ordinary priority' -r
 complete -c dmix-serve -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
 complete -c dmix-serve -l freewheel -d 'Do not run in real time: advance as soon as every playing client has supplied the period (exact offline renders)'
 complete -c dmix-serve -l exit-when-idle -d 'Exit (finalizing the sink) once a playing client has come and all have left'

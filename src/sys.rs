@@ -4,7 +4,8 @@
 //!   and the waker are different processes);
 //! - adopting the raw fds the kernel hands us (`accept4`, `SCM_RIGHTS`) as `OwnedFd`, each
 //!   exactly once, close-on-exec from birth;
-//! - the peer's supplementary groups (`SO_PEERGROUPS`), which nix does not wrap.
+//! - the peer's supplementary groups (`SO_PEERGROUPS`), which nix does not wrap;
+//! - real-time scheduling of the calling thread (`sched_setscheduler`), which nix does not wrap.
 //!
 //! What this module upholds: every fd it returns is owned by nobody else; every futex call
 //! passes a pointer to a live, 4-byte aligned word and a valid timespec. It never blocks
@@ -147,6 +148,17 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) ->
         return Ok(None);
     }
     Ok(Some(Received { len, truncated, fds }))
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority` (1..=99), not inherited by
+/// children (SCHED_RESET_ON_FORK). Needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least
+/// `priority`; the error says which was missing (EPERM).
+pub fn set_realtime(priority: u32) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: priority as libc::c_int };
+    // SAFETY: `param` is a valid sched_param that lives across the call; pid 0 names the
+    // calling thread; the call reads the struct and changes only this thread's policy.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// `SO_PEERGROUPS` (Linux 4.13): the peer's supplementary groups, as the kernel recorded them

@@ -63,6 +63,11 @@ struct Args {
     /// private to you.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
+    /// Real-time priority (SCHED_FIFO, 1-99) of the period thread when paced; 0: ordinary
+    /// scheduling. Needs root, CAP_SYS_NICE or an rtprio limit (limits.conf: @audio - rtprio
+    /// 95); without, the server says so once and runs at ordinary priority.
+    #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=99))]
+    rt_priority: u32,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -109,6 +114,7 @@ fn config(a: &Args) -> Result<ServerConfig> {
         capture,
         wait_readers: a.wait_readers,
         group: a.group.as_deref().map(parse_group).transpose()?,
+        rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
     })
 }
 
@@ -153,11 +159,18 @@ fn main() -> ExitCode {
     let stop = dmix::cli::stop_flag();
     let result = config(&args).and_then(|cfg| {
         let p = cfg.params;
-        server::run(&cfg, stop, |l| {
+        server::run(&cfg, stop, |ready| {
+            if let Err(why) = &ready.realtime {
+                // A warning, not an error: -q does not hide it (it explains dropouts).
+                eprintln!(
+                    "dmix-serve: no real-time scheduling ({why}): periods may be late under load; allow it \
+                     (an rtprio limit, CAP_SYS_NICE) or pass --rt-priority 0"
+                );
+            }
             if !args.quiet {
                 eprintln!(
                     "dmix-serve: serving on {}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}{}",
-                    l.path().display(),
+                    ready.listener.path().display(),
                     cfg.sink,
                     p.rate_hz,
                     p.channels,
@@ -166,7 +179,11 @@ fn main() -> ExitCode {
                     p.frames_to_ms(u64::from(p.period_frames)),
                     p.ring_frames,
                     p.frames_to_ms(u64::from(p.ring_frames)),
-                    if p.freewheel { "freewheel" } else { "real time" },
+                    match ready.realtime {
+                        _ if p.freewheel => "freewheel".to_string(),
+                        Ok(Some(prio)) => format!("real time (SCHED_FIFO {prio})"),
+                        _ => "real time".to_string(),
+                    },
                     cfg.capture.as_ref().map_or(String::new(), |c| format!(", capture {c}")),
                 );
             }

@@ -41,6 +41,29 @@ pub struct ServerConfig {
     pub wait_readers: u32,
     /// Also admit peers in this group (gid); the socket is then mode 0660 in that group.
     pub group: Option<u32>,
+    /// SCHED_FIFO priority for the period and capture threads when paced (None: ordinary
+    /// scheduling). Not applied in freewheel.
+    pub rt_priority: Option<u32>,
+}
+
+/// What the binary learns when the server is ready.
+pub struct Ready<'a> {
+    /// The listening socket.
+    pub listener: &'a Listener,
+    /// The period thread's scheduling: `Ok(Some(prio))` SCHED_FIFO at prio, `Ok(None)` not
+    /// asked (freewheel, or no priority configured), `Err` why it was refused.
+    pub realtime: std::result::Result<Option<u32>, String>,
+}
+
+/// Puts the calling thread under SCHED_FIFO if `cfg` asks for it and the server is paced.
+fn go_realtime(cfg: &ServerConfig) -> std::result::Result<Option<u32>, String> {
+    match cfg.rt_priority {
+        Some(prio) if !cfg.params.freewheel => match crate::sys::set_realtime(prio) {
+            Ok(()) => Ok(Some(prio)),
+            Err(e) => Err(format!("SCHED_FIFO priority {prio}: {e}")),
+        },
+        _ => Ok(None),
+    }
 }
 
 /// What the control thread and the period loop share: atomics only.
@@ -77,7 +100,7 @@ pub use period::LoopEnd;
 
 /// Runs a server until SIGINT/SIGTERM (`stop`), `--exit-when-idle`, or a fatal error.
 /// `on_ready` is called once the socket listens (the binary prints its ready line there).
-pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Listener)) -> Result<LoopEnd> {
+pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Ready<'_>)) -> Result<LoopEnd> {
     cfg.params.validate()?;
     if cfg.capture.is_some() != (cfg.params.capture_frames != 0) {
         return Err(Error::invalid("capture", "a capture source needs a capture ring, and only then"));
@@ -120,11 +143,13 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
     };
     std::thread::scope(|s| {
         let shared = &shared;
-        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+        type Opened = Result<std::result::Result<Option<u32>, String>>;
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel::<Opened>(1);
         // The sink is opened on the period thread itself: an ALSA handle is not Send.
         let period = std::thread::Builder::new()
             .name("dmix-period".into())
             .spawn_scoped(s, move || -> Result<LoopEnd> {
+                let realtime = go_realtime(cfg);
                 let mut sink = match crate::sink::open_sink(&cfg.sink, &sink_cfg) {
                     Ok(sink) => sink,
                     Err(e) => {
@@ -132,7 +157,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
                         return Ok(LoopEnd::Stopped);
                     }
                 };
-                let _ = opened_tx.send(Ok(()));
+                let _ = opened_tx.send(Ok(realtime));
                 let end = period::PeriodLoop::new(shared, sink.as_mut(), cfg.wait_clients, cfg.exit_when_idle).run();
                 shared.loop_done.store(true, Ordering::Release);
                 // Finalize the sink whatever happened: a WAV written so far stays readable.
@@ -142,15 +167,20 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
                 Ok(end)
             })
             .map_err(|e| Error::sys("spawn the period thread", e))?;
-        let opened = opened_rx.recv().unwrap_or_else(|_| Err(Error::invalid("period thread", "ended early")));
-        if let Err(e) = opened {
-            let _ = period.join();
-            return Err(e);
-        }
+        let realtime = match opened_rx.recv().unwrap_or_else(|_| Err(Error::invalid("period thread", "ended early"))) {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = period.join();
+                return Err(e);
+            }
+        };
         if let Some(spec) = &cfg.capture {
             let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
             // The source is opened on its own thread, like the sink.
             let spawned = std::thread::Builder::new().name("dmix-capture".into()).spawn_scoped(s, move || {
+                // As the period thread: a paced input overruns when its reader is late. The
+                // period thread already reported whether this is allowed.
+                let _ = go_realtime(cfg);
                 let mut source = match crate::capture::open_source(spec, &sink_cfg) {
                     Ok(source) => source,
                     Err(e) => {
@@ -175,7 +205,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Lis
                 return Err(e);
             }
         }
-        on_ready(&listener);
+        on_ready(&Ready { listener: &listener, realtime });
         let control = control::Control::new(shared, &listener, cfg.socket.parent(), cfg.group).run();
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
