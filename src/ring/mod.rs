@@ -568,7 +568,9 @@ impl ClientRing {
         };
         let mut out = AddOutcome::default();
         'frames: for (i, frame) in samples.chunks_exact(ch).enumerate() {
-            let abs = start + i as u64;
+            // wrapping_add: frame numbers never get near 2^64 from an honest server; a status
+            // region claiming so must not make a client panic (found by fuzzing).
+            let abs = start.wrapping_add(i as u64);
             let lap = p.lap(abs);
             let base = p.index(abs);
             for (c, &s) in frame.iter().enumerate() {
@@ -690,6 +692,17 @@ mod tests {
                 assert!(mapped.is_err(), "the {what} region was mapped writable through /proc");
             }
         }
+    }
+
+    #[test]
+    fn ring_mix_add_near_the_end_of_time_does_not_panic() {
+        // Fuzz finding (fuzz/fuzz_targets/ring_attach.rs): a status region claiming hw_ptr
+        // near u64::MAX made mix_add's frame arithmetic overflow.
+        let s = server();
+        s.publish_hw_ptr(u64::MAX - 10);
+        let c = client(&s);
+        let out = c.mix_add(c.hw_ptr(), &ramp(R, 1), false);
+        assert!(out.frames <= R as usize && out.late_frames <= out.frames);
     }
 
     #[test]
