@@ -612,6 +612,13 @@ fn reliability_63_clients_for_a_minute_without_an_xrun_and_the_64th_refused() {
     drop(players);
 }
 
+/// VmLck of process `pid`, in KiB.
+fn locked_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmLck:")).expect("VmLck");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// (rt_priority, policy) of the thread named `comm` of process `pid`, from /proc.
 fn thread_sched(pid: i32, comm: &str) -> (u32, u32) {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -628,7 +635,7 @@ fn thread_sched(pid: i32, comm: &str) -> (u32, u32) {
 }
 
 #[test]
-fn reliability_the_period_thread_is_real_time_when_paced() {
+fn reliability_the_period_thread_is_real_time_and_the_ring_locked_when_paced() {
     if !nix::unistd::getuid().is_root() {
         eprintln!("reliability_the_period_thread_is_real_time_when_paced: needs root; not run");
         return;
@@ -642,14 +649,45 @@ fn reliability_the_period_thread_is_real_time_when_paced() {
     assert!(s.stderr().contains("real time (SCHED_FIFO 40)"), "{}", s.stderr());
     assert_eq!(thread_sched(s.pid(), "dmix-period"), (40, SCHED_FIFO));
     assert_eq!(thread_sched(s.pid(), "dmix-serve").1, SCHED_OTHER, "only the period thread");
+    // The ring is locked in memory (status + mix + monitor + capture regions).
+    assert!(locked_kib(s.pid()) >= 200, "VmLck {} kB", locked_kib(s.pid()));
     let s = env.serve(&["--sink", "null", "-n", "prio", "--rt-priority", "70"]);
     assert_eq!(thread_sched(s.pid(), "dmix-period"), (70, SCHED_FIFO));
     let s = env.serve(&["--sink", "null", "-n", "off", "--rt-priority", "0"]);
     assert!(s.stderr().contains("real time\n") || s.stderr().trim_end().ends_with("real time"), "{}", s.stderr());
     assert_eq!(thread_sched(s.pid(), "dmix-period"), (0, SCHED_OTHER));
-    // Freewheel is not real time.
+    // Freewheel is not real time, and does not lock the ring.
     let s = env.serve(&["--sink", "null", "-n", "fw", "--freewheel"]);
     assert_eq!(thread_sched(s.pid(), "dmix-period"), (0, SCHED_OTHER));
+    assert_eq!(locked_kib(s.pid()), 0);
+    // Neither allowed (nobody, memlock limit 0): one line each, and the server serves.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = env.path("nobody");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sock = dir.join("s.sock");
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "prlimit", "--memlock=0:0"])
+        .arg(bin("dmix-serve"))
+        .args(["--sink", "null", "-q", "--socket", sock.to_str().unwrap()])
+        .env("HOME", "/")
+        .current_dir("/")
+        .stdin(std::process::Stdio::null());
+    let mut s = Proc::spawn("dmix-serve", &mut c);
+    s.wait_for_stderr("the ring is not locked in memory");
+    let err = s.stderr();
+    assert!(err.contains("dmix-serve: no real-time scheduling (SCHED_FIFO priority 40: "), "{err}");
+    assert!(err.contains("raise the memlock limit"), "{err}");
+    assert_eq!(err.lines().count(), 2, "{err}");
+    // It serves: its owner's inspector is admitted.
+    let mut stat = Proc::spawn(
+        "dmix-stat",
+        &mut as_user(&env, "nobody", "nogroup", None, "dmix-stat", &["-D", sock.to_str().unwrap()]),
+    );
+    assert!(stat.wait().success(), "{}", stat.finished_stderr());
+    assert!(stat.stdout().contains("real time"), "{}", stat.stdout());
     let r = env.run("dmix-serve", &["--sink", "null", "-n", "bad", "--rt-priority", "100"]);
     assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("--rt-priority"), "{}", r.stderr);

@@ -167,6 +167,12 @@ fn main() -> ExitCode {
                      (an rtprio limit, CAP_SYS_NICE) or pass --rt-priority 0"
                 );
             }
+            if let Err(why) = &ready.locked {
+                eprintln!(
+                    "dmix-serve: the ring is not locked in memory ({why}): a page out to swap would \
+                     make a period late; raise the memlock limit (ulimit -l)"
+                );
+            }
             if !args.quiet {
                 eprintln!(
                     "dmix-serve: serving on {}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}{}",

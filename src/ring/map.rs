@@ -97,6 +97,12 @@ impl Region {
         Ok(Region { map, len })
     }
 
+    /// Locks the mapping's pages in memory (mlock), so that the period loop never waits for
+    /// a page to come back from swap.
+    pub fn lock(&self) -> std::io::Result<()> {
+        self.map.lock()
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -298,6 +298,17 @@ impl ServerRing {
         self.monitor.slice(MONITOR_RING_OFFSET, n).expect("monitor region was created with monitor_bytes()")
     }
 
+    /// Locks the four regions in memory (mlock): the period loop must never fault on a page
+    /// that went to swap. Returns the bytes locked; fails past RLIMIT_MEMLOCK without
+    /// CAP_IPC_LOCK.
+    pub fn lock_memory(&self) -> std::io::Result<usize> {
+        let regions = [&self.status, &self.mix, &self.monitor, &self.capture];
+        for r in regions {
+            r.lock()?;
+        }
+        Ok(regions.iter().map(|r| r.len()).sum())
+    }
+
     /// The fds for a client; `writable_mix` for players.
     pub fn client_fds(&self, writable_mix: bool) -> ClientFds<'_> {
         ClientFds {

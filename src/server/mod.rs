@@ -53,6 +53,9 @@ pub struct Ready<'a> {
     /// The period thread's scheduling: `Ok(Some(prio))` SCHED_FIFO at prio, `Ok(None)` not
     /// asked (freewheel, or no priority configured), `Err` why it was refused.
     pub realtime: std::result::Result<Option<u32>, String>,
+    /// The ring locked in memory when paced: `Ok(Some(bytes))`, `Ok(None)` in freewheel,
+    /// `Err` why not (RLIMIT_MEMLOCK).
+    pub locked: std::result::Result<Option<usize>, String>,
 }
 
 /// Puts the calling thread under SCHED_FIFO if `cfg` asks for it and the server is paced.
@@ -130,6 +133,11 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         capture_mask: AtomicU64::new(0),
         loop_done: AtomicBool::new(false),
     };
+    let locked = if p.freewheel {
+        Ok(None)
+    } else {
+        shared.ring.lock_memory().map(Some).map_err(|e| format!("mlock of the ring: {e}"))
+    };
     shared.ring.set_sink_name(&cfg.sink.to_string());
     if let Some(c) = &cfg.capture {
         shared.ring.set_capture_source(&c.to_string());
@@ -205,7 +213,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
                 return Err(e);
             }
         }
-        on_ready(&Ready { listener: &listener, realtime });
+        on_ready(&Ready { listener: &listener, realtime, locked });
         let control = control::Control::new(shared, &listener, cfg.socket.parent(), cfg.group).run();
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
