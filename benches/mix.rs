@@ -1,0 +1,102 @@
+//! The mix kernel (issue 5, benchmark 1): a client's add of one period into the shared sum
+//! ring, the server's take-and-rearm with clamp and monitor copy, the conversion to the
+//! device format, and a plain memcpy of the bytes a period occupies in the sum ring (the
+//! physical reference). Throughput in samples. Run: `cargo bench --bench mix`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dmix::format::SampleFormat;
+use dmix::protocol::PROTOCOL_VERSION;
+use dmix::ring::{ClientRing, RingParams, ServerRing};
+
+fn ring(period: u32) -> (ServerRing, ClientRing) {
+    let params = RingParams {
+        rate_hz: 48000,
+        channels: 2,
+        format: SampleFormat::S16Le,
+        period_frames: period,
+        ring_frames: period * 4,
+        monitor_frames: period * 16,
+        capture_frames: 0,
+        freewheel: true,
+    };
+    let server = ServerRing::create(params, PROTOCOL_VERSION).expect("ring");
+    let f = server.client_fds(true);
+    let fds = [f.status, f.mix, f.monitor, f.capture].map(|fd| fd.try_clone_to_owned().expect("dup"));
+    let client = ClientRing::attach(params, [&fds[0], &fds[1], &fds[2], &fds[3]], true).expect("attach");
+    (server, client)
+}
+
+fn kernel(c: &mut Criterion) {
+    for period in [64u32, 256] {
+        let samples = period as usize * 2;
+        let mut g = c.benchmark_group(format!("period {period}, stereo"));
+        g.throughput(Throughput::Elements(samples as u64));
+        let input: Vec<i32> = (0..samples as i32).map(|i| (i * 37) % 30000 - 15000).collect();
+        let mut out = vec![0i32; samples];
+
+        // Only the add is timed; the server takes each period so the ring never fills.
+        let (server, client) = ring(period);
+        let mut hw = 0u64;
+        g.bench_function("client add", |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let done = client.mix_add(hw, black_box(&input), false);
+                    spent += t.elapsed();
+                    debug_assert_eq!(done.frames, period as usize);
+                    server.take_period(hw, &mut out);
+                    hw += u64::from(period);
+                    server.publish_hw_ptr(hw);
+                }
+                spent
+            })
+        });
+
+        // Only the take (swap-and-rearm, clamp, monitor copy) is timed, of a period a client
+        // filled.
+        let (server, client) = ring(period);
+        let mut hw = 0u64;
+        g.bench_function("server take + clamp", |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    client.mix_add(hw, &input, false);
+                    let t = Instant::now();
+                    server.take_period(hw, black_box(&mut out));
+                    spent += t.elapsed();
+                    hw += u64::from(period);
+                    server.publish_hw_ptr(hw);
+                }
+                spent
+            })
+        });
+
+        let mut bytes = vec![0u8; samples * 2];
+        g.bench_function("convert to S16_LE", |b| {
+            b.iter(|| {
+                for (m, o) in black_box(&input).iter().zip(bytes.chunks_exact_mut(2)) {
+                    SampleFormat::S16Le.mix_to_le_bytes(*m, o);
+                }
+                black_box(&bytes);
+            })
+        });
+
+        // The sum ring holds a 64-bit word per sample: the bytes an add and a take touch.
+        let src = vec![1u64; samples];
+        let mut dst = vec![0u64; samples];
+        g.bench_function("memcpy of the period's ring bytes", |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&src));
+                black_box(&dst);
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, kernel);
+criterion_main!(benches);
