@@ -112,6 +112,9 @@ pub struct ServerStats {
     pub late_periods: AtomicU64,
     /// Longest time one period's work took, ns.
     pub max_period_work_ns: AtomicU64,
+    /// CLOCK_MONOTONIC ns when the current hw_ptr was published (stored before it): a
+    /// client that wakes for a period measures its wake-up latency against it.
+    pub hw_published_ns: AtomicU64,
 }
 
 /// One entry of the client table (server-written; the pid and uid come from SO_PEERCRED,

@@ -356,6 +356,8 @@ impl ServerRing {
     /// period: one syscall whatever the number of clients.
     pub fn publish_hw_ptr(&self, hw: u64) {
         let s = self.status();
+        // Before hw_ptr: the Release below publishes it with hw_ptr.
+        s.stats.0.hw_published_ns.store(monotonic_ns(), Ordering::Relaxed);
         // Release: pairs with the Acquire load in `ClientRing::hw_ptr`; a client that sees
         // this value sees the slots re-armed by `take_period`.
         s.hw_ptr.0.store(hw, Ordering::Release);
@@ -637,6 +639,13 @@ impl ClientRing {
 /// Nanoseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// CLOCK_MONOTONIC in ns (the clock the paced server runs by; comparable across processes).
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| Duration::from(t).as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -15,20 +15,17 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
+use nix::time::{ClockId, ClockNanosleepFlags, clock_nanosleep};
 
 use super::Shared;
 use crate::capture::Source;
 use crate::error::Result;
 use crate::protocol::Role;
 use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING, SLOT_ACTIVE};
+use crate::ring::monotonic_ns;
 
 /// How long a held or freewheel capture sleeps before re-checking its stop flag.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
-
-fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| Duration::from(t).as_nanos() as u64).unwrap_or(0)
-}
 
 /// The capture loop's state.
 pub(super) struct CaptureLoop<'a> {

@@ -10,11 +10,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
+use nix::time::{ClockId, ClockNanosleepFlags, clock_nanosleep};
 
 use super::Shared;
 use crate::error::Result;
 use crate::ring::layout::{CLIENT_DRAINING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
+use crate::ring::monotonic_ns;
 use crate::sink::Sink;
 
 /// How long a freewheel or held server sleeps before re-checking its stop flag.
@@ -50,10 +51,6 @@ pub struct PeriodLoop<'a> {
     freewheel: bool,
     paced_by_clock: bool,
     period_ns: u64,
-}
-
-fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| Duration::from(t).as_nanos() as u64).unwrap_or(0)
 }
 
 impl<'a> PeriodLoop<'a> {
