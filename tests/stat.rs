@@ -13,6 +13,20 @@ fn stat_json_reports_both_players_with_kernel_pids() {
     let pa = env.spawn("dmix-play", &["--name", "first", "a.wav"]);
     let pb = env.spawn("dmix-play", &["--name", "second", "a.wav"]);
     wait_for_clients(&env, "default", "play", 2);
+    // Admitted is not yet written: wait (bounded) until both have filled the ring.
+    let sock = env.socket("default");
+    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !dmix::stat::snapshot(&stat, &sock)
+        .unwrap()
+        .clients
+        .iter()
+        .filter(|c| c.role == "play")
+        .all(|c| c.queued_ms.unwrap_or(0.0) > 21.3)
+    {
+        assert!(Instant::now() < deadline, "the players never filled the ring");
+        stat.ring().wait_any(Duration::from_millis(20));
+    }
     let r = env.run("dmix-stat", &["--json"]);
     assert!(r.status.success(), "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
