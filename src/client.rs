@@ -254,8 +254,11 @@ impl Player {
             }
             let limit = hw + self.window;
             if self.pos >= limit {
-                // Full: sleep until the server has taken at least one more period.
-                let target = (self.pos + period).saturating_sub(self.window).max(hw + 1);
+                // Full: sleep until half the window has played (at least one period), then
+                // refill it in one go. Waking for every period costs a context switch per
+                // period per player, and the server one futex wake-up per sleeper.
+                let low = (self.window / 2 / period).max(1) * period;
+                let target = self.pos.saturating_sub(low).max(hw + 1);
                 if self.conn.ring.wait_hw_ptr(target, GONE_CHECK) == Wake::TimedOut {
                     self.conn.check_alive()?;
                 }

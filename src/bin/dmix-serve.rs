@@ -31,8 +31,9 @@ struct Args {
     /// Frames per period: the unit the server takes out of the ring and plays.
     #[arg(long, value_name = "FRAMES", default_value_t = 256)]
     period: u32,
-    /// Frames in the mix ring: how far ahead of the device clients may write
-    /// [default: 4 periods].
+    /// Frames in the mix ring: how far ahead of the device clients may write. It is not the
+    /// device's latency (the server takes each period just in time); a deeper ring lets
+    /// players sleep longer between refills [default: 4 periods, and at least 40 ms].
     #[arg(long, value_name = "FRAMES")]
     buffer: Option<u32>,
     /// Server name: clients find it with -D NAME.
@@ -85,7 +86,13 @@ fn config(a: &Args) -> Result<ServerConfig> {
     }
     let buffer = match a.buffer {
         Some(b) => b,
-        None => a.period.checked_mul(4).ok_or_else(|| Error::invalid("--period", "too large"))?,
+        None => {
+            let four = a.period.checked_mul(4).ok_or_else(|| Error::invalid("--period", "too large"))?;
+            // 40 ms in whole periods: a player refills half of it at a time, so it wakes
+            // every 20 ms rather than every period (measured: docs/BENCHMARKS.md).
+            let forty_ms = (a.rate / 25).div_ceil(a.period.max(1)).saturating_mul(a.period);
+            four.max(forty_ms)
+        }
     };
     // The monitor keeps at least half a second so a recorder can be scheduled late.
     let monitor = (a.rate / 2).max(buffer.saturating_mul(4)).div_ceil(a.period.max(1)) * a.period.max(1);
