@@ -26,7 +26,7 @@ done
 
 TIMEFORMAT='%R %U %S'
 dmix_render() {
-  "$bin/dmix-serve" --sink "wav:$work/dmix.wav" --freewheel --wait-clients "$files" --exit-when-idle -q &
+  "$bin/dmix-serve" --sink "wav:$work/dmix.wav" --freewheel --wait-clients "$files" --exit-when-idle -q ${DMIX_BUFFER:+--buffer "$DMIX_BUFFER"} &
   local server=$!
   "$bin/dmix-stat" --wait 10
   local c=()

@@ -53,7 +53,7 @@ cpu_ns() {
   local total=0 f v
   for p in "$@"; do
     for f in /proc/"$p"/task/*/schedstat; do
-      read -r v _ <"$f" 2>/dev/null || continue
+      { read -r v _ <"$f"; } 2>/dev/null || continue
       total=$((total + v))
     done
   done
