@@ -259,7 +259,7 @@ impl Player {
                 // period per player, and the server one futex wake-up per sleeper.
                 let low = (self.window / 2 / period).max(1) * period;
                 let target = self.pos.saturating_sub(low).max(hw + 1);
-                if self.conn.ring.wait_hw_ptr(target, GONE_CHECK) == Wake::TimedOut {
+                if self.conn.ring.sleep_until_hw_ptr(target, GONE_CHECK) == Wake::TimedOut {
                     self.conn.check_alive()?;
                 }
                 continue;

@@ -561,6 +561,46 @@ impl ClientRing {
         sys::futex_wait_bitset(&s.wake_seq.0, seq, timeout, 1 << (target_seq % 32))
     }
 
+    /// As [`ClientRing::wait_hw_ptr`], but on a paced server first sleeps on the client's
+    /// own clock until the server should have published `hw_target` (from the time it
+    /// published the current hw_ptr, `stats.hw_published_ns`), so that the server has
+    /// nobody to wake: its cost stays flat in the number of players. A server running late
+    /// is then waited for on the futex as before.
+    pub fn sleep_until_hw_ptr(&self, hw_target: u64, timeout: Duration) -> Wake {
+        /// Past the predicted publish: the server's own jitter (it runs SCHED_FIFO).
+        const SLACK_NS: u64 = 300_000;
+        if !self.params.freewheel {
+            let stats = &self.status_ok().stats.0;
+            let hw = self.hw_ptr();
+            if hw >= hw_target {
+                return Wake::Woken;
+            }
+            let published = stats.hw_published_ns.load(Ordering::Relaxed);
+            // A publish between the two loads would make the prediction a period late.
+            if published != 0 && self.hw_ptr() == hw {
+                let period = u64::from(self.params.period_frames);
+                let period_ns = period * 1_000_000_000 / u64::from(self.params.rate_hz);
+                let due = published + (hw_target - hw).div_ceil(period) * period_ns + SLACK_NS;
+                let now = monotonic_ns();
+                if due > now && due - now < timeout.as_nanos() as u64 {
+                    let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(due));
+                    // EINTR (a signal): the caller re-checks its stop flag.
+                    if nix::time::clock_nanosleep(
+                        nix::time::ClockId::CLOCK_MONOTONIC,
+                        nix::time::ClockNanosleepFlags::TIMER_ABSTIME,
+                        &ts,
+                    )
+                    .is_err()
+                        || self.hw_ptr() >= hw_target
+                    {
+                        return Wake::Woken;
+                    }
+                }
+            }
+        }
+        self.wait_hw_ptr(hw_target, timeout)
+    }
+
     /// Sleeps until anything changes on the status futex, or `timeout`.
     pub fn wait_any(&self, timeout: Duration) -> Wake {
         let s = self.status_ok();
@@ -723,6 +763,33 @@ mod tests {
         let c = client(&s);
         let out = c.mix_add(c.hw_ptr(), &ramp(R, 1), false);
         assert!(out.frames <= R as usize && out.late_frames <= out.frames);
+    }
+
+    #[test]
+    fn ring_paced_sleep_returns_once_the_target_is_published() {
+        let params = RingParams { freewheel: false, ..*server().params() };
+        let s = ServerRing::create(params, 1).unwrap();
+        let c = client(&s);
+        s.publish_hw_ptr(u64::from(P));
+        assert_eq!(c.sleep_until_hw_ptr(u64::from(P), Duration::from_secs(5)), Wake::Woken, "already there");
+        // Far ahead and nothing published: the clock sleep is skipped (beyond the timeout)
+        // and the futex wait times out.
+        assert_eq!(c.sleep_until_hw_ptr(u64::from(P) * 1_000_000, Duration::from_millis(1)), Wake::TimedOut);
+        // The server publishes while (or before) the client sleeps: it returns, however the
+        // two interleave (bounded by the test's own deadline, never by a sleep).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let target = u64::from(P) * 3;
+                while c.hw_ptr() < target {
+                    c.sleep_until_hw_ptr(target, Duration::from_secs(5));
+                }
+                tx.send(()).unwrap();
+            });
+            s.publish_hw_ptr(u64::from(P) * 2);
+            s.publish_hw_ptr(u64::from(P) * 3);
+            rx.recv_timeout(Duration::from_secs(10)).expect("the sleeper never returned");
+        });
     }
 
     #[test]
