@@ -2,7 +2,7 @@
 # Server cost against client count (issue 5, benchmarks 2 and 3): dmix-serve, JACK2 (dummy
 # driver) and PulseAudio (module-null-sink) side by side, in one run, on this machine.
 #   bench/server-cost.sh [SECONDS] [PERIODS] [COUNTS] [SERVERS]
-#   defaults: 20 "64 256" "1 8 32" "dmix jack pulse"
+#   defaults: 20 "64 256" "1 8 32" "dmix jack pulse"; HOG=1 adds a busy loop on every core
 # For each server, period and client count N: start the server paced at 48 kHz stereo, start
 # N players, let them settle 2 s, then measure over SECONDS the CPU time of the server and of
 # all clients (sum of every thread's /proc/PID/task/TID/schedstat, in ns), the server's xruns
@@ -37,6 +37,7 @@ bin="$PWD/target/release"
 
 work="$(mktemp -d)"
 pids=()
+hogs=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -123,6 +124,12 @@ xruns() { # server -> the server's own xrun count, or "-" where it has none to r
   esac
 }
 
+# HOG=1: a busy loop on every core at ordinary priority throughout (the xrun target).
+if [ "${HOG:-0}" = 1 ]; then
+  for _ in $(seq 1 "$(nproc)"); do sh -c 'while :; do :; done' & pids+=($!); done
+  hogs=("${pids[@]}")
+  echo "with a busy loop on each of $(nproc) cores"
+fi
 printf '%-6s %6s %4s %10s %10s %12s %7s %10s %10s\n' server period N "server %" "clients %" "per stream %" xruns "srv KiB" "cli KiB"
 results=()
 for p in $periods; do
@@ -147,7 +154,7 @@ for p in $periods; do
       for c in "${client_pids[@]}"; do wait "$c" 2>/dev/null || true; done
       kill "$server_pid" 2>/dev/null || true
       wait "$server_pid" 2>/dev/null || true
-      pids=()
+      pids=("${hogs[@]}")
     done
   done
 done
