@@ -300,9 +300,15 @@ impl Player {
     }
 
     fn update_peaks(&self, samples: &[i32], ch: usize) {
-        let c = self.counters();
-        for (i, peak) in c.peak.iter().enumerate().take(ch) {
-            let m = samples.iter().skip(i).step_by(ch).map(|s| s.unsigned_abs()).max().unwrap_or(0);
+        // One pass over the frames, whatever the channel count.
+        let mut peaks = [0u32; crate::ring::layout::MAX_CHANNELS];
+        let ch = ch.min(peaks.len());
+        for frame in samples.chunks_exact(ch) {
+            for (p, s) in peaks.iter_mut().zip(frame) {
+                *p = (*p).max(s.unsigned_abs());
+            }
+        }
+        for (peak, &m) in self.counters().peak.iter().zip(&peaks[..ch]) {
             peak.store(m, Ordering::Relaxed);
         }
     }
@@ -310,10 +316,13 @@ impl Player {
     fn remember(&mut self, start: u64, samples: &[i32]) {
         let ch = self.conn.params().channels as usize;
         let ring_frames = self.conn.params().ring_frames as u64;
-        for (i, frame) in samples.chunks_exact(ch).enumerate() {
-            let at = ((start + i as u64) % ring_frames) as usize * ch;
-            self.history[at..at + ch].copy_from_slice(frame);
-        }
+        // At most two contiguous copies: up to the end of the ring, then from its start.
+        let at = (start % ring_frames) as usize * ch;
+        let first = samples.len().min(self.history.len() - at);
+        self.history[at..at + first].copy_from_slice(&samples[..first]);
+        let rest = &samples[first..];
+        // A chunk never exceeds the window, which never exceeds the ring.
+        self.history[..rest.len()].copy_from_slice(rest);
     }
 
     /// Declares the end of the stream and waits until the server has taken its last frame.
