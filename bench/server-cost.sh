@@ -35,17 +35,10 @@ fi
 cargo build --release --locked --quiet
 bin="$PWD/target/release"
 
-work="$(mktemp -d)"
-pids=()
+# shellcheck source=bench/common.sh
+. bench/common.sh
 hogs=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -m 700 "$work/run"
-export XDG_RUNTIME_DIR="$work/run" HOME="$work"
+export HOME="$work"
 sox -R -n -r 48000 -c 2 -b 16 "$work/a.wav" synth 60 sine 440 sine 554 gain -12
 sox "$work/a.wav" -t raw "$work/a.raw"
 

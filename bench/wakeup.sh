@@ -13,16 +13,8 @@ players="${3:-8}"
 command -v sox >/dev/null || { echo "wakeup: needs sox (scripts/quickstart installs it)" >&2; exit 2; }
 cargo build --release --locked --quiet --bins --example wakeup
 bin="$PWD/target/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -m 700 "$work/run"
-export XDG_RUNTIME_DIR="$work/run"
+# shellcheck source=bench/common.sh
+. bench/common.sh
 sox -R -n -r 48000 -c 2 -b 16 "$work/a.wav" synth $((seconds + 30)) sine 440 gain -12
 
 run() { # label
