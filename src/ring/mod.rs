@@ -94,6 +94,11 @@ impl RingParams {
         (frame % u64::from(self.ring_frames)) as usize * self.channels as usize
     }
 
+    /// Nanoseconds in one period at this rate.
+    pub fn period_ns(&self) -> u64 {
+        u64::from(self.period_frames) * 1_000_000_000 / u64::from(self.rate_hz)
+    }
+
     /// Milliseconds in `frames` at this rate.
     pub fn frames_to_ms(&self, frames: u64) -> f64 {
         frames as f64 * 1000.0 / f64::from(self.rate_hz)
@@ -578,23 +583,15 @@ impl ClientRing {
             let published = stats.hw_published_ns.load(Ordering::Relaxed);
             // A publish between the two loads would make the prediction a period late.
             if published != 0 && self.hw_ptr() == hw {
-                let period = u64::from(self.params.period_frames);
-                let period_ns = period * 1_000_000_000 / u64::from(self.params.rate_hz);
-                let due = published + (hw_target - hw).div_ceil(period) * period_ns + SLACK_NS;
+                let periods = (hw_target - hw).div_ceil(u64::from(self.params.period_frames));
+                let due = published + periods * self.params.period_ns() + SLACK_NS;
                 let now = monotonic_ns();
-                if due > now && due - now < timeout.as_nanos() as u64 {
-                    let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(due));
-                    // EINTR (a signal): the caller re-checks its stop flag.
-                    if nix::time::clock_nanosleep(
-                        nix::time::ClockId::CLOCK_MONOTONIC,
-                        nix::time::ClockNanosleepFlags::TIMER_ABSTIME,
-                        &ts,
-                    )
-                    .is_err()
-                        || self.hw_ptr() >= hw_target
-                    {
-                        return Wake::Woken;
-                    }
+                // Interrupted (a signal): the caller re-checks its stop flag.
+                if due > now
+                    && due - now < timeout.as_nanos() as u64
+                    && (!sleep_until_monotonic(due) || self.hw_ptr() >= hw_target)
+                {
+                    return Wake::Woken;
                 }
             }
         }
@@ -686,6 +683,14 @@ pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| Duration::from(t).as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (see [`monotonic_ns`]). False when a
+/// signal cut the sleep short (EINTR): the caller re-checks its stop flag.
+pub fn sleep_until_monotonic(deadline_ns: u64) -> bool {
+    let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline_ns));
+    nix::time::clock_nanosleep(nix::time::ClockId::CLOCK_MONOTONIC, nix::time::ClockNanosleepFlags::TIMER_ABSTIME, &ts)
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -15,14 +15,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::time::{ClockId, ClockNanosleepFlags, clock_nanosleep};
-
 use super::Shared;
 use crate::capture::Source;
 use crate::error::Result;
 use crate::protocol::Role;
 use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING, SLOT_ACTIVE};
-use crate::ring::monotonic_ns;
+use crate::ring::{monotonic_ns, sleep_until_monotonic};
 
 /// How long a held or freewheel capture sleeps before re-checking its stop flag.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -93,7 +91,7 @@ impl<'a> CaptureLoop<'a> {
         let p = *ring.params();
         let ch = p.channels as usize;
         let period = p.period_frames as usize;
-        let period_ns = u64::from(p.period_frames) * 1_000_000_000 / u64::from(p.rate_hz);
+        let period_ns = p.period_ns();
         let paced_by_clock = !p.freewheel && !self.source.paces_itself();
         let mut released = self.wait_readers == 0 && !p.freewheel;
         let mut deadline_ns = 0u64;
@@ -125,8 +123,8 @@ impl<'a> CaptureLoop<'a> {
                     // First period, or the machine stalled us: restart the clock.
                     deadline_ns = now;
                 }
-                let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline_ns));
-                let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts);
+                // Interrupted (a signal): the stop flag is re-checked next period.
+                sleep_until_monotonic(deadline_ns);
                 deadline_ns += period_ns;
             }
             let n = match self.source.read_period(&mut self.buf) {

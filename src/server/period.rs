@@ -10,12 +10,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::time::{ClockId, ClockNanosleepFlags, clock_nanosleep};
-
 use super::Shared;
 use crate::error::Result;
 use crate::ring::layout::{CLIENT_DRAINING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
-use crate::ring::monotonic_ns;
+use crate::ring::{monotonic_ns, sleep_until_monotonic};
 use crate::sink::Sink;
 
 /// How long a freewheel or held server sleeps before re-checking its stop flag.
@@ -71,7 +69,7 @@ impl<'a> PeriodLoop<'a> {
             exit_when_idle,
             freewheel: p.freewheel,
             paced_by_clock,
-            period_ns: u64::from(p.period_frames) * 1_000_000_000 / u64::from(p.rate_hz),
+            period_ns: p.period_ns(),
             sink,
         }
     }
@@ -111,7 +109,8 @@ impl<'a> PeriodLoop<'a> {
                 if deadline_ns == 0 {
                     deadline_ns = monotonic_ns();
                 }
-                self.sleep_until(deadline_ns);
+                // Interrupted (a signal): the stop flag is re-checked next period.
+                sleep_until_monotonic(deadline_ns);
                 deadline_ns += self.period_ns;
                 let now = monotonic_ns();
                 // More than a buffer late (the machine stalled us): count it and restart the
@@ -136,12 +135,6 @@ impl<'a> PeriodLoop<'a> {
         self.shared.ring.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
         self.shared.ring.wake_all();
         result
-    }
-
-    fn sleep_until(&self, deadline_ns: u64) {
-        let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline_ns));
-        // EINTR (a signal): fall through; the caller re-checks the stop flag next period.
-        let _ = clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &ts);
     }
 
     /// Freewheel barrier: every player has supplied the period or has finished, every
