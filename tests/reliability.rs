@@ -201,17 +201,19 @@ fn reliability_connect_disconnect_cycles_keep_fds_and_memory_flat() {
     assert!(rss_after <= rss_before + 256, "the server grew from {rss_before} to {rss_after} KiB");
 }
 
-/// Waits (bounded) until the process is stopped (state T in /proc).
+/// Waits (bounded) until our child `pid` stops: the kernel reports the stop to its parent
+/// (waitid with WNOWAIT leaves the child's exit to its reaper thread).
 fn wait_stopped(pid: i32) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let state = stat.rsplit(") ").next().unwrap().chars().next().unwrap();
-        if state == 'T' {
-            return;
-        }
-        assert!(Instant::now() < deadline, "process {pid} never stopped (state {state})");
-        std::thread::sleep(Duration::from_millis(1));
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        let _ = tx.send(waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags));
+    });
+    // On a timeout the test fails, the child is killed, and the waiting thread returns.
+    match rx.recv_timeout(DEADLINE) {
+        Ok(Ok(WaitStatus::Stopped(..))) => {}
+        other => panic!("process {pid} never stopped: {other:?}"),
     }
 }
 

@@ -92,11 +92,19 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
             .expect("tmux (Debian package tmux) drives the terminal test")
     };
     let cmd = format!(
-        "XDG_RUNTIME_DIR={} {} --watch --interval 50; echo EXIT=$?; sleep 30",
+        "XDG_RUNTIME_DIR={} {} --watch --interval 50; echo EXIT=$?; exec cat",
         env.runtime_dir().display(),
         bin("dmix-stat").display()
     );
-    assert!(tmux(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "30", &cmd]).status.success());
+    // Everything the pane prints streams into a FIFO we read: the test waits on the output
+    // itself. `exec cat` keeps the pane and its last screen until kill-server, with no
+    // timer; tmux's remain-on-exit would replace the screen with its own.
+    let fifo = env.path("pane.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let pipe = format!("cat > {}", fifo.display());
+    let started =
+        tmux(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "30", &cmd, ";", "pipe-pane", "-t", "w", &pipe]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     struct Kill<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
@@ -104,18 +112,30 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
         }
     }
     let _kill = Kill(&tmux);
-    let screen = |want: &str| {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let out = tmux(&["capture-pane", "-p", "-t", "w"]);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if text.contains(want) {
-                return text;
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    // Ends when tmux goes (kill-server above closes the pipe).
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let Ok(mut f) = std::fs::File::open(&fifo) else { return };
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = f.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
             }
-            assert!(Instant::now() < deadline, "the screen never showed '{want}':\n{text}");
-            // Polling a screen we do not control: capture-pane has no event to wait on.
-            std::thread::sleep(Duration::from_millis(20));
         }
+    });
+    let mut printed = Vec::new();
+    let mut screen = |want: &str| {
+        let deadline = Instant::now() + DEADLINE;
+        while !String::from_utf8_lossy(&printed).contains(want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => printed.extend(chunk),
+                Err(_) => panic!("the pane never printed '{want}':\n{}", String::from_utf8_lossy(&printed)),
+            }
+        }
+        let out = tmux(&["capture-pane", "-p", "-t", "w"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let shown = screen("dBFS  dmix-play");
     assert!(shown.contains("####"), "no meter:\n{shown}");
