@@ -74,16 +74,6 @@ fn badinput_corpus_one_line_each_and_the_server_unharmed() {
     assert!(got[at + last.len()..].iter().all(|&v| v == 0), "something after the last player");
 }
 
-fn render(env: &Env, args: &[&str]) -> (Output, Vec<i32>) {
-    let out = env.path("out.wav");
-    let _ = std::fs::remove_file(&out);
-    let sink = format!("wav:{}", out.display());
-    let mut s = env.serve(&["--sink", &sink, "--freewheel", "--wait-clients", "1", "--exit-when-idle"]);
-    let r = env.run("dmix-play", args);
-    assert!(s.wait().success(), "{}", s.stderr());
-    (r, read_wav(&out).1)
-}
-
 #[test]
 fn badinput_several_files_play_the_rest_unless_strict() {
     let env = Env::new();
@@ -101,7 +91,7 @@ fn badinput_several_files_play_the_rest_unless_strict() {
 
     // Bad ones first, between and last: each named on its line, then a count; a and b back
     // to back, exactly.
-    let (r, got) = render(&env, &["-q", "missing.wav", "a.wav", "noise.mp3", "b.wav", "dir.flac"]);
+    let (r, got) = render_one(&env, &["-q", "missing.wav", "a.wav", "noise.mp3", "b.wav", "dir.flac"]);
     assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 4, "{}", r.stderr);
@@ -113,7 +103,7 @@ fn badinput_several_files_play_the_rest_unless_strict() {
     assert!(got[want.len()..].iter().all(|&v| v == 0));
 
     // --strict: a plays, noise.mp3 stops everything, b is never tried.
-    let (r, got) = render(&env, &["-q", "--strict", "a.wav", "noise.mp3", "b.wav"]);
+    let (r, got) = render_one(&env, &["-q", "--strict", "a.wav", "noise.mp3", "b.wav"]);
     assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{}", r.stderr);
@@ -202,7 +192,7 @@ fn badinput_a_file_that_grows_while_read() {
     let mut f = std::fs::File::create(&path).unwrap();
     f.write_all(&header((all.len() * 2) as u32)).unwrap();
     f.write_all(&bytes(&all[..first])).unwrap();
-    let (r, got) = render(&env, &["-q", "behind.wav"]);
+    let (r, got) = render_one(&env, &["-q", "behind.wav"]);
     assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     assert!(
@@ -214,7 +204,7 @@ fn badinput_a_file_that_grows_while_read() {
     assert_eq!(&got[..first], &to_i32(&all[..first])[..]);
     // The rest arrives later: played again, the whole file is fine.
     f.write_all(&bytes(&all[first..])).unwrap();
-    let (r, got) = render(&env, &["-q", "behind.wav"]);
+    let (r, got) = render_one(&env, &["-q", "behind.wav"]);
     assert!(r.status.success(), "{}", r.stderr);
     assert_eq!(&got[..all.len()], &to_i32(&all)[..]);
 }

@@ -269,6 +269,19 @@ pub fn write_wav_i16(path: &Path, rate: u32, channels: u16, samples: &[i16]) {
     w.finalize().unwrap();
 }
 
+/// Renders one dmix-play run (`args`) through a freewheel server into a WAV, exactly: the
+/// server waits for the player and exits when it leaves. Returns the player's output and
+/// the samples rendered.
+pub fn render_one(env: &Env, args: &[&str]) -> (Output, Vec<i32>) {
+    let out = env.path("out.wav");
+    let _ = std::fs::remove_file(&out);
+    let sink = format!("wav:{}", out.display());
+    let mut s = env.serve(&["--sink", &sink, "--freewheel", "--wait-clients", "1", "--exit-when-idle"]);
+    let r = env.run("dmix-play", args);
+    assert!(s.wait().success(), "{}", s.stderr());
+    (r, read_wav(&out).1)
+}
+
 /// Reads any WAV as i32 samples (ints as they are, floats as f32 bits for exact checks).
 pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i32>) {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
