@@ -11,29 +11,17 @@ secs="${2:-60}"
 for t in sox flac; do command -v "$t" >/dev/null || { echo "decode: needs $t" >&2; exit 2; }; done
 cargo build --release --locked --quiet --example decode
 bin="$PWD/target/release/examples/decode"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-TIMEFORMAT='%R %U %S'
-best() { # label command... -> best wall and its cpu
-  local label=$1 line wall user sys bw="" bc=""
-  shift
-  for _ in $(seq 1 "$runs"); do
-    line=$({ time "$@" >/dev/null 2>&1; } 2>&1 | tail -1)
-    read -r wall user sys <<<"$line"
-    if [ -z "$bw" ] || awk -v a="$wall" -v b="$bw" 'BEGIN { exit !(a < b) }'; then
-      bw=$wall bc=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.3f", u + s }')
-    fi
-  done
-  printf '  %-28s wall %6.3f s  cpu %6.3f s\n' "$label" "$bw" "$bc"
-  echo "$bw" >"$work/last"
-}
+# shellcheck source=bench/common.sh
+. bench/common.sh
 for rate in 48000 44100; do
   sox -R -n -r "$rate" -c 2 -b 16 "$work/a.wav" synth "$secs" sine 440 pinknoise gain -12
   flac -s -f -o "$work/a.flac" "$work/a.wav"
   echo "${secs} s stereo FLAC at $rate Hz:"
-  best "dmix (decode to 48 kHz)" "$bin" "$work/a.flac" 48000 2; d=$(cat "$work/last")
-  best "flac -d -c > /dev/null" flac -d -s -c "$work/a.flac"; f=$(cat "$work/last")
-  best "sox -> null" sox "$work/a.flac" -t null -; s=$(cat "$work/last")
-  best "sox -> null, rate 48k" sox "$work/a.flac" -t null - rate 48000
+  best_of "$runs" "dmix (decode to 48 kHz)" "$bin" "$work/a.flac" 48000 2
+  d=$BEST_WALL
+  best_of "$runs" "flac -d -c > /dev/null" flac -d -s -c "$work/a.flac"
+  f=$BEST_WALL
+  best_of "$runs" "sox -> null" sox "$work/a.flac" -t null -
+  best_of "$runs" "sox -> null, rate 48k" sox "$work/a.flac" -t null - rate 48000
   awk -v d="$d" -v f="$f" 'BEGIN { printf "  dmix / flac -d: %.2fx\n", d / f }'
 done

@@ -13,10 +13,8 @@ secs="${3:-60}"
 for t in sox flac; do command -v "$t" >/dev/null || { echo "offline-render: needs $t" >&2; exit 2; }; done
 cargo build --release --locked --quiet --bins
 bin="$PWD/target/release"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-mkdir -m 700 "$work/run"
-export XDG_RUNTIME_DIR="$work/run"
+# shellcheck source=bench/common.sh
+. bench/common.sh
 inputs=()
 for i in $(seq 1 "$files"); do
   sox -R -n -r 48000 -c 2 -b 16 "$work/in$i.wav" synth "$secs" sine $((200 + 50 * i)) pinknoise gain -24
@@ -24,7 +22,6 @@ for i in $(seq 1 "$files"); do
   inputs+=("$work/in$i.flac")
 done
 
-TIMEFORMAT='%R %U %S'
 dmix_render() {
   "$bin/dmix-serve" --sink "wav:$work/dmix.wav" --freewheel --wait-clients "$files" --exit-when-idle -q ${DMIX_BUFFER:+--buffer "$DMIX_BUFFER"} &
   local server=$!
@@ -35,22 +32,11 @@ dmix_render() {
 }
 sox_render() { sox -m "${inputs[@]}" "$work/sox.wav"; }
 
-best() { # name function -> "wall cpu" best by wall
-  local name=$1 fn=$2 line best_wall="" best_cpu=""
-  for _ in $(seq 1 "$runs"); do
-    line=$({ time "$fn" >/dev/null 2>&1; } 2>&1 | tail -1)
-    read -r wall user sys <<<"$line"
-    cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
-    if [ -z "$best_wall" ] || awk -v a="$wall" -v b="$best_wall" 'BEGIN { exit !(a < b) }'; then
-      best_wall=$wall best_cpu=$cpu
-    fi
-  done
-  printf '%-6s wall %6.2f s  cpu %6.2f s\n' "$name" "$best_wall" "$best_cpu"
-  eval "${name}_wall=$best_wall"
-}
 echo "$files stereo ${secs} s FLAC files at 48 kHz, best of $runs"
-best dmix dmix_render
-best sox sox_render
+best_of "$runs" "dmix" dmix_render
+dmix_wall=$BEST_WALL
+best_of "$runs" "sox -m" sox_render
+sox_wall=$BEST_WALL
 frames=$(soxi -s "$work/dmix.wav")
 [ "$frames" -ge $((secs * 48000)) ] || { echo "offline-render: the dmix render is short ($frames frames)" >&2; exit 1; }
 awk -v d="$dmix_wall" -v s="$sox_wall" 'BEGIN { printf "sox -m / dmix wall: %.2fx\n", s / d }'
