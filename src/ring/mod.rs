@@ -304,14 +304,9 @@ impl ServerRing {
     }
 
     /// Locks the four regions in memory (mlock): the period loop must never fault on a page
-    /// that went to swap. Returns the bytes locked; fails past RLIMIT_MEMLOCK without
-    /// CAP_IPC_LOCK.
-    pub fn lock_memory(&self) -> std::io::Result<usize> {
-        let regions = [&self.status, &self.mix, &self.monitor, &self.capture];
-        for r in regions {
-            r.lock()?;
-        }
-        Ok(regions.iter().map(|r| r.len()).sum())
+    /// that went to swap. Fails past RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+    pub fn lock_memory(&self) -> std::io::Result<()> {
+        [&self.status, &self.mix, &self.monitor, &self.capture].into_iter().try_for_each(Region::lock)
     }
 
     /// The fds for a client; `writable_mix` for players.

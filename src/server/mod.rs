@@ -53,9 +53,9 @@ pub struct Ready<'a> {
     /// The period thread's scheduling: `Ok(Some(prio))` SCHED_FIFO at prio, `Ok(None)` not
     /// asked (freewheel, or no priority configured), `Err` why it was refused.
     pub realtime: std::result::Result<Option<u32>, String>,
-    /// The ring locked in memory when paced: `Ok(Some(bytes))`, `Ok(None)` in freewheel,
-    /// `Err` why not (RLIMIT_MEMLOCK).
-    pub locked: std::result::Result<Option<usize>, String>,
+    /// Why the ring could not be locked in memory (RLIMIT_MEMLOCK), when paced; locking is
+    /// not asked in freewheel.
+    pub locked: std::result::Result<(), String>,
 }
 
 /// Puts the calling thread under SCHED_FIFO if `cfg` asks for it and the server is paced.
@@ -133,11 +133,8 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         capture_mask: AtomicU64::new(0),
         loop_done: AtomicBool::new(false),
     };
-    let locked = if p.freewheel {
-        Ok(None)
-    } else {
-        shared.ring.lock_memory().map(Some).map_err(|e| format!("mlock of the ring: {e}"))
-    };
+    let locked =
+        if p.freewheel { Ok(()) } else { shared.ring.lock_memory().map_err(|e| format!("mlock of the ring: {e}")) };
     shared.ring.set_sink_name(&cfg.sink.to_string());
     if let Some(c) = &cfg.capture {
         shared.ring.set_capture_source(&c.to_string());
