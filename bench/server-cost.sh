@@ -66,7 +66,7 @@ start_server() { # server period -> sets server_pid
   local s=$1 p=$2
   case $s in
     dmix)
-      "$bin/dmix-serve" --sink null --period "$p" -q 2>"$work/serve.log" &
+      "$bin/dmix-serve" --sink null --period "$p" ${DMIX_SERVE_ARGS:-} -q 2>"$work/serve.log" &
       server_pid=$!
       "$bin/dmix-stat" --wait 10 >/dev/null
       ;;
@@ -91,7 +91,7 @@ start_client() { # server period -> appends to client_pids
   case $s in
     dmix)
       # 60 s is longer than any run: no gaps between files.
-      "$bin/dmix-play" -q "$work/a.wav" "$work/a.wav" &
+      "$bin/dmix-play" ${DMIX_PLAY_ARGS:-} -q "$work/a.wav" "$work/a.wav" &
       pid=$!
       ;;
     jack)

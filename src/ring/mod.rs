@@ -86,12 +86,9 @@ impl RingParams {
         Ok(())
     }
 
-    fn lap(&self, frame: u64) -> u32 {
-        (frame / u64::from(self.ring_frames)) as u32
-    }
-
-    fn index(&self, frame: u64) -> usize {
-        (frame % u64::from(self.ring_frames)) as usize * self.channels as usize
+    /// Where absolute frame `frame` sits in the sum ring.
+    fn sum_cursor(&self, frame: u64) -> Cursor {
+        Cursor::new(frame, self.ring_frames, self.channels)
     }
 
     /// Nanoseconds in one period at this rate.
@@ -333,11 +330,13 @@ impl ServerRing {
         let ch = p.channels as usize;
         let ring = self.sum_ring();
         let monitor = self.monitor_ring();
-        for (f, frame_out) in out.chunks_exact_mut(ch).enumerate() {
-            let frame = hw + f as u64;
-            let lap = p.lap(frame);
-            let base = p.index(frame);
-            let mon_base = (frame % u64::from(p.monitor_frames)) as usize * ch;
+        let mut at = p.sum_cursor(hw);
+        let mut mon = Cursor::new(hw, p.monitor_frames, p.channels);
+        for frame_out in out.chunks_exact_mut(ch) {
+            let (lap, base) = (at.lap, at.index);
+            let mon_base = mon.index;
+            at.advance();
+            mon.advance();
             for (c, o) in frame_out.iter_mut().enumerate() {
                 // AcqRel: the tag we store is what a client's CAS compares against; the
                 // Release store of hw_ptr after this loop publishes it to window checks.
@@ -612,12 +611,10 @@ impl ClientRing {
             return AddOutcome::default();
         };
         let mut out = AddOutcome::default();
-        'frames: for (i, frame) in samples.chunks_exact(ch).enumerate() {
-            // wrapping_add: frame numbers never get near 2^64 from an honest server; a status
-            // region claiming so must not make a client panic (found by fuzzing).
-            let abs = start.wrapping_add(i as u64);
-            let lap = p.lap(abs);
-            let base = p.index(abs);
+        let mut at = p.sum_cursor(start);
+        'frames: for frame in samples.chunks_exact(ch) {
+            let (lap, base) = (at.lap, at.index);
+            at.advance();
             for (c, &s) in frame.iter().enumerate() {
                 let s = if negate { s.wrapping_neg() } else { s };
                 let slot = &ring[base + c];
@@ -665,6 +662,39 @@ impl ClientRing {
     /// True when the server runs in freewheel.
     pub fn freewheel(&self) -> bool {
         self.params.freewheel
+    }
+}
+
+/// An absolute frame's place in a ring: its lap and the index of its first sample. Walking
+/// frames with `advance` costs an add and a compare where `frame / ring` and `frame % ring`
+/// cost two 64-bit divisions per frame (measured: docs/BENCHMARKS.md, mix kernel).
+struct Cursor {
+    lap: u32,
+    index: usize,
+    channels: usize,
+    end: usize,
+}
+
+impl Cursor {
+    fn new(frame: u64, ring_frames: u32, channels: u32) -> Cursor {
+        let ring = u64::from(ring_frames);
+        let channels = channels as usize;
+        // Laps wrap at 2^32 (only equality is compared), frame numbers at 2^64: a status
+        // region claiming frames near 2^64 must not make a client panic (found by fuzzing).
+        Cursor {
+            lap: (frame / ring) as u32,
+            index: (frame % ring) as usize * channels,
+            channels,
+            end: ring_frames as usize * channels,
+        }
+    }
+
+    fn advance(&mut self) {
+        self.index += self.channels;
+        if self.index == self.end {
+            self.index = 0;
+            self.lap = self.lap.wrapping_add(1);
+        }
     }
 }
 
