@@ -23,7 +23,7 @@ _dmix__play() {
 
     case "${cmd}" in
         dmix__play)
-            opts="-D -t -f -r -c -q -h -V --device --file-type --format --rate --channels --volume --name --strict --quiet --generate --help --version"
+            opts="-D -t -f -r -c -q -h -V --device --file-type --format --rate --channels --volume --name --strict --latency --quiet --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -74,6 +74,10 @@ _dmix__play() {
                     return 0
                     ;;
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --latency)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -179,13 +179,22 @@ pub struct Player {
 pub const FAULT_STOP_BEFORE_ADD: &str = "DMIX_FAULT_STOP_BEFORE_ADD";
 
 impl Player {
-    /// A player on a connection opened with `Role::Play`.
-    pub fn new(conn: Connection) -> Player {
+    /// A player on a connection opened with `Role::Play`, writing at most `latency` frames
+    /// ahead of hw_ptr: rounded up to whole periods, at least one, at most the ring (`None`:
+    /// the whole ring). [`Player::latency`] tells what it became. A deeper window costs
+    /// nothing per frame and lets the player sleep longer between refills; a stop is silent
+    /// at once whatever it is (see [`Player::retract`]).
+    pub fn new(conn: Connection, latency: Option<u64>) -> Player {
         let p = *conn.params();
+        let period = u64::from(p.period_frames);
+        let ring = u64::from(p.ring_frames);
+        let window = latency.map_or(ring, |f| f.div_ceil(period).max(1).saturating_mul(period).min(ring));
+        // Before the first write: dmix-stat never sees a player without its latency.
+        conn.ring.counters(conn.slot()).latency_frames.store(window as u32, Ordering::Relaxed);
         Player {
             pos: conn.start_frame(),
             history: vec![0; p.ring_frames as usize * p.channels as usize],
-            window: u64::from(p.ring_frames),
+            window,
             late_frames: 0,
             underruns: 0,
             map: conn.channel_map(),
@@ -194,6 +203,11 @@ impl Player {
             adds: 0,
             conn,
         }
+    }
+
+    /// The latency in effect, in frames.
+    pub fn latency(&self) -> u64 {
+        self.window
     }
 
     /// The connection.

@@ -25,7 +25,17 @@ pub struct PlayConfig {
     pub volume_db: f64,
     /// Stop at the first input that fails instead of playing the rest.
     pub strict: bool,
+    /// How far ahead of the device to write, ms; `None`: [`DEFAULT_LATENCY_MS`] on a paced
+    /// server, the whole ring in freewheel (where nothing is heard and deeper is faster).
+    pub latency_ms: Option<f64>,
 }
+
+/// dmix-play's latency on a paced server: 200 ms. The player refills when half of it has
+/// played, so it wakes 10 times a second (not every period), and a player descheduled for
+/// up to 100 ms is still not heard to gap. Stopping is immediate whatever the latency
+/// (queued audio is retracted); what it delays is only a change of input, which dmix-play
+/// does not have. pw-cat's default is 100 ms; aplay's buffer is up to 500 ms.
+pub const DEFAULT_LATENCY_MS: f64 = 200.0;
 
 /// What the player reports while it plays.
 pub trait Observer {
@@ -37,6 +47,8 @@ pub trait Observer {
     fn file_done(&mut self) {}
     /// An input failed; playing goes on with the next unless strict.
     fn file_failed(&mut self, _input: &str, _error: &Error) {}
+    /// The latency asked for is more than the server's ring holds: `got_ms` is used.
+    fn latency_limited(&mut self, _asked_ms: f64, _got_ms: f64) {}
 }
 
 /// How playing ended.
@@ -57,7 +69,18 @@ pub fn play(cfg: &PlayConfig, stop: &AtomicBool, obs: &mut dyn Observer) -> Resu
     let p = *conn.params();
     let target = Target { rate_hz: p.rate_hz, channels: conn.width() as u16 };
     let opts = DecodeOptions { raw: cfg.raw, volume_db: cfg.volume_db };
-    let mut player = Player::new(conn);
+    let latency_ms = match cfg.latency_ms {
+        Some(ms) => Some(ms),
+        None if p.freewheel => None,
+        None => Some(DEFAULT_LATENCY_MS),
+    };
+    let asked = latency_ms.map(|ms| (ms * f64::from(p.rate_hz) / 1000.0).ceil() as u64);
+    let mut player = Player::new(conn, asked);
+    if let (Some(ms), Some(frames)) = (latency_ms, asked)
+        && player.latency() < frames
+    {
+        obs.latency_limited(ms, p.frames_to_ms(player.latency()));
+    }
     let mut summary = PlaySummary::default();
     let mut buf = Vec::new();
     for input in &cfg.inputs {

@@ -86,7 +86,8 @@ pub struct CaptureSnapshot {
 }
 
 /// One client of a snapshot. `pid` and `uid` come from the kernel (SO_PEERCRED); `name`,
-/// `queued_ms`, `underruns`, `late_frames` and `peak_dbfs` are the client's own report.
+/// `queued_ms`, `latency_ms`, `underruns`, `late_frames` and `peak_dbfs` are the client's own
+/// report.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClientSnapshot {
     /// Client id (unique while the server runs).
@@ -106,6 +107,9 @@ pub struct ClientSnapshot {
     /// How far ahead of hw_ptr the client has queued audio, ms (players); how far behind
     /// the capture pointer a capture reader is, ms.
     pub queued_ms: Option<f64>,
+    /// How far ahead of hw_ptr the player writes at most (its chosen latency), ms; it
+    /// refills when half of that has played, so `queued_ms` moves between the two.
+    pub latency_ms: Option<f64>,
     /// Times the client fell behind.
     pub underruns: u64,
     /// Frames it dropped because they arrived late.
@@ -203,6 +207,8 @@ pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
             role: role.map_or("?", Role::name).to_string(),
             channels: info.channels.load(Ordering::Relaxed),
             queued_ms,
+            latency_ms: (role == Some(Role::Play))
+                .then(|| p.frames_to_ms(u64::from(c.latency_frames.load(Ordering::Relaxed)))),
             underruns: c.underruns.load(Ordering::Relaxed),
             late_frames: c.late_frames.load(Ordering::Relaxed),
             peak_dbfs: if role == Some(Role::Play) {
@@ -306,21 +312,23 @@ pub fn render_text(s: &Snapshot) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9}  {:<20} NAME",
-        "ID", "PID", "ROLE", "CH", "QUEUED", "UNDERRUNS", "LATE", "PEAK dBFS"
+        "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9} {:>9}  {:<20} NAME",
+        "ID", "PID", "ROLE", "CH", "QUEUED", "LATENCY", "UNDERRUNS", "LATE", "PEAK dBFS"
     );
     for c in &s.clients {
         let queued = c.queued_ms.map_or("-".to_string(), |q| format!("{q:.1} ms"));
+        let latency = c.latency_ms.map_or("-".to_string(), |q| format!("{q:.1} ms"));
         let peaks: Vec<String> = c.peak_dbfs.iter().map(|p| p.map_or("-inf".into(), |d| format!("{d:.1}"))).collect();
         let ch = if c.channels == 0 { v.channels } else { c.channels };
         let _ = writeln!(
             o,
-            "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9}  {:<20} {}",
+            "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9} {:>9}  {:<20} {}",
             c.id,
             c.pid,
             c.role,
             ch,
             queued,
+            latency,
             c.underruns,
             c.late_frames,
             if peaks.is_empty() { "-".into() } else { peaks.join(" ") },

@@ -93,6 +93,8 @@ fn reliability_clients_killed_anywhere_leave_the_survivor_exact_and_nothing_behi
     write_wav_i16(&env.path("silence.wav"), 48000, 2, &vec![0i16; 48000 * 2 * 2]);
     let survivor: Vec<i16> = signal(CHUNK * (victims + 10), 2, 440.0, 0.6, 9);
     let out = env.path("out.wav");
+    // A ring of 4096 frames: its pages are all touched before the RSS is first read, so
+    // any growth after that is the server's own.
     let mut server = env.serve(&[
         "--sink",
         &format!("wav:{}", out.display()),
@@ -100,6 +102,8 @@ fn reliability_clients_killed_anywhere_leave_the_survivor_exact_and_nothing_behi
         "--wait-clients",
         "1",
         "--exit-when-idle",
+        "--buffer",
+        "4096",
     ]);
     let mut s = env.spawn("dmix-play", &["-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2", "-"]);
     let mut feed = s.stdin();
@@ -311,7 +315,8 @@ fn reliability_full_disk_leaves_a_readable_wav_and_tells_the_clients() {
     // A file-size limit stands in for a full disk: writes past it fail with EFBIG.
     let mut cmd = Command::new("prlimit");
     cmd.arg("--fsize=200000").arg("--").arg(bin("dmix-serve"));
-    cmd.args(["--sink", "wav:out.wav", "--freewheel", "--wait-clients", "1"]);
+    // The ring's memfds count against the limit too: a small one leaves room for the WAV.
+    cmd.args(["--sink", "wav:out.wav", "--freewheel", "--wait-clients", "1", "--buffer", "2048"]);
     cmd.env("XDG_RUNTIME_DIR", env.runtime_dir()).env("HOME", env.path("")).current_dir(env.path(""));
     let mut server = Proc::spawn("dmix-serve", cmd.stdin(std::process::Stdio::null()));
     server.wait_for_stderr("serving on");

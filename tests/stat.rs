@@ -9,7 +9,7 @@ fn stat_json_reports_both_players_with_kernel_pids() {
     let env = Env::new();
     write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(48000, 2, 440.0, 0.5, 1));
     // Held until a third player: the two stay connected while we look.
-    let _s = env.serve(&["--sink", "null", "--freewheel", "--wait-clients", "3"]);
+    let _s = env.serve(&["--sink", "null", "--freewheel", "--wait-clients", "3", "--buffer", "2048"]);
     let pa = env.spawn("dmix-play", &["--name", "first", "a.wav"]);
     let pb = env.spawn("dmix-play", &["--name", "second", "a.wav"]);
     wait_for_clients(&env, "default", "play", 2);
@@ -39,8 +39,9 @@ fn stat_json_reports_both_players_with_kernel_pids() {
         assert_eq!(c["role"], "play");
         assert_eq!(c["pid"], p.pid(), "{name}: the pid must be the client's own");
         assert_eq!(c["peak_dbfs"].as_array().unwrap().len(), 2);
-        // Held at hw_ptr 0, each has filled the whole ring (2048 frames: 40 ms in whole periods).
+        // Held at hw_ptr 0, each has filled the whole ring (2048 frames), its freewheel latency.
         assert!((c["queued_ms"].as_f64().unwrap() - 42.67).abs() < 0.1, "{c}");
+        assert!((c["latency_ms"].as_f64().unwrap() - 42.67).abs() < 0.1, "{c}");
     }
     // The inspector itself shows as role stat, and holds nothing back.
     assert!(clients.iter().any(|c| c["role"] == "stat"));

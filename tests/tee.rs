@@ -105,9 +105,9 @@ fn tee_that_falls_behind_reports_lost_frames() {
     let snap = wait_for_clients(&env, "default", "tee", 1);
     let start = snap.server.hw_ptr;
     t.signal(nix::sys::signal::Signal::SIGSTOP);
-    // The monitor keeps half a second (24000 frames): let the paced server lap the stopped
-    // recorder, measured on the server's own pointer.
-    wait_hw_ptr(&env, "default", start + 24000 + 9600);
+    // The monitor keeps as much as the ring (a second in whole periods, 48128 frames): let
+    // the paced server lap the stopped recorder, measured on the server's own pointer.
+    wait_hw_ptr(&env, "default", start + 48128 + 9600);
     t.signal(nix::sys::signal::Signal::SIGCONT);
     let line = t.wait_for_stderr("frames lost");
     assert!(line.starts_with("dmix-tee: fell behind the server: "), "{line}");

@@ -44,12 +44,26 @@ struct Args {
     /// Stop at the first file that cannot be played instead of playing the rest.
     #[arg(long)]
     strict: bool,
+    /// How far ahead of the device to write, in ms (rounded up to whole server periods, at
+    /// most the server's buffer). Higher wakes the player less often and rides out longer
+    /// stalls; a stop (Ctrl-C) is silent at once whatever it is. [default: 200 ms; in
+    /// freewheel, the whole buffer]
+    #[arg(long, value_name = "MS", value_parser = parse_latency)]
+    latency: Option<f64>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
     /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
     #[arg(long, hide = true, value_name = "WHAT")]
     generate: Option<String>,
+}
+
+fn parse_latency(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if ms > 0.0 && ms <= 60_000.0 => Ok(ms),
+        Ok(_) => Err("must be more than 0 and at most 60000 ms".into()),
+        Err(_) => Err("not a number of milliseconds".into()),
+    }
 }
 
 fn config(a: &Args) -> Result<PlayConfig> {
@@ -77,6 +91,7 @@ fn config(a: &Args) -> Result<PlayConfig> {
         raw,
         volume_db: a.volume,
         strict: a.strict,
+        latency_ms: a.latency,
     })
 }
 
@@ -114,7 +129,17 @@ impl Observer for Progress {
     }
 
     fn file_failed(&mut self, _input: &str, e: &Error) {
-        let line = format!("dmix-play: {e}");
+        self.say(format!("dmix-play: {e}"));
+    }
+
+    fn latency_limited(&mut self, asked_ms: f64, got_ms: f64) {
+        self.say(format!("dmix-play: --latency {asked_ms} ms is more than the server's buffer holds: using {got_ms:.1} ms"));
+    }
+}
+
+impl Progress {
+    /// One line on stderr, above the progress bar if there is one.
+    fn say(&self, line: String) {
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),

@@ -31,9 +31,10 @@ struct Args {
     /// Frames per period: the unit the server takes out of the ring and plays.
     #[arg(long, value_name = "FRAMES", default_value_t = 256)]
     period: u32,
-    /// Frames in the mix ring: how far ahead of the device clients may write. It is not the
-    /// device's latency (the server takes each period just in time); a deeper ring lets
-    /// players sleep longer between refills [default: 4 periods, and at least 40 ms].
+    /// Frames in the mix ring: how far ahead of the device clients may write at most. It is
+    /// not the device's latency (the server takes each period just in time) nor the
+    /// clients': each picks its own within it (dmix-play --latency) [default: 1 s in whole
+    /// periods, at least 4 periods].
     #[arg(long, value_name = "FRAMES")]
     buffer: Option<u32>,
     /// Server name: clients find it with -D NAME.
@@ -84,18 +85,19 @@ fn config(a: &Args) -> Result<ServerConfig> {
     if a.wait_readers > 0 && capture.is_none() {
         return Err(Error::invalid("--wait-readers", "needs --capture"));
     }
+    let whole_periods = |frames: u32| frames.div_ceil(a.period.max(1)).saturating_mul(a.period);
     let buffer = match a.buffer {
         Some(b) => b,
         None => {
             let four = a.period.checked_mul(4).ok_or_else(|| Error::invalid("--period", "too large"))?;
-            // 40 ms in whole periods: a player refills half of it at a time, so it wakes
-            // every 20 ms rather than every period (measured: docs/BENCHMARKS.md).
-            let forty_ms = (a.rate / 25).div_ceil(a.period.max(1)).saturating_mul(a.period);
-            four.max(forty_ms)
+            // One second: room for a music player's latency (dmix-play's default is 200 ms)
+            // beside a synth's few periods. Only what clients queue is touched, so a deep
+            // ring costs memory (8 bytes a sample), not time.
+            four.max(whole_periods(a.rate))
         }
     };
     // The monitor keeps at least half a second so a recorder can be scheduled late.
-    let monitor = (a.rate / 2).max(buffer.saturating_mul(4)).div_ceil(a.period.max(1)) * a.period.max(1);
+    let monitor = whole_periods((a.rate / 2).max(buffer));
     let params = RingParams {
         rate_hz: a.rate,
         channels: a.channels,

@@ -217,8 +217,8 @@ pub struct ClientCounters {
     pub end_ptr: AtomicU64,
     /// `CLIENT_*` flags.
     pub flags: AtomicU32,
-    /// Padding.
-    pub reserved: AtomicU32,
+    /// How far ahead of hw_ptr the client writes (its chosen latency), in frames.
+    pub latency_frames: AtomicU32,
     /// Frames dropped because they arrived after the server took them.
     pub late_frames: AtomicU64,
     /// Times the client fell behind hw_ptr.
@@ -350,6 +350,7 @@ mod tests {
         assert_eq!(offset_of!(ClientCounters, appl_ptr), 0);
         assert_eq!(offset_of!(ClientCounters, end_ptr), 8);
         assert_eq!(offset_of!(ClientCounters, flags), 16);
+        assert_eq!(offset_of!(ClientCounters, latency_frames), 20);
         assert_eq!(offset_of!(ClientCounters, late_frames), 24);
         assert_eq!(offset_of!(ClientCounters, underruns), 32);
         assert_eq!(offset_of!(ClientCounters, peak), 40);

@@ -380,6 +380,7 @@ impl ServerRing {
         let c = self.counters(slot);
         c.appl_ptr.store(appl_ptr, Ordering::Relaxed);
         c.end_ptr.store(0, Ordering::Relaxed);
+        c.latency_frames.store(0, Ordering::Relaxed);
         c.late_frames.store(0, Ordering::Relaxed);
         c.underruns.store(0, Ordering::Relaxed);
         for p in &c.peak {
@@ -618,6 +619,9 @@ impl ClientRing {
             for (c, &s) in frame.iter().enumerate() {
                 let s = if negate { s.wrapping_neg() } else { s };
                 let slot = &ring[base + c];
+                // Guess an empty slot of our lap instead of loading first: the line was last
+                // written by another core, and a load then a CAS fetch it twice (shared, then
+                // owned); a failed CAS brings it owned with the value to retry with.
                 let mut cur = slot.load(Ordering::Relaxed);
                 loop {
                     let (tag, sum) = slot_parts(cur);
