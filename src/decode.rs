@@ -43,7 +43,7 @@ pub struct Target {
 }
 
 /// Headerless PCM, as aplay's `-t raw -f -r -c` describe it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RawSpec {
     /// Sample format.
     pub format: SampleFormat,
@@ -68,6 +68,9 @@ enum Source {
         reader: Box<dyn Read>,
         spec: RawSpec,
         bytes: Vec<u8>,
+        /// The container promised a length (a WAV's data chunk): an input that ends inside
+        /// a frame is cut off, which the length check reports, not a malformed raw stream.
+        promised: bool,
     },
     Sym {
         format: Box<dyn FormatReader>,
@@ -128,9 +131,31 @@ impl Decoder {
                     Input::Stdin(s) => Box::new(s),
                     Input::File(f) => Box::new(BufReader::new(f)),
                 };
-                (Source::Raw { reader, spec, bytes }, what, spec.rate_hz, usize::from(spec.channels), promised, true)
+                let source = Source::Raw { reader, spec, bytes, promised: false };
+                (source, what, spec.rate_hz, usize::from(spec.channels), promised, true)
             }
-            None => open_symphonia(path, input)?,
+            None => match input {
+                Input::File(mut f) => match wav::probe(&mut f) {
+                    Some(w) => {
+                        let spec = w.spec;
+                        let frame_bytes = spec.format.bytes() * usize::from(spec.channels);
+                        let bytes = Vec::with_capacity(RAW_CHUNK_FRAMES * frame_bytes);
+                        // As symphonia names the codec.
+                        let what = match spec.format {
+                            SampleFormat::S16Le => "PCM_S16LE",
+                            SampleFormat::S32Le => "PCM_S32LE",
+                            SampleFormat::FloatLe => "PCM_F32LE",
+                        }
+                        .to_string();
+                        let promised = Some(w.data_bytes / frame_bytes as u64);
+                        let source =
+                            Source::Raw { reader: Box::new(f.take(w.data_bytes)), spec, bytes, promised: true };
+                        (source, what, spec.rate_hz, usize::from(spec.channels), promised, true)
+                    }
+                    None => open_symphonia(path, Input::File(f))?,
+                },
+                stdin => open_symphonia(path, stdin)?,
+            },
         };
         let out_channels = usize::from(target.channels);
         let rate = if in_rate == target.rate_hz {
@@ -195,6 +220,11 @@ impl Decoder {
                 }
             } else {
                 self.decoded_frames += got as u64;
+                if matches!(self.map, ChannelMap::Same) && self.rate.is_none() {
+                    // Already in the target's layout and rate: hand the frames over as they are.
+                    std::mem::swap(&mut self.src, out);
+                    continue;
+                }
                 self.mapped.clear();
                 self.map.apply(&self.src, self.in_channels, ch, &mut self.mapped);
                 match self.rate.as_mut() {
@@ -235,7 +265,9 @@ impl Decoder {
     /// Decodes the next source frames into `self.src` (mix scale, source layout).
     fn next_source_frames(&mut self) -> Result<usize> {
         match &mut self.source {
-            Source::Raw { reader, spec, bytes } => read_raw(&self.path, reader.as_mut(), spec, bytes, &mut self.src),
+            Source::Raw { reader, spec, bytes, promised } => {
+                read_raw(&self.path, reader.as_mut(), spec, bytes, *promised, &mut self.src)
+            }
             Source::Sym { format, decoder, track, scratch_i, scratch_f, marks_end } => loop {
                 let packet = match format.next_packet() {
                     Ok(Some(p)) => p,
@@ -305,6 +337,7 @@ fn read_raw(
     reader: &mut dyn Read,
     spec: &RawSpec,
     bytes: &mut Vec<u8>,
+    promised: bool,
     out: &mut Vec<i32>,
 ) -> Result<usize> {
     let frame_bytes = spec.format.bytes() * usize::from(spec.channels);
@@ -319,14 +352,21 @@ fn read_raw(
         }
     }
     let left = filled % frame_bytes;
-    if filled < bytes.len() && left != 0 {
+    if promised {
+        // Cut off inside a frame: drop the partial frame; the length check reports the cut.
+        filled -= left;
+    } else if filled < bytes.len() && left != 0 {
         return Err(Error::input(
             path,
             format!("ends with a partial frame: {left} bytes left over ({frame_bytes}-byte frames)"),
         ));
     }
-    for s in bytes[..filled].chunks_exact(spec.format.bytes()) {
-        out.push(spec.format.le_bytes_to_mix(s));
+    let samples = bytes[..filled].chunks_exact(spec.format.bytes());
+    // The match outside the loops: each is then a plain conversion the compiler vectorises.
+    match spec.format {
+        SampleFormat::S16Le => out.extend(samples.map(|b| SampleFormat::S16Le.le_bytes_to_mix(b))),
+        SampleFormat::S32Le => out.extend(samples.map(|b| SampleFormat::S32Le.le_bytes_to_mix(b))),
+        SampleFormat::FloatLe => out.extend(samples.map(|b| SampleFormat::FloatLe.le_bytes_to_mix(b))),
     }
     Ok(filled / frame_bytes)
 }
@@ -434,3 +474,4 @@ fn codec_name(decoder: &dyn AudioDecoder) -> String {
 
 #[cfg(test)]
 mod tests;
+mod wav;

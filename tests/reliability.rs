@@ -235,9 +235,11 @@ fn reliability_player_stalled_between_window_check_and_add_never_plays_a_lap_lat
     let mut tee = env.spawn("dmix-tee", &["rec.wav"]);
     wait_for_clients(&env, "default", "tee", 1);
     let mut pb = env.spawn("dmix-play", &["b.wav"]);
-    env.set_env(dmix::client::FAULT_STOP_BEFORE_ADD, "12");
+    env.set_env(dmix::client::FAULT_STOP_BEFORE_ADD, "5");
     let mut pa = env.spawn("dmix-play", &["a.wav"]);
-    // A stops itself after its window check, before its 12th add.
+    // A stops itself after its window check, before its 5th add: mid-stream, after it has
+    // filled its 200 ms window once (it reads 4096 frames at a time; an add ends at a read's
+    // end or at the window's).
     wait_stopped(pa.pid());
     let stat = stat_conn(&env, "default");
     let ring = u64::from(stat.params().ring_frames);

@@ -133,7 +133,9 @@ impl Observer for Progress {
     }
 
     fn latency_limited(&mut self, asked_ms: f64, got_ms: f64) {
-        self.say(format!("dmix-play: --latency {asked_ms} ms is more than the server's buffer holds: using {got_ms:.1} ms"));
+        self.say(format!(
+            "dmix-play: --latency {asked_ms} ms is more than the server's buffer holds: using {got_ms:.1} ms"
+        ));
     }
 }
 

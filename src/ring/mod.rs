@@ -605,6 +605,17 @@ impl ClientRing {
     /// first frame the ring cannot hold yet (a lap ahead: the caller's window was wrong);
     /// frames the server already took are dropped and counted as late.
     pub fn mix_add(&self, start: u64, samples: &[i32], negate: bool) -> AddOutcome {
+        self.add(start, samples, negate, None)
+    }
+
+    /// [`ClientRing::mix_add`] that also stores each sample it visits in `history` at its
+    /// place in the ring (`history` has the sum ring's length, one i32 per sample), in the
+    /// same pass: a player keeps what it queued, for retraction, without copying it again.
+    pub fn mix_add_keeping(&self, start: u64, samples: &[i32], history: &mut [i32]) -> AddOutcome {
+        self.add(start, samples, false, Some(history))
+    }
+
+    fn add(&self, start: u64, samples: &[i32], negate: bool, mut history: Option<&mut [i32]>) -> AddOutcome {
         debug_assert!(self.mix_writable, "mix_add on a read-only mix mapping");
         let p = &self.params;
         let ch = p.channels as usize;
@@ -617,6 +628,9 @@ impl ClientRing {
             let (lap, base) = (at.lap, at.index);
             at.advance();
             for (c, &s) in frame.iter().enumerate() {
+                if let Some(kept) = history.as_deref_mut().and_then(|h| h.get_mut(base + c)) {
+                    *kept = s;
+                }
                 let s = if negate { s.wrapping_neg() } else { s };
                 let slot = &ring[base + c];
                 // Guess an empty slot of our lap instead of loading first: the line was last
