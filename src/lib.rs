@@ -61,6 +61,7 @@ pub mod convert;
 pub mod decode;
 pub mod error;
 pub mod format;
+pub mod notify;
 pub mod paths;
 pub mod play;
 pub mod protocol;

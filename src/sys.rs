@@ -3,7 +3,8 @@
 //! - futex wait/wake on a word in a shared mapping (never `FUTEX_PRIVATE_FLAG`: the waiter
 //!   and the waker are different processes);
 //! - adopting the raw fds the kernel hands us (`accept4`, `SCM_RIGHTS`) as `OwnedFd`, each
-//!   exactly once, close-on-exec from birth;
+//!   exactly once, close-on-exec from birth, and the listening socket a service manager
+//!   passes at start (socket activation: fd 3, once);
 //! - the peer's supplementary groups (`SO_PEERGROUPS`), which nix does not wrap;
 //! - real-time scheduling of the calling thread (`sched_setscheduler`), which nix does not wrap.
 //!
@@ -106,6 +107,40 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
         Err(nix::Error::EAGAIN) | Err(nix::Error::ECONNABORTED) | Err(nix::Error::EINTR) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The first fd a service manager passes (sd_listen_fds(3): `SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// Takes the sockets passed by a service manager (systemd, systemd-socket-activate) under the
+/// sd_listen_fds(3) protocol: `Ok(None)` unless `LISTEN_PID` names this process; the one fd
+/// passed (fd 3), close-on-exec; an error if there are none, several, or fd 3 is not open.
+/// Only the first call can return an fd.
+pub fn take_listen_fd() -> Result<Option<OwnedFd>, String> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Some(pid) = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) else {
+        return Ok(None);
+    };
+    if pid != std::process::id() {
+        return Ok(None);
+    }
+    let n = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    if n != 1 {
+        return Err(format!("socket activation passed {n} sockets (LISTEN_FDS); dmix-serve takes exactly one"));
+    }
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(None);
+    }
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: only borrowed for the duration of this check, which fails on a closed fd.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(LISTEN_FDS_START) };
+    fcntl(borrowed, FcntlArg::F_GETFD).map_err(|e| format!("socket activation: fd 3 is not open ({e})"))?;
+    // SAFETY: LISTEN_PID names this process, so by the protocol fd 3 was opened for us and
+    // nobody else in it owns the fd; it is open (checked above), and TAKEN makes this the
+    // only adoption.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| format!("socket activation: fd 3: {e}"))?;
+    Ok(Some(fd))
 }
 
 /// The most fds one message may carry; more is a protocol violation.

@@ -77,9 +77,36 @@ impl Listener {
         Ok(Listener { fd, path: path.to_path_buf(), ino })
     }
 
-    /// Adopts a socket that is already listening (socket activation); nothing is removed on drop.
-    pub fn from_listening(fd: OwnedFd, path: PathBuf) -> Listener {
-        Listener { fd, path, ino: 0 }
+    /// The listening socket a service manager passed (socket activation: systemd's
+    /// `ListenSequentialPacket=`, `systemd-socket-activate --seqpacket`), if any. It must be
+    /// a listening SOCK_SEQPACKET unix socket bound to a path. It is the manager's: nothing
+    /// is removed on drop.
+    pub fn activated() -> Result<Option<Listener>> {
+        let bad = |why: String| Error::invalid("socket activation", why);
+        let Some(fd) = sys::take_listen_fd().map_err(bad)? else {
+            return Ok(None);
+        };
+        let kind =
+            getsockopt(&fd, sockopt::SockType).map_err(|e| bad(format!("the passed fd is not a socket ({e})")))?;
+        if kind != SockType::SeqPacket {
+            return Err(bad(format!(
+                "the passed socket is {kind:?}; dmix-serve needs SOCK_SEQPACKET (ListenSequentialPacket=, or \
+                 systemd-socket-activate --seqpacket)"
+            )));
+        }
+        if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+            return Err(bad("the passed socket is not listening".into()));
+        }
+        let addr: UnixAddr = nix::sys::socket::getsockname(fd.as_raw_fd())
+            .map_err(|e| bad(format!("the passed socket has no unix address ({e})")))?;
+        let Some(path) = addr.path().map(Path::to_path_buf) else {
+            return Err(bad("the passed socket is not bound to a path (abstract or unnamed)".into()));
+        };
+        // accept() here never blocks: the control thread polls.
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| bad(e.to_string()))?;
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(Listener { fd, path, ino: 0 }))
     }
 
     /// The socket path.

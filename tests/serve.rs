@@ -259,3 +259,119 @@ fn serve_socket_path_and_tmp_fallback() {
     assert!(s.wait().success());
     assert!(!std::path::Path::new(&path).exists());
 }
+
+/// Issue 7: started by a service manager with a listening socket (systemd-socket-activate
+/// from Debian's systemd package, which needs no running systemd), dmix-serve serves the
+/// client whose connection started it, exactly, and reports READY=1 then STOPPING=1 on
+/// NOTIFY_SOCKET (Type=notify).
+#[test]
+fn serve_socket_activation_serves_the_first_client_and_notifies() {
+    let env = Env::new();
+    let a = signal(48000, 2, 440.0, 0.3, 21);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    let sock = env.socket("default");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    std::fs::set_permissions(sock.parent().unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(env.path("notify.sock")).unwrap();
+    notify.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut cmd = std::process::Command::new("systemd-socket-activate");
+    cmd.args(["--seqpacket", "-l", sock.to_str().unwrap(), "-E", "NOTIFY_SOCKET"])
+        .arg(bin("dmix-serve"))
+        .args(["--sink", "wav:out.wav", "--freewheel", "--exit-when-idle"])
+        .env("NOTIFY_SOCKET", env.path("notify.sock"))
+        .env("XDG_RUNTIME_DIR", env.runtime_dir())
+        .current_dir(env.path(""))
+        .stdin(std::process::Stdio::null());
+    let mut server = Proc::spawn("systemd-socket-activate", &mut cmd);
+    // The activator binds the socket and listens; the server starts on the first connection.
+    server.wait_for_stderr("Listening on");
+    let r = env.run("dmix-play", &["a.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    assert!(server.finished_stderr().contains("(socket activation)"), "{}", server.finished_stderr());
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("READY=1 on NOTIFY_SOCKET");
+    assert_eq!(&buf[..n], b"READY=1");
+    let n = notify.recv(&mut buf).expect("STOPPING=1 on NOTIFY_SOCKET");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let (_, got) = read_wav(&env.path("out.wav"));
+    assert_eq!(got.len(), 48128 * 2);
+    assert!(got.iter().zip(a.iter().map(|&s| i32::from(s)).chain(std::iter::repeat(0))).all(|(g, w)| *g == w));
+    // The socket is the manager's: the server leaves it in place.
+    assert!(sock.exists());
+}
+
+/// A service manager that passes something other than one listening SOCK_SEQPACKET socket
+/// gets one line saying what, and exit code 3.
+#[test]
+fn serve_socket_activation_refuses_what_is_not_its_socket() {
+    let env = Env::new();
+    std::fs::write(env.path("plain"), b"").unwrap();
+    let serve = bin("dmix-serve");
+    for (fds, why) in [("1", "not a socket"), ("2", "passed 2 sockets")] {
+        // sh's pid is the server's after exec: LISTEN_PID names it, as a manager would.
+        let script = format!("LISTEN_PID=$$ LISTEN_FDS={fds} exec '{}' --sink null 3<plain", serve.display());
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &script])
+            .env("XDG_RUNTIME_DIR", env.runtime_dir())
+            .current_dir(env.path(""))
+            .stdin(std::process::Stdio::null());
+        let mut p = Proc::spawn("dmix-serve", &mut cmd);
+        assert_eq!(p.wait().code(), Some(3), "LISTEN_FDS={fds}: {}", p.finished_stderr());
+        let err = p.finished_stderr();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("socket activation") && err.contains(why), "{err}");
+    }
+}
+
+/// The user units install for the current user (scripts/install-units, here without telling
+/// a systemd that is not running) and pass `systemd-analyze verify`; the socket unit listens
+/// where clients look for the default server.
+#[test]
+fn serve_user_units_install_and_verify() {
+    let env = Env::new();
+    let config = env.path("config");
+    let bindir = bin("dmix-serve").parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-units"))
+        .arg("wav:/tmp/x.wav")
+        .env("PATH", path)
+        .env("XDG_CONFIG_HOME", &config)
+        .env("SYSTEMCTL", ":")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let units = config.join("systemd/user");
+    let service = std::fs::read_to_string(units.join("dmix-serve.service")).unwrap();
+    assert!(service.contains(&format!("ExecStart={}/dmix-serve $DMIX_SERVE_ARGS", bindir.display())), "{service}");
+    assert!(service.contains("Type=notify"));
+    let socket = std::fs::read_to_string(units.join("dmix-serve.socket")).unwrap();
+    // %t is the user's XDG_RUNTIME_DIR, where clients look (dmix::paths).
+    assert!(socket.contains("ListenSequentialPacket=%t/dmix/default.sock"), "{socket}");
+    assert_eq!(
+        std::fs::read_to_string(config.join("dmix/serve.env")).unwrap(),
+        "DMIX_SERVE_ARGS=--sink wav:/tmp/x.wav\n"
+    );
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args([units.join("dmix-serve.service"), units.join("dmix-serve.socket")])
+        .output()
+        .unwrap_or_else(|e| panic!("systemd-analyze not runnable ({e}): install the Debian package systemd"));
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+}
+
+/// Issue 7: without --sink on a machine with no sound card (alsa:default opens a card that
+/// is not there: card 31 in a config the test writes), one line that names the
+/// alternatives, exit code 9 (device), and no ALSA trace.
+#[test]
+fn serve_without_a_sound_card_says_so_in_one_line() {
+    let mut env = Env::new();
+    let conf = env.path("nocard.conf");
+    std::fs::write(&conf, "pcm.!default { type hw card 31 }\n").unwrap();
+    env.set_env("ALSA_CONFIG_PATH", &format!("/usr/share/alsa/alsa.conf:{}", conf.display()));
+    let r = env.run("dmix-serve", &[]);
+    assert_eq!(r.status.code(), Some(9), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("no sound card") && r.stderr.contains("--sink wav:PATH"), "{}", r.stderr);
+    assert!(r.stderr.contains("--sink null"), "{}", r.stderr);
+}

@@ -148,6 +148,10 @@ const EXTRA: &[(&str, &str)] = &[
         "--capture shares one input among any number of readers, as ALSA's dsnoop does: dmix-tee --source capture records it. alsa:PCM captures from an ALSA device in the server's rate, channels and format, paced by the device; overruns are recovered and counted (dmix-stat). wav:PATH reads a file (any format dmix-play decodes, converted to the server's rate and channels) once, at the real rate, or with --freewheel as fast as every reader takes it, so each reader gets every frame. When the input ends, readers finish what was captured and exit.",
     ),
     (
+        "SOCKET ACTIVATION",
+        "Started by systemd with a listening socket (ListenSequentialPacket=, as in the dmix-serve.socket unit of the sources; or systemd-socket-activate --seqpacket), dmix-serve serves on that socket instead of binding one; --name, --socket and --group do not apply to it (the unit sets path, mode and group). With NOTIFY_SOCKET set (Type=notify) it reports READY=1 once it serves, and STOPPING=1. scripts/install-units installs the user units: systemctl --user enable --now dmix-serve.socket starts the server on the first client.",
+    ),
+    (
         "FILES",
         "$XDG_RUNTIME_DIR/dmix/NAME.sock, or /tmp/dmix-$UID/NAME.sock when XDG_RUNTIME_DIR is unset: the socket (mode 0600, in a directory of mode 0700). A socket left by a dead server is replaced; a live one is refused. Nothing else is left behind: the shared memory is sealed memfds that vanish with the last process holding them.",
     ),
@@ -184,8 +188,9 @@ fn main() -> ExitCode {
             }
             if !args.quiet {
                 eprintln!(
-                    "dmix-serve: serving on {}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}{}",
+                    "dmix-serve: serving on {}{}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}{}",
                     ready.listener.path().display(),
+                    if ready.activated { " (socket activation)" } else { "" },
                     cfg.sink,
                     p.rate_hz,
                     p.channels,

@@ -56,6 +56,8 @@ pub struct Ready<'a> {
     /// Why the ring could not be locked in memory (RLIMIT_MEMLOCK), when paced; locking is
     /// not asked in freewheel.
     pub locked: std::result::Result<(), String>,
+    /// The socket was passed by a service manager (socket activation), not bound here.
+    pub activated: bool,
 }
 
 /// Puts the calling thread under SCHED_FIFO if `cfg` asks for it and the server is paced.
@@ -108,13 +110,20 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
     if cfg.capture.is_some() != (cfg.params.capture_frames != 0) {
         return Err(Error::invalid("capture", "a capture source needs a capture ring, and only then"));
     }
-    if let Some(dir) = cfg.socket.parent() {
+    // Socket activation: the service manager bound the socket (its path, mode and group are
+    // the unit's); --name, --socket and --group do not apply to it.
+    let activated = Listener::activated()?;
+    let activated_now = activated.is_some();
+    if !activated_now && let Some(dir) = cfg.socket.parent() {
         crate::paths::ensure_runtime_dir(dir, cfg.group)?;
     }
     // Bind first: a second server must be refused before it touches the sink (a WAV path
     // shared with a live server would otherwise be truncated).
-    let listener = Listener::bind(&cfg.socket, 0o600)?;
-    if let Some(g) = cfg.group {
+    let listener = match activated {
+        Some(l) => l,
+        None => Listener::bind(&cfg.socket, 0o600)?,
+    };
+    if let Some(g) = cfg.group.filter(|_| !activated_now) {
         // Group first, then mode: the socket is never open to a group it is not in.
         std::os::unix::fs::chown(&cfg.socket, None, Some(g))
             .map_err(|e| Error::sys(format!("chgrp {g} {} (is this user in that group?)", cfg.socket.display()), e))?;
@@ -210,8 +219,11 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
                 return Err(e);
             }
         }
-        on_ready(&Ready { listener: &listener, realtime, locked });
-        let control = control::Control::new(shared, &listener, cfg.socket.parent(), cfg.group).run();
+        on_ready(&Ready { listener: &listener, realtime, locked, activated: activated_now });
+        // Type=notify: the service manager starts what depends on us only now.
+        crate::notify::notify("READY=1");
+        let control = control::Control::new(shared, &listener, listener.path().parent(), cfg.group).run();
+        crate::notify::notify("STOPPING=1");
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
             shared.ring_doorbell();
