@@ -1,3 +1,4 @@
+mod alsa_plugin;
 mod badinput;
 mod capture;
 mod generated;

@@ -61,7 +61,12 @@ impl Env {
     }
 
     pub fn command(&self, name: &str) -> Command {
-        let mut c = Command::new(bin(name));
+        self.program(bin(name))
+    }
+
+    /// Any program (aplay, speaker-test, ...) in this environment.
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
         c.env("XDG_RUNTIME_DIR", self.runtime_dir())
             .env("HOME", self.dir.path())
             .env_remove("DMIX_DEVICE")

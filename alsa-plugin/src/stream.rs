@@ -1,0 +1,487 @@
+//! One `dmixrs` PCM: an ALSA playback stream written straight into a dmix server's ring.
+//!
+//! ALSA counts a stream in its own frames from 0 (`prepare`); the ring counts absolute
+//! frames. While the stream runs, stream frame `f` is ring frame `base + f`. Before `start`
+//! (and while paused) what the application writes waits in `pending`, since anything in the
+//! ring plays; `start` puts it at `base + played`, at least a server period ahead of hw_ptr
+//! on a paced server. `stop` (snd_pcm_drop) and `pause` take back what was queued but not
+//! played (the player's retraction), so both are silent within a period whatever the buffer.
+//!
+//! Stopped, drained or paused, the slot says "draining, ended here" (as a dmix-play that
+//! has finished), so an idle PCM never holds a freewheel render back; opened or prepared, it
+//! holds a freewheel render until it starts (as a dmix-play waiting for its input does).
+//!
+//! Poll: an eventfd, readable when the application may write (`avail >= avail_min`) or
+//! the server has gone. A waiter thread sleeps on the ring's period futex until the period
+//! at which that becomes true (one wake-up per refill, not one per period) and signals it;
+//! the server does nothing per client for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dmix::client::Connection;
+use dmix::format::SampleFormat;
+use dmix::protocol::Role;
+use dmix::ring::layout::CLIENT_DRAINING;
+use dmix::sys::Wake;
+use nix::errno::Errno;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+/// How often a sleeping waiter or drain checks that the server is still there.
+const ALIVE_CHECK: Duration = Duration::from_millis(100);
+
+/// The plugin's configuration keys.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// `server`: a server name as in `-D`, or a socket path (default: `default`).
+    pub server: Option<String>,
+    /// `name`: what dmix-stat shows (default: the program's name).
+    pub name: Option<String>,
+}
+
+/// What the waiter thread and the application's calls share.
+struct Shared {
+    event: EventFd,
+    /// The eventfd holds a count (is readable).
+    signalled: AtomicBool,
+    running: AtomicBool,
+    base: AtomicU64,
+    written: AtomicU64,
+    buffer: AtomicU64,
+    avail_min: AtomicU64,
+    /// Bumped, and woken, whenever the fields above change.
+    generation: AtomicU32,
+    closing: AtomicBool,
+    gone: AtomicBool,
+}
+
+impl Shared {
+    fn signal(&self) {
+        if !self.signalled.swap(true, Ordering::AcqRel) {
+            let _ = self.event.write(1);
+        }
+    }
+
+    fn unsignal(&self) {
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            let _ = self.event.read();
+        }
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+        dmix::sys::futex_wake(&self.generation);
+    }
+}
+
+/// A playback stream into a dmix server.
+pub struct Stream {
+    conn: Arc<Connection>,
+    shared: Arc<Shared>,
+    waiter: Option<JoinHandle<()>>,
+    format: SampleFormat,
+    /// Our channels go to these server channels (a dmix-share sub-device).
+    map: Option<Vec<usize>>,
+    app_channels: usize,
+    channels: usize,
+    ring_frames: u64,
+    /// Frames to start ahead of hw_ptr: a period on a paced server, none in freewheel.
+    lead: u64,
+    /// What we added, laid out as the sum ring (for retraction).
+    history: Vec<i32>,
+    /// Frames written but not in the ring yet (before start, while paused), server width.
+    pending: Vec<i32>,
+    /// Stream frames that have played (up to a stop or pause).
+    played: u64,
+    scratch: Vec<i32>,
+}
+
+impl Stream {
+    /// Connects to the server as a player. Errors are one line for SNDERR.
+    pub fn open(cfg: &Config) -> Result<Stream, String> {
+        let server = cfg.server.clone().unwrap_or_else(|| dmix::paths::DEFAULT_NAME.to_string());
+        let name = cfg.name.clone().unwrap_or_else(program_name);
+        let conn = Connection::open(&server, Role::Play, &name, 0).map_err(|e| e.to_string())?;
+        let p = *conn.params();
+        let event = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|e| format!("eventfd: {e}"))?;
+        let shared = Arc::new(Shared {
+            event,
+            signalled: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            base: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            buffer: AtomicU64::new(u64::from(p.period_frames) * 2),
+            avail_min: AtomicU64::new(u64::from(p.period_frames)),
+            generation: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+        });
+        let conn = Arc::new(conn);
+        let s = Stream {
+            map: conn.channel_map(),
+            app_channels: conn.width() as usize,
+            channels: p.channels as usize,
+            ring_frames: u64::from(p.ring_frames),
+            lead: if p.freewheel { 0 } else { u64::from(p.period_frames) },
+            history: vec![0; p.ring_frames as usize * p.channels as usize],
+            pending: Vec::new(),
+            played: 0,
+            scratch: Vec::new(),
+            format: SampleFormat::S16Le,
+            waiter: None,
+            shared,
+            conn,
+        };
+        if !p.freewheel {
+            s.mark_idle(s.conn.start_frame());
+        }
+        let (conn, shared) = (Arc::clone(&s.conn), Arc::clone(&s.shared));
+        let waiter = std::thread::Builder::new()
+            .name("dmixrs-poll".into())
+            .spawn(move || wait_for_space(&conn, &shared))
+            .map_err(|e| format!("waiter thread: {e}"))?;
+        let mut s = s;
+        s.waiter = Some(waiter);
+        s.update_event();
+        Ok(s)
+    }
+
+    /// The server's rate, the channels an application plays, the ring and period sizes.
+    pub fn shape(&self) -> (u32, u32, u32, u32) {
+        let p = self.conn.params();
+        (p.rate_hz, self.app_channels as u32, p.ring_frames, p.period_frames)
+    }
+
+    /// The fd for poll().
+    pub fn poll_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.shared.event.as_raw_fd()
+    }
+
+    /// hw_params: the format and the buffer (the latency: how far ahead we write).
+    pub fn hw_params(&mut self, format: SampleFormat, buffer: u64) -> Result<(), Errno> {
+        let period = u64::from(self.conn.params().period_frames);
+        if buffer < period || buffer > self.ring_frames - period {
+            return Err(Errno::EINVAL);
+        }
+        self.format = format;
+        self.shared.buffer.store(buffer, Ordering::Release);
+        self.conn.ring().counters(self.conn.slot()).latency_frames.store(buffer as u32, Ordering::Relaxed);
+        self.shared.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// sw_params: when poll() says the application may write.
+    pub fn sw_params(&mut self, avail_min: u64) {
+        self.shared.avail_min.store(avail_min.max(1), Ordering::Release);
+        self.shared.changed();
+        self.update_event();
+    }
+
+    /// prepare: a new stream from frame 0.
+    pub fn prepare(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        self.stop();
+        self.hold();
+        self.shared.written.store(0, Ordering::Release);
+        self.played = 0;
+        self.pending.clear();
+        self.shared.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// start: what was written so far goes into the ring, `lead` ahead of hw_ptr.
+    pub fn start(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        let at = (self.conn.ring().hw_ptr() + self.lead).max(self.conn.start_frame());
+        let base = at - self.played;
+        self.shared.base.store(base, Ordering::Release);
+        let pending = std::mem::take(&mut self.pending);
+        self.add(at, &pending);
+        self.pending = pending;
+        self.pending.clear();
+        // Playing again: the server waits for us in freewheel from here.
+        self.conn.ring().counters(self.conn.slot()).flags.store(0, Ordering::Release);
+        self.shared.running.store(true, Ordering::Release);
+        self.publish();
+        self.shared.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// stop (drop): what was queued and not played is taken back out of the ring.
+    pub fn stop(&mut self) {
+        self.take_back(false);
+        self.pending.clear();
+        self.played = self.shared.written.load(Ordering::Acquire);
+        self.shared.changed();
+        self.update_event();
+    }
+
+    /// pause: like stop, but what was taken back is kept and plays on resume.
+    pub fn pause(&mut self, enable: bool) -> Result<(), Errno> {
+        if enable {
+            self.take_back(true);
+            self.shared.changed();
+            self.update_event();
+            Ok(())
+        } else {
+            self.start()
+        }
+    }
+
+    /// Stops running: retracts the queue (keeping it in `pending` with `keep`), notes how
+    /// far the stream played, and marks the slot idle there.
+    fn take_back(&mut self, keep: bool) {
+        if !self.shared.running.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let ring = self.conn.ring();
+        let base = self.shared.base.load(Ordering::Acquire);
+        let end = base + self.shared.written.load(Ordering::Acquire);
+        let from = ring.hw_ptr().clamp(base, end);
+        let ch = self.channels;
+        if keep {
+            self.pending.clear();
+            for f in from..end {
+                let at = (f % self.ring_frames) as usize * ch;
+                self.pending.extend_from_slice(&self.history[at..at + ch]);
+            }
+        }
+        // Newest first: whatever the server takes meanwhile is a clean prefix (Player::retract).
+        for f in (from..end).rev() {
+            let at = (f % self.ring_frames) as usize * ch;
+            ring.mix_add(f, &self.history[at..at + ch], true);
+        }
+        // Frames the server took while we retracted played whole or partly: count from
+        // where hw_ptr is now, never before `from`.
+        let now = ring.hw_ptr().clamp(from, end);
+        if keep && now > from {
+            self.pending.drain(..((now - from) as usize * ch));
+        }
+        self.played = now - base;
+        self.mark_idle(now);
+    }
+
+    /// In freewheel, a prepared stream holds the render where it is until it starts, as a
+    /// dmix-play waiting for input does: several programs started together then start
+    /// together, on the same frame. A paced server never waits for anyone.
+    fn hold(&self) {
+        let ring = self.conn.ring();
+        if ring.freewheel() {
+            let c = ring.counters(self.conn.slot());
+            c.appl_ptr.store(ring.hw_ptr().max(self.conn.start_frame()), Ordering::Relaxed);
+            c.flags.store(0, Ordering::Release);
+        }
+    }
+
+    /// Says "ended at `frame`": the server does not wait for an idle PCM.
+    fn mark_idle(&self, frame: u64) {
+        let c = self.conn.ring().counters(self.conn.slot());
+        c.end_ptr.store(frame, Ordering::Relaxed);
+        c.appl_ptr.store(frame, Ordering::Relaxed);
+        c.flags.store(CLIENT_DRAINING, Ordering::Release);
+        if self.conn.ring().freewheel() {
+            self.conn.ring().ring_doorbell();
+        }
+    }
+
+    /// transfer: `frames` interleaved frames of the negotiated format.
+    pub fn transfer(&mut self, bytes: &[u8], frames: usize) -> Result<usize, Errno> {
+        self.alive()?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let width = self.format.bytes();
+        match &self.map {
+            None => scratch.extend(bytes.chunks_exact(width).map(|b| self.format.le_bytes_to_mix(b))),
+            Some(map) => {
+                for frame in bytes.chunks_exact(width * self.app_channels) {
+                    let at = scratch.len();
+                    scratch.resize(at + self.channels, 0);
+                    for (s, &c) in frame.chunks_exact(width).zip(map) {
+                        scratch[at + c] = self.format.le_bytes_to_mix(s);
+                    }
+                }
+            }
+        }
+        let written = self.shared.written.load(Ordering::Acquire);
+        if self.shared.running.load(Ordering::Acquire) {
+            let base = self.shared.base.load(Ordering::Acquire);
+            self.add(base + written, &scratch);
+        } else {
+            self.pending.extend_from_slice(&scratch);
+        }
+        self.scratch = scratch;
+        self.shared.written.store(written + frames as u64, Ordering::Release);
+        if self.shared.running.load(Ordering::Acquire) {
+            self.publish();
+        }
+        self.shared.changed();
+        self.update_event();
+        Ok(frames)
+    }
+
+    fn add(&mut self, at: u64, samples: &[i32]) {
+        if !samples.is_empty() {
+            self.conn.ring().mix_add_keeping(at, samples, &mut self.history);
+        }
+    }
+
+    fn publish(&self) {
+        let ring = self.conn.ring();
+        let end = self.shared.base.load(Ordering::Acquire) + self.shared.written.load(Ordering::Acquire);
+        ring.counters(self.conn.slot()).appl_ptr.store(end, Ordering::Release);
+        if ring.freewheel() {
+            ring.ring_doorbell();
+        }
+    }
+
+    /// Stream frames played so far.
+    fn hw_stream(&self) -> u64 {
+        let written = self.shared.written.load(Ordering::Acquire);
+        if !self.shared.running.load(Ordering::Acquire) {
+            return self.played;
+        }
+        let base = self.shared.base.load(Ordering::Acquire);
+        self.conn.ring().hw_ptr().saturating_sub(base).min(written)
+    }
+
+    /// pointer: the position in the buffer, or an xrun once the server has played past
+    /// everything written.
+    pub fn pointer(&self) -> Result<u64, Errno> {
+        if self.shared.gone.load(Ordering::Acquire) {
+            return Err(Errno::ENODEV);
+        }
+        let buffer = self.shared.buffer.load(Ordering::Acquire);
+        if self.shared.running.load(Ordering::Acquire) {
+            let base = self.shared.base.load(Ordering::Acquire);
+            let end = base + self.shared.written.load(Ordering::Acquire);
+            if self.conn.ring().hw_ptr() > end {
+                return Err(Errno::EPIPE);
+            }
+        }
+        Ok(self.hw_stream() % buffer)
+    }
+
+    /// delay: frames written and not yet played.
+    pub fn delay(&self) -> u64 {
+        self.shared.written.load(Ordering::Acquire) - self.hw_stream()
+    }
+
+    fn avail(&self) -> u64 {
+        let buffer = self.shared.buffer.load(Ordering::Acquire);
+        buffer.saturating_sub(self.delay())
+    }
+
+    /// drain: starts if need be, then waits (bounded by the server's life) until the last
+    /// frame written has been played.
+    pub fn drain(&mut self) -> Result<(), Errno> {
+        if !self.shared.running.load(Ordering::Acquire) {
+            if self.shared.written.load(Ordering::Acquire) == self.played {
+                return Ok(());
+            }
+            self.start()?;
+        }
+        let ring = self.conn.ring();
+        let end = self.shared.base.load(Ordering::Acquire) + self.shared.written.load(Ordering::Acquire);
+        let c = ring.counters(self.conn.slot());
+        c.end_ptr.store(end, Ordering::Relaxed);
+        // Release: the server that sees DRAINING sees end_ptr (as Player::drain).
+        c.flags.store(CLIENT_DRAINING, Ordering::Release);
+        self.publish();
+        while ring.hw_ptr() < end {
+            if ring.wait_hw_ptr(end, ALIVE_CHECK) == Wake::TimedOut {
+                self.alive()?;
+            }
+        }
+        self.played = self.shared.written.load(Ordering::Acquire);
+        self.shared.running.store(false, Ordering::Release);
+        self.shared.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// poll_revents: POLLOUT when the application may write, POLLERR when the server is gone.
+    pub fn revents(&self) -> i16 {
+        if self.shared.gone.load(Ordering::Acquire) {
+            return libc::POLLERR | libc::POLLOUT;
+        }
+        if self.avail() >= self.shared.avail_min.load(Ordering::Acquire) {
+            libc::POLLOUT
+        } else {
+            self.shared.unsignal();
+            // The waiter may have signalled for a state that just passed: look again.
+            self.shared.changed();
+            0
+        }
+    }
+
+    /// Makes the eventfd's readability follow `avail >= avail_min` after a change we made.
+    fn update_event(&self) {
+        if self.shared.gone.load(Ordering::Acquire) || self.avail() >= self.shared.avail_min.load(Ordering::Acquire) {
+            self.shared.signal();
+        } else {
+            self.shared.unsignal();
+        }
+    }
+
+    fn alive(&self) -> Result<(), Errno> {
+        if self.shared.gone.load(Ordering::Acquire) || self.conn.check_alive().is_err() {
+            self.shared.gone.store(true, Ordering::Release);
+            self.shared.signal();
+            return Err(Errno::ENODEV);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.take_back(false);
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.changed();
+        if let Some(w) = self.waiter.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The waiter thread: signals the eventfd when the running stream has room for avail_min
+/// frames, sleeping on the ring's period futex until the period at which that happens.
+fn wait_for_space(conn: &Connection, shared: &Shared) {
+    let ring = conn.ring();
+    while !shared.closing.load(Ordering::Acquire) {
+        let generation = shared.generation.load(Ordering::Acquire);
+        let woke = if shared.running.load(Ordering::Acquire) {
+            let end = shared.base.load(Ordering::Acquire) + shared.written.load(Ordering::Acquire);
+            let need = shared.buffer.load(Ordering::Acquire).saturating_sub(shared.avail_min.load(Ordering::Acquire));
+            // avail >= avail_min once hw_ptr >= end - (buffer - avail_min).
+            let target = end.saturating_sub(need);
+            if ring.hw_ptr() >= target {
+                shared.signal();
+                dmix::sys::futex_wait(&shared.generation, generation, ALIVE_CHECK)
+            } else {
+                ring.wait_hw_ptr(target, ALIVE_CHECK)
+            }
+        } else {
+            dmix::sys::futex_wait(&shared.generation, generation, ALIVE_CHECK)
+        };
+        if woke == Wake::TimedOut && conn.check_alive().is_err() {
+            shared.gone.store(true, Ordering::Release);
+            shared.signal();
+            return;
+        }
+    }
+}
+
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "alsa".into())
+}

@@ -1,0 +1,291 @@
+//! The ALSA plugin (PCM type dmixrs, alsa-plugin/): real ALSA programs from Debian's
+//! packages (aplay, speaker-test, gst-launch-1.0) play into dmix-serve through it. The
+//! plugin is found through an ALSA configuration the test writes (never ~/.asoundrc).
+
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+fn plugin_so() -> PathBuf {
+    let so = bin("dmix-serve").with_file_name("libasound_module_pcm_dmixrs.so");
+    assert!(so.exists(), "{} is missing: build the workspace (cargo build --workspace)", so.display());
+    so
+}
+
+/// An environment whose ALSA configuration defines PCM type dmixrs and `pcm.dmixrs`.
+fn plugin_env() -> Env {
+    let mut env = Env::new();
+    let conf = env.path("asound.conf");
+    std::fs::write(
+        &conf,
+        format!("pcm_type.dmixrs {{ lib \"{}\" }}\npcm.dmixrs {{ type dmixrs }}\n", plugin_so().display()),
+    )
+    .unwrap();
+    env.set_env("ALSA_CONFIG_PATH", &format!("/usr/share/alsa/alsa.conf:{}", conf.display()));
+    env
+}
+
+/// Starts an ALSA program from a Debian package (`tool` from `package`) in the test's
+/// environment.
+fn spawn_tool(env: &Env, tool: &str, package: &str, args: &[&str]) -> Proc {
+    let found =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()));
+    assert!(found, "{tool} is not installed: install the Debian package {package} (scripts/quickstart test does)");
+    Proc::spawn(tool, env.program(tool).args(args).stdin(std::process::Stdio::null()))
+}
+
+/// Waits (bounded) for a program started by `spawn_tool`.
+fn finish(mut p: Proc) -> Output {
+    let status = p.wait_timeout(DEADLINE);
+    let stderr = p.finished_stderr();
+    Output { status, stderr, stdout: p.stdout(), stdout_bytes: p.stdout_bytes() }
+}
+
+fn run_tool(env: &Env, tool: &str, package: &str, args: &[&str]) -> Output {
+    finish(spawn_tool(env, tool, package, args))
+}
+
+fn freewheel_server(env: &Env, clients: &str) -> Proc {
+    env.serve(&["--sink", "wav:out.wav", "--freewheel", "--wait-clients", clients, "--exit-when-idle"])
+}
+
+/// `got` is `want` then silence: aplay pads its last chunk with silence to a whole period of
+/// its own, and a render ends on a whole server period.
+fn is_then_silence(got: &[i32], want: &[i32]) -> bool {
+    got.len() >= want.len() && got[..want.len()] == *want && got[want.len()..].iter().all(|&v| v == 0)
+}
+
+/// Zero-padded to whole 256-frame periods, as a freewheel render ends.
+fn padded(v: Vec<i32>, channels: usize) -> Vec<i32> {
+    let mut v = v;
+    let period = 256 * channels;
+    v.resize(v.len().div_ceil(period) * period, 0);
+    v
+}
+
+#[test]
+fn alsa_plugin_aplay_s16_s32_float_are_exact() {
+    let env = plugin_env();
+    let s = signal(30000, 2, 440.0, 0.4, 31);
+    write_wav_i16(&env.path("s16.wav"), 48000, 2, &s);
+    let spec =
+        |bits, sample_format| hound::WavSpec { channels: 2, sample_rate: 48000, bits_per_sample: bits, sample_format };
+    let mut w = hound::WavWriter::create(env.path("s32.wav"), spec(32, hound::SampleFormat::Int)).unwrap();
+    s.iter().for_each(|&v| w.write_sample(i32::from(v) << 16).unwrap());
+    w.finalize().unwrap();
+    let mut w = hound::WavWriter::create(env.path("f32.wav"), spec(32, hound::SampleFormat::Float)).unwrap();
+    s.iter().for_each(|&v| w.write_sample(f32::from(v) / 32768.0).unwrap());
+    w.finalize().unwrap();
+    let want = padded(s.iter().map(|&v| i32::from(v)).collect(), 2);
+    for file in ["s16.wav", "s32.wav", "f32.wav"] {
+        let mut server = freewheel_server(&env, "1");
+        let r = run_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", file]);
+        assert!(r.status.success(), "aplay {file}: {}", r.stderr);
+        assert!(server.wait().success(), "{}", server.finished_stderr());
+        let (_, got) = read_wav(&env.path("out.wav"));
+        assert!(
+            is_then_silence(&got, &want),
+            "{file}: the render is not the file ({} samples, want {})",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+#[test]
+fn alsa_plugin_plug_resamples_44100_to_the_right_length_and_pitch() {
+    let env = plugin_env();
+    let frames = 44100;
+    let s: Vec<i16> = (0..frames)
+        .flat_map(|i| {
+            let v = (0.4 * 32767.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 44100.0).sin()) as i16;
+            [v, v]
+        })
+        .collect();
+    write_wav_i16(&env.path("a.wav"), 44100, 2, &s);
+    let mut server = freewheel_server(&env, "1");
+    let r = run_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "plug:dmixrs", "a.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let mut left: Vec<i32> = got.iter().step_by(2).copied().collect();
+    // aplay's last chunk is padded with silence.
+    while left.last() == Some(&0) {
+        left.pop();
+    }
+    // One second at 48 kHz, give or take the resampler's edges and the last period.
+    assert!((47500..=48600).contains(&left.len()), "{} frames", left.len());
+    // The pitch, over the middle half second (away from the resampler's edges).
+    let middle = &left[12000..36000];
+    let crossings = middle.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
+    assert!(
+        (498..=502).contains(&crossings),
+        "{crossings} cycles in half a second: not 1000 Hz ({} frames)",
+        left.len()
+    );
+}
+
+#[test]
+fn alsa_plugin_two_aplays_and_a_dmix_play_mix_exactly() {
+    let env = plugin_env();
+    let a = signal(20000, 2, 300.0, 0.25, 32);
+    let b = signal(25000, 2, 500.0, 0.25, 33);
+    let c = signal(15000, 2, 700.0, 0.25, 34);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    write_wav_i16(&env.path("b.wav"), 48000, 2, &b);
+    write_wav_i16(&env.path("c.wav"), 48000, 2, &c);
+    let mut server = freewheel_server(&env, "3");
+    let pa = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "a.wav"]);
+    let pb = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "b.wav"]);
+    let rc = env.run("dmix-play", &["c.wav"]);
+    assert!(rc.status.success(), "{}", rc.stderr);
+    for p in [pa, pb] {
+        let r = finish(p);
+        assert!(r.status.success(), "{}", r.stderr);
+    }
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let at = |s: &[i16], i: usize| i32::from(*s.get(i).unwrap_or(&0));
+    let want = padded((0..b.len()).map(|i| (at(&a, i) + at(&b, i) + at(&c, i)).clamp(-32768, 32767)).collect(), 2);
+    let first = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(is_then_silence(&got, &want), "differs at {first:?} ({} vs {})", got.len(), want.len());
+}
+
+/// GStreamer's alsasink (poll-driven, pauses at the end of the stream) on a paced server:
+/// the render holds the 20 buffers of 1024 frames, contiguous.
+#[test]
+fn alsa_plugin_gstreamer_alsasink_plays_every_frame() {
+    let env = plugin_env();
+    let mut server = env.serve(&["--sink", "wav:out.wav"]);
+    let pipeline = [
+        "-q",
+        "audiotestsrc",
+        "num-buffers=20",
+        "samplesperbuffer=1024",
+        "!",
+        "audio/x-raw,rate=48000,channels=2,format=S16LE",
+        "!",
+        "alsasink",
+        "device=dmixrs",
+    ];
+    let r = run_tool(&env, "gst-launch-1.0", "gstreamer1.0-tools and gstreamer1.0-alsa", &pipeline);
+    assert!(r.status.success(), "{}", r.stderr);
+    server.signal(Signal::SIGINT);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let left: Vec<i32> = got.iter().step_by(2).copied().collect();
+    let first = left.iter().position(|&v| v != 0).expect("nothing was played");
+    let last = left.iter().rposition(|&v| v != 0).unwrap();
+    // The sine starts on a zero: 20480 frames show as 20479 or 20480 from first to last.
+    assert!((20479..=20480).contains(&(last - first + 1)), "{} frames played", last - first + 1);
+    // A gap would show as a run of silence inside.
+    let longest_zero_run = left[first..=last].split(|&v| v != 0).map(<[i32]>::len).max().unwrap_or(0);
+    assert!(longest_zero_run < 4, "a gap of {longest_zero_run} frames");
+}
+
+/// speaker-test -c 2 -l 1: one pass over the two channels, left then right, exit 0.
+#[test]
+fn alsa_plugin_speaker_test_plays_each_channel() {
+    let env = plugin_env();
+    let mut server = freewheel_server(&env, "1");
+    let r = run_tool(&env, "speaker-test", "alsa-utils", &["-D", "dmixrs", "-c", "2", "-l", "1", "-t", "sine"]);
+    assert!(r.status.success(), "{}{}", r.stdout, r.stderr);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let frames: Vec<&[i32]> = got.chunks_exact(2).collect();
+    let left_only = frames.iter().filter(|f| f[0] != 0 && f[1] == 0).count();
+    let right_only = frames.iter().filter(|f| f[0] == 0 && f[1] != 0).count();
+    // Each channel sounds for about a second (speaker-test's default test length).
+    assert!(left_only > 24000 && right_only > 24000, "left {left_only}, right {right_only} frames");
+    let first_right = frames.iter().position(|f| f[1] != 0).unwrap();
+    let last_left = frames.iter().rposition(|f| f[0] != 0).unwrap();
+    assert!(last_left < first_right, "the channels overlap: left then right expected");
+}
+
+/// aplay stopped (SIGINT: it aborts and closes the PCM) while a third client holds a
+/// freewheel render: what it had queued is taken back, bit-exact; the others are untouched.
+#[test]
+fn alsa_plugin_stopped_aplay_leaves_no_trace_of_its_queue() {
+    const HELD: usize = 8192;
+    let env = plugin_env();
+    let b = signal(96000, 2, 550.0, 0.3, 35);
+    let c = signal(20000, 2, 660.0, 0.3, 36);
+    write_wav_i16(&env.path("b.wav"), 48000, 2, &b);
+    let mut server = freewheel_server(&env, "2");
+    let mut pc = env.spawn("dmix-play", &["--name", "c", "-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2", "-"]);
+    let mut c_in = pc.stdin();
+    let bytes = |s: &[i16]| s.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    use std::io::Write;
+    c_in.write_all(&bytes(&c[..HELD * 2])).unwrap();
+    let pb = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "b.wav"]);
+    wait_hw_ptr(&env, "default", HELD as u64);
+    // Wait (bounded) until aplay has queued past the held frame.
+    let sock = env.socket("default");
+    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+        assert_eq!(s.server.hw_ptr, HELD as u64, "C must hold the server");
+        let q = s.clients.iter().find(|x| x.name == "aplay").and_then(|x| x.queued_ms).unwrap_or(0.0);
+        if q > 100.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "aplay never queued ahead ({q} ms)");
+        stat.ring().wait_any(std::time::Duration::from_millis(20));
+    }
+    pb.signal(Signal::SIGINT);
+    let _ = finish(pb);
+    c_in.write_all(&bytes(&c[HELD * 2..])).unwrap();
+    drop(c_in);
+    assert!(pc.wait().success(), "{}", pc.finished_stderr());
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let at = |s: &[i16], i: usize| i32::from(*s.get(i).unwrap_or(&0));
+    let want = padded((0..c.len()).map(|i| at(&c, i) + if i < HELD * 2 { at(&b, i) } else { 0 }).collect(), 2);
+    let first = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(got == want, "render differs from C + B's first {HELD} frames at {first:?}");
+}
+
+/// The server killed mid-stream: aplay gets an error and exits, never hangs.
+#[test]
+fn alsa_plugin_server_killed_mid_stream_is_an_error_not_a_hang() {
+    let env = plugin_env();
+    write_wav_i16(&env.path("long.wav"), 48000, 2, &signal(48000 * 30, 2, 440.0, 0.3, 37));
+    let server = env.serve(&["--sink", "null"]);
+    let p = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "long.wav"]);
+    wait_for_clients(&env, "default", "play", 1);
+    server.signal(Signal::SIGKILL);
+    let r = finish(p);
+    assert!(!r.status.success(), "aplay exited 0 after its server died");
+}
+
+/// The application's buffer is its latency: aplay --buffer-time=100000 shows as 100 ms in
+/// dmix-stat, and its queue stays within it.
+#[test]
+fn alsa_plugin_buffer_size_is_the_clients_latency() {
+    let env = plugin_env();
+    write_wav_i16(&env.path("long.wav"), 48000, 2, &signal(48000 * 30, 2, 440.0, 0.3, 38));
+    let _server = env.serve(&["--sink", "null", "--period", "64"]);
+    let p = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "--buffer-time=100000", "long.wav"]);
+    let sock = env.socket("default");
+    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut seen = 0;
+    while seen < 10 {
+        assert!(std::time::Instant::now() < deadline, "aplay never showed its latency");
+        let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+        stat.ring().wait_hw_ptr(s.server.hw_ptr + 20 * 64, std::time::Duration::from_secs(1));
+        let Some(c) = s.clients.iter().find(|c| c.name == "aplay") else { continue };
+        let (lat, q) = (c.latency_ms.unwrap_or(0.0), c.queued_ms.unwrap_or(0.0));
+        if q <= 64.0 / 48.0 {
+            continue;
+        }
+        seen += 1;
+        assert!((lat - 100.0).abs() <= 64.0 / 48.0, "latency {lat} ms");
+        assert!(q <= lat + 2.0 * 64.0 / 48.0, "queued {q} ms over the latency {lat} ms");
+    }
+    p.signal(Signal::SIGKILL);
+    let _ = finish(p);
+}
