@@ -289,3 +289,57 @@ fn alsa_plugin_buffer_size_is_the_clients_latency() {
     p.signal(Signal::SIGKILL);
     let _ = finish(p);
 }
+
+/// arecord -D dmixrs records what is played (the monitor), exactly, when started before
+/// the render: a freewheel server does not run more than the recorder's buffer ahead of it.
+#[test]
+fn alsa_plugin_arecord_records_what_is_played() {
+    let env = plugin_env();
+    let a = signal(96000, 2, 440.0, 0.4, 39);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    let mut server = freewheel_server(&env, "1");
+    let rec = spawn_tool(
+        &env,
+        "arecord",
+        "alsa-utils",
+        &["-q", "-D", "dmixrs", "-f", "S16_LE", "-r", "48000", "-c", "2", "-s", "96000", "rec.wav"],
+    );
+    wait_for_clients(&env, "default", "tee", 1);
+    let r = env.run("dmix-play", &["a.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let r = finish(rec);
+    assert!(r.status.success(), "arecord: {}", r.stderr);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("rec.wav"));
+    let want: Vec<i32> = a.iter().map(|&v| i32::from(v)).collect();
+    let first = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(got == want, "the recording is not what was played (first difference at {first:?})");
+}
+
+/// With `source capture`, arecord records the server's shared input (dmix-serve
+/// --capture), as dsnoop would, exactly.
+#[test]
+fn alsa_plugin_arecord_source_capture_records_the_shared_input() {
+    let mut env = Env::new();
+    let input = signal(48000, 2, 330.0, 0.4, 40);
+    write_wav_i16(&env.path("in.wav"), 48000, 2, &input);
+    let conf = env.path("asound.conf");
+    std::fs::write(
+        &conf,
+        format!("pcm_type.dmixrs {{ lib \"{}\" }}\npcm.mic {{ type dmixrs source capture }}\n", plugin_so().display()),
+    )
+    .unwrap();
+    env.set_env("ALSA_CONFIG_PATH", &format!("/usr/share/alsa/alsa.conf:{}", conf.display()));
+    let _server = env.serve(&["--sink", "null", "--freewheel", "--capture", "wav:in.wav", "--wait-readers", "1"]);
+    let r = run_tool(
+        &env,
+        "arecord",
+        "alsa-utils",
+        &["-q", "-D", "mic", "-f", "S16_LE", "-r", "48000", "-c", "2", "-s", "48000", "rec.wav"],
+    );
+    assert!(r.status.success(), "arecord: {}", r.stderr);
+    let (_, got) = read_wav(&env.path("rec.wav"));
+    let want: Vec<i32> = input.iter().map(|&v| i32::from(v)).collect();
+    let first = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(got == want, "the recording is not the input (first difference at {first:?}, {} samples)", got.len());
+}

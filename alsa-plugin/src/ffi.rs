@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use dmix::format::SampleFormat;
 use nix::errno::Errno;
 
-use crate::stream::{Config, Stream};
+use crate::stream::{Config, Direction, Recorder, Stream};
 
 type snd_pcm_uframes_t = c_ulong;
 type snd_pcm_sframes_t = c_long;
@@ -118,6 +118,7 @@ const FORMAT_S16_LE: c_int = 2;
 const FORMAT_S32_LE: c_int = 10;
 const FORMAT_FLOAT_LE: c_int = 14;
 const STREAM_PLAYBACK: c_int = 0;
+const FLAG_BOUNDARY_WA: c_uint = 1 << 2;
 
 #[link(name = "asound")]
 unsafe extern "C" {
@@ -126,6 +127,7 @@ unsafe extern "C" {
     fn snd_pcm_ioplug_set_param_list(io: Io, ty: c_int, num: c_uint, list: *const c_uint) -> c_int;
     fn snd_pcm_ioplug_set_param_minmax(io: Io, ty: c_int, min: c_uint, max: c_uint) -> c_int;
     fn snd_pcm_sw_params_get_avail_min(params: *const snd_pcm_sw_params_t, val: *mut snd_pcm_uframes_t) -> c_int;
+    fn snd_pcm_sw_params_get_boundary(params: *const snd_pcm_sw_params_t, val: *mut snd_pcm_uframes_t) -> c_int;
     fn snd_config_iterator_first(node: *const snd_config_t) -> *mut snd_config_iterator;
     fn snd_config_iterator_next(it: *mut snd_config_iterator) -> *mut snd_config_iterator;
     fn snd_config_iterator_end(node: *const snd_config_t) -> *mut snd_config_iterator;
@@ -157,11 +159,31 @@ static CALLBACKS: snd_pcm_ioplug_callback_t = snd_pcm_ioplug_callback_t {
     set_chmap: None,
 };
 
+/// A playback or a capture PCM.
+enum Pcm {
+    Play(Stream),
+    Record(Recorder),
+}
+
 /// What `private_data` points to; boxed, so `io` keeps the address alsa-lib was given.
 struct Plugin {
     io: snd_pcm_ioplug_t,
-    stream: Stream,
+    pcm: Pcm,
+    /// Where ALSA wraps its pointers (sw_params' boundary); pointer() reports positions up
+    /// to it (SND_PCM_IOPLUG_FLAG_BOUNDARY_WA).
+    boundary: u64,
     _name: CString,
+}
+
+/// alsa-lib's default boundary for a buffer: the largest power-of-two multiple of it that
+/// leaves a buffer of room below LONG_MAX.
+fn default_boundary(buffer: u64) -> u64 {
+    let limit = c_long::MAX as u64 - buffer;
+    let mut b = buffer.max(1);
+    while b * 2 <= limit {
+        b *= 2;
+    }
+    b
 }
 
 /// One line on stderr, as alsa-lib's own errors read.
@@ -195,16 +217,21 @@ pub unsafe extern "C" fn _snd_pcm_dmixrs_open(
                 return -libc::EINVAL;
             }
         };
-        if stream != STREAM_PLAYBACK {
-            report("capture is not supported yet: open dmixrs for playback");
-            return -libc::EINVAL;
-        }
-        let s = match Stream::open(&cfg) {
-            Ok(s) => s,
+        let opened = if stream == STREAM_PLAYBACK {
+            Stream::open(&cfg).map(Pcm::Play)
+        } else {
+            Recorder::open(&cfg, cfg.source.unwrap_or(Direction::Monitor)).map(Pcm::Record)
+        };
+        let pcm = match opened {
+            Ok(p) => p,
             Err(e) => {
                 report(&e);
                 return -libc::ENODEV;
             }
+        };
+        let (poll_fd, poll_events, (rate, channels, ring, period)) = match &pcm {
+            Pcm::Play(s) => (s.poll_fd(), libc::POLLIN, s.shape()),
+            Pcm::Record(r) => (r.poll_fd(), libc::POLLIN, r.shape()),
         };
         // SAFETY: alsa-lib passes a NUL-terminated name (or null).
         let pcm_name = if name.is_null() { CString::from(c"dmixrs") } else { unsafe { CStr::from_ptr(name) }.into() };
@@ -212,9 +239,9 @@ pub unsafe extern "C" fn _snd_pcm_dmixrs_open(
             io: snd_pcm_ioplug_t {
                 version: IOPLUG_VERSION,
                 name: c"dmixrs".as_ptr(),
-                flags: 0,
-                poll_fd: s.poll_fd(),
-                poll_events: libc::POLLIN as c_uint,
+                flags: FLAG_BOUNDARY_WA,
+                poll_fd,
+                poll_events: poll_events as c_uint,
                 mmap_rw: 0,
                 callback: &CALLBACKS,
                 private_data: std::ptr::null_mut(),
@@ -231,10 +258,10 @@ pub unsafe extern "C" fn _snd_pcm_dmixrs_open(
                 period_size: 0,
                 buffer_size: 0,
             },
-            stream: s,
+            pcm,
+            boundary: c_long::MAX as u64,
             _name: pcm_name,
         });
-        let (rate, channels, ring, period) = plugin.stream.shape();
         let raw = Box::into_raw(plugin);
         // SAFETY: `raw` is a live, leaked box; io is its first field and stays put until
         // cb_close (or the failure path below) frees it.
@@ -305,7 +332,14 @@ unsafe fn read_config(conf: *mut snd_config_t) -> Result<Config, String> {
                 "comment" | "type" | "hint" => {}
                 "server" => cfg.server = Some(string(&mut value)?),
                 "name" => cfg.name = Some(string(&mut value)?),
-                other => return Err(format!("unknown key {other} (known: server, name)")),
+                "source" => {
+                    cfg.source = Some(match string(&mut value)?.as_str() {
+                        "monitor" => Direction::Monitor,
+                        "capture" => Direction::Capture,
+                        other => return Err(format!("source {other}: expected monitor or capture")),
+                    })
+                }
+                other => return Err(format!("unknown key {other} (known: server, name, source)")),
             }
         }
     }
@@ -313,14 +347,24 @@ unsafe fn read_config(conf: *mut snd_config_t) -> Result<Config, String> {
 }
 
 /// Runs `f` on the plugin behind `io`, turning a panic into -EIO.
-fn with<R>(io: Io, fail: R, f: impl FnOnce(&mut snd_pcm_ioplug_t, &mut Stream) -> R) -> R {
+fn with<R>(io: Io, fail: R, f: impl FnOnce(&mut Plugin) -> R) -> R {
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: alsa-lib calls back with the io we registered, whose private_data is
         // our live Plugin; alsa-lib serialises the calls on one PCM.
         let plugin = unsafe { &mut *((*io).private_data as *mut Plugin) };
-        f(&mut plugin.io, &mut plugin.stream)
+        f(plugin)
     }))
     .unwrap_or(fail)
+}
+
+/// Calls the same method on either kind of PCM.
+macro_rules! either {
+    ($pcm:expr, $p:ident => $e:expr) => {
+        match $pcm {
+            Pcm::Play($p) => $e,
+            Pcm::Record($p) => $e,
+        }
+    };
 }
 
 fn status(r: Result<(), Errno>) -> c_int {
@@ -331,19 +375,19 @@ fn status(r: Result<(), Errno>) -> c_int {
 }
 
 unsafe extern "C" fn cb_start(io: Io) -> c_int {
-    with(io, -libc::EIO, |_, s| status(s.start()))
+    with(io, -libc::EIO, |p| status(either!(&mut p.pcm, s => s.start())))
 }
 
 unsafe extern "C" fn cb_stop(io: Io) -> c_int {
-    with(io, -libc::EIO, |_, s| {
-        s.stop();
+    with(io, -libc::EIO, |p| {
+        either!(&mut p.pcm, s => s.stop());
         0
     })
 }
 
 unsafe extern "C" fn cb_pointer(io: Io) -> snd_pcm_sframes_t {
-    with(io, -(libc::EIO as snd_pcm_sframes_t), |_, s| match s.pointer() {
-        Ok(p) => p as snd_pcm_sframes_t,
+    with(io, -(libc::EIO as snd_pcm_sframes_t), |p| match either!(&p.pcm, s => s.pointer()) {
+        Ok(pos) => (pos % p.boundary) as snd_pcm_sframes_t,
         Err(e) => -(e as snd_pcm_sframes_t),
     })
 }
@@ -354,19 +398,25 @@ unsafe extern "C" fn cb_transfer(
     offset: snd_pcm_uframes_t,
     size: snd_pcm_uframes_t,
 ) -> snd_pcm_sframes_t {
-    with(io, -(libc::EIO as snd_pcm_sframes_t), |io, s| {
+    with(io, -(libc::EIO as snd_pcm_sframes_t), |p| {
         // SAFETY: for an interleaved PCM alsa-lib passes one area per channel, the first of
-        // which starts at the frames; `size` frames of `step` bits each follow `offset`.
-        let bytes = unsafe {
+        // which starts at the frames; `size` frames of `step` bits each follow `offset`, in
+        // the application's buffer (read for playback, written for capture).
+        let (start, len) = unsafe {
             let a = &*areas;
             if a.step == 0 || a.step % 8 != 0 || a.first % 8 != 0 {
                 return -(libc::EINVAL as snd_pcm_sframes_t);
             }
-            let start = (a.addr as *const u8).add(a.first as usize / 8 + offset as usize * a.step as usize / 8);
-            std::slice::from_raw_parts(start, size as usize * a.step as usize / 8)
+            let start = (a.addr as *mut u8).add(a.first as usize / 8 + offset as usize * a.step as usize / 8);
+            (start, size as usize * a.step as usize / 8)
         };
-        let _ = io;
-        match s.transfer(bytes, size as usize) {
+        let done = match &mut p.pcm {
+            // SAFETY: as above; alsa-lib does not touch these bytes during the call.
+            Pcm::Play(s) => s.transfer(unsafe { std::slice::from_raw_parts(start, len) }, size as usize),
+            // SAFETY: as above.
+            Pcm::Record(r) => r.transfer(unsafe { std::slice::from_raw_parts_mut(start, len) }, size as usize),
+        };
+        match done {
             Ok(n) => n as snd_pcm_sframes_t,
             Err(e) => -(e as snd_pcm_sframes_t),
         }
@@ -383,8 +433,8 @@ unsafe extern "C" fn cb_close(io: Io) -> c_int {
 }
 
 unsafe extern "C" fn cb_hw_params(io: Io, _params: *mut snd_pcm_hw_params_t) -> c_int {
-    with(io, -libc::EIO, |io, s| {
-        let format = match io.format {
+    with(io, -libc::EIO, |p| {
+        let format = match p.io.format {
             FORMAT_S16_LE => SampleFormat::S16Le,
             FORMAT_S32_LE => SampleFormat::S32Le,
             FORMAT_FLOAT_LE => SampleFormat::FloatLe,
@@ -392,51 +442,66 @@ unsafe extern "C" fn cb_hw_params(io: Io, _params: *mut snd_pcm_hw_params_t) -> 
         };
         // c_ulong is u32 on 32-bit targets.
         #[allow(clippy::useless_conversion)]
-        let buffer = u64::from(io.buffer_size);
-        status(s.hw_params(format, buffer))
+        let buffer = u64::from(p.io.buffer_size);
+        p.boundary = default_boundary(buffer);
+        status(either!(&mut p.pcm, s => s.hw_params(format, buffer)))
     })
 }
 
 unsafe extern "C" fn cb_sw_params(io: Io, params: *mut snd_pcm_sw_params_t) -> c_int {
-    with(io, -libc::EIO, |_, s| {
-        let mut avail_min: snd_pcm_uframes_t = 1;
+    with(io, -libc::EIO, |p| {
+        let (mut avail_min, mut boundary): (snd_pcm_uframes_t, snd_pcm_uframes_t) = (1, 0);
         // SAFETY: alsa-lib passes the sw_params being set.
-        if unsafe { snd_pcm_sw_params_get_avail_min(params, &mut avail_min) } < 0 {
-            avail_min = 1;
+        unsafe {
+            if snd_pcm_sw_params_get_avail_min(params, &mut avail_min) < 0 {
+                avail_min = 1;
+            }
+            if snd_pcm_sw_params_get_boundary(params, &mut boundary) == 0 && boundary > 0 {
+                #[allow(clippy::useless_conversion)]
+                let b = u64::from(boundary);
+                p.boundary = b;
+            }
         }
         #[allow(clippy::useless_conversion)]
-        s.sw_params(u64::from(avail_min));
+        let avail_min = u64::from(avail_min);
+        either!(&mut p.pcm, s => s.sw_params(avail_min));
         0
     })
 }
 
 unsafe extern "C" fn cb_prepare(io: Io) -> c_int {
-    with(io, -libc::EIO, |_, s| status(s.prepare()))
+    with(io, -libc::EIO, |p| status(either!(&mut p.pcm, s => s.prepare())))
 }
 
 unsafe extern "C" fn cb_drain(io: Io) -> c_int {
-    with(io, -libc::EIO, |_, s| status(s.drain()))
+    with(io, -libc::EIO, |p| match &mut p.pcm {
+        Pcm::Play(s) => status(s.drain()),
+        // Capture: alsa-lib drops the stream after this.
+        Pcm::Record(_) => 0,
+    })
 }
 
 unsafe extern "C" fn cb_pause(io: Io, enable: c_int) -> c_int {
-    with(io, -libc::EIO, |_, s| status(s.pause(enable != 0)))
+    with(io, -libc::EIO, |p| status(either!(&mut p.pcm, s => s.pause(enable != 0))))
 }
 
 unsafe extern "C" fn cb_poll_revents(io: Io, pfd: *mut libc::pollfd, nfds: c_uint, revents: *mut u16) -> c_int {
-    with(io, -libc::EIO, |_, s| {
+    with(io, -libc::EIO, |p| {
         if nfds != 1 || pfd.is_null() || revents.is_null() {
             return -libc::EINVAL;
         }
+        let r = either!(&p.pcm, s => s.revents());
         // SAFETY: alsa-lib passes our one pollfd and a place for the result.
-        unsafe { *revents = s.revents() as u16 };
+        unsafe { *revents = r as u16 };
         0
     })
 }
 
 unsafe extern "C" fn cb_delay(io: Io, delayp: *mut snd_pcm_sframes_t) -> c_int {
-    with(io, -libc::EIO, |_, s| {
+    with(io, -libc::EIO, |p| {
+        let d = either!(&p.pcm, s => s.delay());
         // SAFETY: alsa-lib passes a place for the delay.
-        unsafe { *delayp = s.delay() as snd_pcm_sframes_t };
+        unsafe { *delayp = d as snd_pcm_sframes_t };
         0
     })
 }

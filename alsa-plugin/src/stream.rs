@@ -16,15 +16,15 @@
 //! at which that becomes true (one wake-up per refill, not one per period) and signals it;
 //! the server does nothing per client for it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dmix::client::Connection;
 use dmix::format::SampleFormat;
 use dmix::protocol::Role;
-use dmix::ring::layout::CLIENT_DRAINING;
+use dmix::ring::layout::{CAPTURE_ENDED, CLIENT_DRAINING};
 use dmix::sys::Wake;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -39,18 +39,37 @@ pub struct Config {
     pub server: Option<String>,
     /// `name`: what dmix-stat shows (default: the program's name).
     pub name: Option<String>,
+    /// `source`: what a capture PCM records, `monitor` (what is played, the default) or
+    /// `capture` (the shared input of `dmix-serve --capture`).
+    pub source: Option<Direction>,
+}
+
+/// Which way a PCM goes, and for a recorder, which ring it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Playback into the mix ring.
+    Playback,
+    /// Capture of the monitor ring: what is played (`source monitor`, the default).
+    Monitor,
+    /// Capture of the shared input of `dmix-serve --capture` (`source capture`).
+    Capture,
 }
 
 /// What the waiter thread and the application's calls share.
 struct Shared {
-    event: EventFd,
-    /// The eventfd holds a count (is readable).
-    signalled: AtomicBool,
+    /// The eventfd, and whether it holds a count (is readable): changed together under the
+    /// lock, or a signal racing an unsignal could leave it readable with the flag clear, and
+    /// poll() would spin (seen: speaker-test at 100 % CPU).
+    event: Mutex<(EventFd, bool)>,
     running: AtomicBool,
     base: AtomicU64,
     written: AtomicU64,
     buffer: AtomicU64,
     avail_min: AtomicU64,
+    /// The eventfd's number, for poll().
+    poll_fd: std::os::fd::RawFd,
+    /// What the waiter waits for.
+    direction: Direction,
     /// Bumped, and woken, whenever the fields above change.
     generation: AtomicU32,
     closing: AtomicBool,
@@ -58,15 +77,37 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(direction: Direction, period_frames: u32) -> Result<Arc<Shared>, String> {
+        let event = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|e| format!("eventfd: {e}"))?;
+        Ok(Arc::new(Shared {
+            poll_fd: std::os::fd::AsRawFd::as_raw_fd(&event),
+            event: Mutex::new((event, false)),
+            direction,
+            running: AtomicBool::new(false),
+            base: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            buffer: AtomicU64::new(u64::from(period_frames) * 2),
+            avail_min: AtomicU64::new(u64::from(period_frames)),
+            generation: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+        }))
+    }
+
     fn signal(&self) {
-        if !self.signalled.swap(true, Ordering::AcqRel) {
-            let _ = self.event.write(1);
+        let mut e = self.event.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !e.1 {
+            let _ = e.0.write(1);
+            e.1 = true;
         }
     }
 
     fn unsignal(&self) {
-        if self.signalled.swap(false, Ordering::AcqRel) {
-            let _ = self.event.read();
+        let mut e = self.event.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if e.1 {
+            let _ = e.0.read();
+            e.1 = false;
         }
     }
 
@@ -105,20 +146,7 @@ impl Stream {
         let name = cfg.name.clone().unwrap_or_else(program_name);
         let conn = Connection::open(&server, Role::Play, &name, 0).map_err(|e| e.to_string())?;
         let p = *conn.params();
-        let event = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .map_err(|e| format!("eventfd: {e}"))?;
-        let shared = Arc::new(Shared {
-            event,
-            signalled: AtomicBool::new(false),
-            running: AtomicBool::new(false),
-            base: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            buffer: AtomicU64::new(u64::from(p.period_frames) * 2),
-            avail_min: AtomicU64::new(u64::from(p.period_frames)),
-            generation: AtomicU32::new(0),
-            closing: AtomicBool::new(false),
-            gone: AtomicBool::new(false),
-        });
+        let shared = Shared::new(Direction::Playback, p.period_frames)?;
         let conn = Arc::new(conn);
         let s = Stream {
             map: conn.channel_map(),
@@ -138,13 +166,8 @@ impl Stream {
         if !p.freewheel {
             s.mark_idle(s.conn.start_frame());
         }
-        let (conn, shared) = (Arc::clone(&s.conn), Arc::clone(&s.shared));
-        let waiter = std::thread::Builder::new()
-            .name("dmixrs-poll".into())
-            .spawn(move || wait_for_space(&conn, &shared))
-            .map_err(|e| format!("waiter thread: {e}"))?;
         let mut s = s;
-        s.waiter = Some(waiter);
+        s.waiter = Some(spawn_waiter(&s.conn, &s.shared)?);
         s.update_event();
         Ok(s)
     }
@@ -157,8 +180,7 @@ impl Stream {
 
     /// The fd for poll().
     pub fn poll_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.shared.event.as_raw_fd()
+        self.shared.poll_fd
     }
 
     /// hw_params: the format and the buffer (the latency: how far ahead we write).
@@ -351,13 +373,13 @@ impl Stream {
         self.conn.ring().hw_ptr().saturating_sub(base).min(written)
     }
 
-    /// pointer: the position in the buffer, or an xrun once the server has played past
-    /// everything written.
+    /// pointer: stream frames played (the caller wraps it at ALSA's boundary: modulo the
+    /// buffer, a whole buffer played between two calls would look like none, as it does in
+    /// freewheel), or an xrun once the server has played past everything written.
     pub fn pointer(&self) -> Result<u64, Errno> {
         if self.shared.gone.load(Ordering::Acquire) {
             return Err(Errno::ENODEV);
         }
-        let buffer = self.shared.buffer.load(Ordering::Acquire);
         if self.shared.running.load(Ordering::Acquire) {
             let base = self.shared.base.load(Ordering::Acquire);
             let end = base + self.shared.written.load(Ordering::Acquire);
@@ -365,7 +387,7 @@ impl Stream {
                 return Err(Errno::EPIPE);
             }
         }
-        Ok(self.hw_stream() % buffer)
+        Ok(self.hw_stream())
     }
 
     /// delay: frames written and not yet played.
@@ -451,20 +473,41 @@ impl Drop for Stream {
     }
 }
 
-/// The waiter thread: signals the eventfd when the running stream has room for avail_min
-/// frames, sleeping on the ring's period futex until the period at which that happens.
-fn wait_for_space(conn: &Connection, shared: &Shared) {
+fn spawn_waiter(conn: &Arc<Connection>, shared: &Arc<Shared>) -> Result<JoinHandle<()>, String> {
+    let (conn, shared) = (Arc::clone(conn), Arc::clone(shared));
+    std::thread::Builder::new()
+        .name("dmixrs-poll".into())
+        .spawn(move || wait_for_room(&conn, &shared))
+        .map_err(|e| format!("waiter thread: {e}"))
+}
+
+/// The waiter thread: signals the eventfd when the running stream has room for (playback)
+/// or holds (capture) avail_min frames, sleeping on the ring's period futex until the
+/// period at which that happens.
+fn wait_for_room(conn: &Connection, shared: &Shared) {
     let ring = conn.ring();
     while !shared.closing.load(Ordering::Acquire) {
         let generation = shared.generation.load(Ordering::Acquire);
         let woke = if shared.running.load(Ordering::Acquire) {
             let end = shared.base.load(Ordering::Acquire) + shared.written.load(Ordering::Acquire);
-            let need = shared.buffer.load(Ordering::Acquire).saturating_sub(shared.avail_min.load(Ordering::Acquire));
-            // avail >= avail_min once hw_ptr >= end - (buffer - avail_min).
-            let target = end.saturating_sub(need);
-            if ring.hw_ptr() >= target {
+            let avail_min = shared.avail_min.load(Ordering::Acquire);
+            let (now, target) = match shared.direction {
+                // avail >= avail_min once hw_ptr >= end - (buffer - avail_min).
+                Direction::Playback => {
+                    let need = shared.buffer.load(Ordering::Acquire).saturating_sub(avail_min);
+                    (ring.hw_ptr(), end.saturating_sub(need))
+                }
+                // avail >= avail_min once the writer is avail_min past what was read.
+                Direction::Monitor => (ring.hw_ptr(), end + avail_min),
+                Direction::Capture => (ring.capture_status().cap_ptr.load(Ordering::Acquire), end + avail_min),
+            };
+            let ended = shared.direction == Direction::Capture
+                && ring.capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED;
+            if now >= target || ended {
                 shared.signal();
                 dmix::sys::futex_wait(&shared.generation, generation, ALIVE_CHECK)
+            } else if shared.direction == Direction::Capture {
+                ring.wait_cap_ptr(target, ALIVE_CHECK)
             } else {
                 ring.wait_hw_ptr(target, ALIVE_CHECK)
             }
@@ -484,4 +527,254 @@ fn program_name() -> String {
         .next()
         .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "alsa".into())
+}
+
+/// A capture stream: reads what the server played (the monitor ring) or its shared input
+/// (the capture ring), as dmix-tee does. Stream frame `f` is ring frame `base + f`. It
+/// publishes how far it has read: a freewheel server (or capture) waits for it while it
+/// runs, and from its admission until it first starts, so a recorder started before a render
+/// gets all of it; stopped or paused it says "read everything" and holds nothing.
+pub struct Recorder {
+    conn: Arc<Connection>,
+    shared: Arc<Shared>,
+    waiter: Option<JoinHandle<()>>,
+    format: SampleFormat,
+    channels: usize,
+    ring_frames: u64,
+    started_once: bool,
+    /// Stream frames captured up to a stop or pause.
+    captured: u64,
+}
+
+/// What an idle recorder publishes as its read position: nobody waits for it.
+const READ_EVERYTHING: u64 = u64::MAX >> 1;
+
+impl Recorder {
+    /// Connects to the server as a recorder of `source` (Monitor or Capture).
+    pub fn open(cfg: &Config, source: Direction) -> Result<Recorder, String> {
+        let server = cfg.server.clone().unwrap_or_else(|| dmix::paths::DEFAULT_NAME.to_string());
+        let name = cfg.name.clone().unwrap_or_else(program_name);
+        let role = if source == Direction::Capture { Role::Capture } else { Role::Tee };
+        let conn = Connection::open(&server, role, &name, 0).map_err(|e| e.to_string())?;
+        let p = *conn.params();
+        let ring_frames = if source == Direction::Capture { p.capture_frames } else { p.monitor_frames };
+        if ring_frames == 0 {
+            return Err(format!("{server}: no shared input to capture (start dmix-serve with --capture)"));
+        }
+        let mut r = Recorder {
+            shared: Shared::new(source, p.period_frames)?,
+            conn: Arc::new(conn),
+            waiter: None,
+            format: SampleFormat::S16Le,
+            channels: p.channels as usize,
+            ring_frames: u64::from(ring_frames),
+            started_once: false,
+            captured: 0,
+        };
+        if !p.freewheel {
+            r.publish_read(READ_EVERYTHING);
+        }
+        r.waiter = Some(spawn_waiter(&r.conn, &r.shared)?);
+        Ok(r)
+    }
+
+    /// The server's rate, channels, the ring's and a period's frames.
+    pub fn shape(&self) -> (u32, u32, u32, u32) {
+        let p = self.conn.params();
+        (p.rate_hz, self.channels as u32, self.ring_frames as u32, p.period_frames)
+    }
+
+    /// The fd for poll().
+    pub fn poll_fd(&self) -> std::os::fd::RawFd {
+        self.shared.poll_fd
+    }
+
+    fn write_ptr(&self) -> u64 {
+        let ring = self.conn.ring();
+        match self.shared.direction {
+            Direction::Capture => ring.capture_status().cap_ptr.load(Ordering::Acquire),
+            _ => ring.hw_ptr(),
+        }
+    }
+
+    fn publish_read(&self, pos: u64) {
+        let ring = self.conn.ring();
+        // Release: pairs with the freewheel barrier's Acquire of our read position.
+        ring.counters(self.conn.slot()).appl_ptr.store(pos, Ordering::Release);
+        if ring.freewheel() {
+            ring.ring_doorbell();
+        }
+    }
+
+    /// hw_params: the format and the buffer (at most the ring less a period).
+    pub fn hw_params(&mut self, format: SampleFormat, buffer: u64) -> Result<(), Errno> {
+        let period = u64::from(self.conn.params().period_frames);
+        if buffer < period || buffer > self.ring_frames.saturating_sub(period) {
+            return Err(Errno::EINVAL);
+        }
+        self.format = format;
+        self.shared.buffer.store(buffer, Ordering::Release);
+        self.shared.changed();
+        Ok(())
+    }
+
+    /// sw_params: when poll() says there is something to read.
+    pub fn sw_params(&mut self, avail_min: u64) {
+        self.shared.avail_min.store(avail_min.max(1), Ordering::Release);
+        self.shared.changed();
+        self.update_event();
+    }
+
+    /// prepare: a new stream from frame 0.
+    pub fn prepare(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        self.stop();
+        self.shared.written.store(0, Ordering::Release);
+        self.captured = 0;
+        self.shared.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// start: from now, or in freewheel the first time from the frame we were admitted at.
+    pub fn start(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        let first = !self.started_once && self.conn.ring().freewheel();
+        let at = if first { self.conn.start_frame() } else { self.write_ptr() };
+        self.started_once = true;
+        let base = at - self.captured;
+        self.shared.base.store(base, Ordering::Release);
+        self.shared.running.store(true, Ordering::Release);
+        self.publish_read(base + self.shared.written.load(Ordering::Acquire));
+        self.shared.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// stop: reading ends; nobody waits for us.
+    pub fn stop(&mut self) {
+        if self.shared.running.swap(false, Ordering::AcqRel) {
+            self.captured = self.hw_stream_running();
+        }
+        self.publish_read(READ_EVERYTHING);
+        self.shared.changed();
+        self.update_event();
+    }
+
+    /// pause: capture stops (what comes meanwhile is not recorded); resume goes on from there.
+    pub fn pause(&mut self, enable: bool) -> Result<(), Errno> {
+        if enable {
+            self.stop();
+            Ok(())
+        } else {
+            self.start()
+        }
+    }
+
+    fn hw_stream_running(&self) -> u64 {
+        let captured = self.write_ptr().saturating_sub(self.shared.base.load(Ordering::Acquire));
+        if self.conn.ring().freewheel() {
+            // A freewheel server stops a whole ring ahead of what we read, and time is
+            // virtual: what lies beyond our buffer is captured "later", not an overrun.
+            let read = self.shared.written.load(Ordering::Acquire);
+            captured.min(read + self.shared.buffer.load(Ordering::Acquire))
+        } else {
+            captured
+        }
+    }
+
+    fn hw_stream(&self) -> u64 {
+        if self.shared.running.load(Ordering::Acquire) { self.hw_stream_running() } else { self.captured }
+    }
+
+    /// pointer: stream frames captured (wrapped by the caller); an overrun once more than the buffer
+    /// waits unread; ENODEV once the server is gone and everything it left was read.
+    pub fn pointer(&self) -> Result<u64, Errno> {
+        let captured = self.hw_stream();
+        let read = self.shared.written.load(Ordering::Acquire);
+        if self.shared.gone.load(Ordering::Acquire) && captured <= read {
+            return Err(Errno::ENODEV);
+        }
+        let buffer = self.shared.buffer.load(Ordering::Acquire);
+        if captured.saturating_sub(read) > buffer {
+            return Err(Errno::EPIPE);
+        }
+        Ok(captured)
+    }
+
+    /// delay: frames captured and not yet read.
+    pub fn delay(&self) -> u64 {
+        self.hw_stream().saturating_sub(self.shared.written.load(Ordering::Acquire))
+    }
+
+    /// transfer: `frames` frames into `out`, in the negotiated format.
+    pub fn transfer(&mut self, out: &mut [u8], frames: usize) -> Result<usize, Errno> {
+        let read = self.shared.written.load(Ordering::Acquire);
+        let base = self.shared.base.load(Ordering::Acquire);
+        let ring = self.conn.ring();
+        let samples = match self.shared.direction {
+            Direction::Capture => ring.capture_ring(),
+            _ => ring.monitor_ring(),
+        }
+        .map_err(|_| Errno::EIO)?;
+        let ch = self.channels;
+        let width = self.format.bytes();
+        for (f, frame_out) in out.chunks_exact_mut(width * ch).take(frames).enumerate() {
+            let at = ((base + read + f as u64) % self.ring_frames) as usize * ch;
+            for (c, bytes) in frame_out.chunks_exact_mut(width).enumerate() {
+                self.format.mix_to_le_bytes(samples[at + c].load(Ordering::Relaxed), bytes);
+            }
+        }
+        // A paced server waits for no reader: frames it may have overwritten while we
+        // copied are an overrun, never garbage handed on.
+        if self.write_ptr().saturating_sub(self.ring_frames) > base + read {
+            return Err(Errno::EPIPE);
+        }
+        self.shared.written.store(read + frames as u64, Ordering::Release);
+        self.publish_read(base + read + frames as u64);
+        self.shared.changed();
+        self.update_event();
+        Ok(frames)
+    }
+
+    /// poll_revents: POLLIN when avail_min frames wait, POLLERR once the server is gone.
+    pub fn revents(&self) -> i16 {
+        if self.shared.gone.load(Ordering::Acquire) {
+            return libc::POLLERR | libc::POLLIN;
+        }
+        if self.delay() >= self.shared.avail_min.load(Ordering::Acquire) {
+            libc::POLLIN
+        } else {
+            self.shared.unsignal();
+            self.shared.changed();
+            0
+        }
+    }
+
+    fn update_event(&self) {
+        if self.shared.gone.load(Ordering::Acquire) || self.delay() >= self.shared.avail_min.load(Ordering::Acquire) {
+            self.shared.signal();
+        } else {
+            self.shared.unsignal();
+        }
+    }
+
+    fn alive(&self) -> Result<(), Errno> {
+        if self.shared.gone.load(Ordering::Acquire) || self.conn.check_alive().is_err() {
+            self.shared.gone.store(true, Ordering::Release);
+            self.shared.signal();
+            return Err(Errno::ENODEV);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.changed();
+        if let Some(w) = self.waiter.take() {
+            let _ = w.join();
+        }
+    }
 }
