@@ -9,6 +9,8 @@
 # and peak RSS (VmHWM), and one client's peak RSS. Prints one row per run and, at the end,
 # each peer's per-stream CPU as a ratio to dmix's from the same run.
 #   dmix:  dmix-serve --sink null --period P, N x dmix-play of a 60 s WAV (looped as needed)
+#   alsa:  the same server, N x aplay -D dmixrs of the same WAV through the ALSA plugin
+#          (alsa-plugin/, built here), --buffer-time 200 ms as dmix-play's latency
 #   jack:  jackd -d dummy -r 48000 -p P, N x jack_simple_client (a sine, computed)
 #   pulse: pulseaudio with module-null-sink at 48 kHz, N x pacat of the same WAV's samples,
 #          --latency-msec of 4 periods, --process-time-msec of one
@@ -32,7 +34,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --workspace
 bin="$PWD/target/release"
 
 # shellcheck source=bench/common.sh
@@ -41,6 +43,7 @@ hogs=()
 export HOME="$work"
 sox -R -n -r 48000 -c 2 -b 16 "$work/a.wav" synth 60 sine 440 sine 554 gain -12
 sox "$work/a.wav" -t raw "$work/a.raw"
+printf 'pcm_type.dmixrs { lib "%s/libasound_module_pcm_dmixrs.so" }\npcm.dmixrs { type dmixrs }\n' "$bin" >"$work/asound.conf"
 
 # CPU nanoseconds of every thread of the given processes.
 cpu_ns() {
@@ -65,7 +68,7 @@ until_ok() {
 start_server() { # server period -> sets server_pid
   local s=$1 p=$2
   case $s in
-    dmix)
+    dmix | alsa)
       "$bin/dmix-serve" --sink null --period "$p" ${DMIX_SERVE_ARGS:-} -q 2>"$work/serve.log" &
       server_pid=$!
       "$bin/dmix-stat" --wait 10 >/dev/null
@@ -94,6 +97,11 @@ start_client() { # server period -> appends to client_pids
       "$bin/dmix-play" ${DMIX_PLAY_ARGS:-} -q "$work/a.wav" "$work/a.wav" &
       pid=$!
       ;;
+    alsa)
+      ALSA_CONFIG_PATH="/usr/share/alsa/alsa.conf:$work/asound.conf" \
+        aplay -q -D dmixrs --buffer-time=200000 "$work/a.wav" &
+      pid=$!
+      ;;
     jack)
       JACK_DEFAULT_SERVER=dmixbench jack_simple_client >/dev/null 2>&1 &
       pid=$!
@@ -111,7 +119,7 @@ start_client() { # server period -> appends to client_pids
 
 xruns() { # server -> the server's own xrun count, or "-" where it has none to read
   case $1 in
-    dmix) "$bin/dmix-stat" --json | sed -E 's/.*"xruns":([0-9]+).*"late_periods":([0-9]+).*/\1+\2/' ;;
+    dmix | alsa) "$bin/dmix-stat" --json | sed -E 's/.*"xruns":([0-9]+).*"late_periods":([0-9]+).*/\1+\2/' ;;
     jack) grep -ci xrun "$work/jackd.log" || true ;;
     pulse) echo "-" ;;
   esac

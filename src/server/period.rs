@@ -212,6 +212,11 @@ impl<'a> PeriodLoop<'a> {
         }
         let leaves = self.shared.leave_mask.swap(0, Ordering::AcqRel);
         if leaves != 0 {
+            // A client that said hello and hung up at once may have both its join and its
+            // leave posted after we took the joins above: drop the join with the leave, or
+            // the next call would admit a slot nobody holds, for ever (seen under load in
+            // the connect/disconnect test).
+            self.shared.join_mask.fetch_and(!leaves, Ordering::AcqRel);
             let mut bits = leaves;
             while bits != 0 {
                 let slot = bits.trailing_zeros() as usize;
