@@ -115,6 +115,50 @@ impl Shared {
         self.generation.fetch_add(1, Ordering::Release);
         dmix::sys::futex_wake(&self.generation);
     }
+
+    /// poll_revents: `event` (POLLOUT for playback, POLLIN for capture) when `ready` frames
+    /// (room, or frames waiting) reach avail_min, with POLLERR once the server is gone.
+    fn revents(&self, ready: u64, event: i16) -> i16 {
+        if self.gone.load(Ordering::Acquire) {
+            return libc::POLLERR | event;
+        }
+        if ready >= self.avail_min.load(Ordering::Acquire) {
+            event
+        } else {
+            self.unsignal();
+            // The waiter may have signalled for a state that just passed: look again.
+            self.changed();
+            0
+        }
+    }
+
+    /// Makes the eventfd's readability follow `ready >= avail_min` after a change we made.
+    fn follow(&self, ready: u64) {
+        if self.gone.load(Ordering::Acquire) || ready >= self.avail_min.load(Ordering::Acquire) {
+            self.signal();
+        } else {
+            self.unsignal();
+        }
+    }
+
+    /// ENODEV (and a readable eventfd, so poll() returns) once the server is gone.
+    fn alive(&self, conn: &Connection) -> Result<(), Errno> {
+        if self.gone.load(Ordering::Acquire) || conn.check_alive().is_err() {
+            self.gone.store(true, Ordering::Release);
+            self.signal();
+            return Err(Errno::ENODEV);
+        }
+        Ok(())
+    }
+
+    /// Stops the waiter thread.
+    fn close(&self, waiter: Option<JoinHandle<()>>) {
+        self.closing.store(true, Ordering::Release);
+        self.changed();
+        if let Some(w) = waiter {
+            let _ = w.join();
+        }
+    }
 }
 
 /// A playback stream into a dmix server.
@@ -430,46 +474,22 @@ impl Stream {
 
     /// poll_revents: POLLOUT when the application may write, POLLERR when the server is gone.
     pub fn revents(&self) -> i16 {
-        if self.shared.gone.load(Ordering::Acquire) {
-            return libc::POLLERR | libc::POLLOUT;
-        }
-        if self.avail() >= self.shared.avail_min.load(Ordering::Acquire) {
-            libc::POLLOUT
-        } else {
-            self.shared.unsignal();
-            // The waiter may have signalled for a state that just passed: look again.
-            self.shared.changed();
-            0
-        }
+        self.shared.revents(self.avail(), libc::POLLOUT)
     }
 
-    /// Makes the eventfd's readability follow `avail >= avail_min` after a change we made.
     fn update_event(&self) {
-        if self.shared.gone.load(Ordering::Acquire) || self.avail() >= self.shared.avail_min.load(Ordering::Acquire) {
-            self.shared.signal();
-        } else {
-            self.shared.unsignal();
-        }
+        self.shared.follow(self.avail());
     }
 
     fn alive(&self) -> Result<(), Errno> {
-        if self.shared.gone.load(Ordering::Acquire) || self.conn.check_alive().is_err() {
-            self.shared.gone.store(true, Ordering::Release);
-            self.shared.signal();
-            return Err(Errno::ENODEV);
-        }
-        Ok(())
+        self.shared.alive(&self.conn)
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
         self.take_back(false);
-        self.shared.closing.store(true, Ordering::Release);
-        self.shared.changed();
-        if let Some(w) = self.waiter.take() {
-            let _ = w.join();
-        }
+        self.shared.close(self.waiter.take());
     }
 }
 
@@ -742,42 +762,20 @@ impl Recorder {
 
     /// poll_revents: POLLIN when avail_min frames wait, POLLERR once the server is gone.
     pub fn revents(&self) -> i16 {
-        if self.shared.gone.load(Ordering::Acquire) {
-            return libc::POLLERR | libc::POLLIN;
-        }
-        if self.delay() >= self.shared.avail_min.load(Ordering::Acquire) {
-            libc::POLLIN
-        } else {
-            self.shared.unsignal();
-            self.shared.changed();
-            0
-        }
+        self.shared.revents(self.delay(), libc::POLLIN)
     }
 
     fn update_event(&self) {
-        if self.shared.gone.load(Ordering::Acquire) || self.delay() >= self.shared.avail_min.load(Ordering::Acquire) {
-            self.shared.signal();
-        } else {
-            self.shared.unsignal();
-        }
+        self.shared.follow(self.delay());
     }
 
     fn alive(&self) -> Result<(), Errno> {
-        if self.shared.gone.load(Ordering::Acquire) || self.conn.check_alive().is_err() {
-            self.shared.gone.store(true, Ordering::Release);
-            self.shared.signal();
-            return Err(Errno::ENODEV);
-        }
-        Ok(())
+        self.shared.alive(&self.conn)
     }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.shared.closing.store(true, Ordering::Release);
-        self.shared.changed();
-        if let Some(w) = self.waiter.take() {
-            let _ = w.join();
-        }
+        self.shared.close(self.waiter.take());
     }
 }
