@@ -343,3 +343,68 @@ fn alsa_plugin_arecord_source_capture_records_the_shared_input() {
     let first = got.iter().zip(&want).position(|(g, w)| g != w);
     assert!(got == want, "the recording is not the input (first difference at {first:?}, {} samples)", got.len());
 }
+
+/// Pause (aplay -i, driven in a terminal by tmux): paused, the PCM's queue is taken back
+/// and stays empty while the server runs on; resumed, it plays again.
+#[test]
+fn alsa_plugin_pause_retracts_and_resume_plays_on() {
+    let env = plugin_env();
+    write_wav_i16(&env.path("long.wav"), 48000, 2, &signal(48000 * 30, 2, 440.0, 0.3, 41));
+    let _server = env.serve(&["--sink", "null"]);
+    let session = format!("dmix-pause-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &session])
+            .args(args)
+            .output()
+            .expect("tmux (Debian package tmux) drives the pause test")
+    };
+    let cmd = format!(
+        "cd {} && XDG_RUNTIME_DIR={} ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:{} aplay -i -q -D dmixrs long.wav; exec cat",
+        env.path("").display(),
+        env.runtime_dir().display(),
+        env.path("asound.conf").display()
+    );
+    let started = tmux(&["new-session", "-d", "-s", "p", "-x", "80", "-y", "10", &cmd]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    struct Kill<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["kill-server"]);
+        }
+    }
+    let _kill = Kill(&tmux);
+    let sock = env.socket("default");
+    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    // Waits (bounded) until aplay's queue, over 20 periods of the server, satisfies `ok`.
+    let wait_queue = |what: &str, ok: &dyn Fn(f64) -> bool| {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let mut streak = 0;
+        while streak < 20 {
+            assert!(std::time::Instant::now() < deadline, "aplay never {what}");
+            let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+            let q = s.clients.iter().find(|c| c.name == "aplay").and_then(|c| c.queued_ms);
+            streak = if q.is_some_and(ok) { streak + 1 } else { 0 };
+            stat.ring().wait_hw_ptr(s.server.hw_ptr + 256, std::time::Duration::from_millis(100));
+        }
+    };
+    wait_queue("played", &|q| q > 20.0);
+    let snap = dmix::stat::snapshot(&stat, &sock).unwrap();
+    let slot = snap.clients.iter().find(|c| c.name == "aplay").unwrap().slot as usize;
+    let counters = stat.ring().counters(slot);
+    assert!(tmux(&["send-keys", "-t", "p", " "]).status.success());
+    // Paused: the slot says "ended" where the server was when the queue was taken back, so
+    // nothing of it plays on (without the retraction, the queue would drain for the
+    // buffer's length, and the slot would not say so).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while counters.flags.load(std::sync::atomic::Ordering::Acquire) & dmix::ring::layout::CLIENT_DRAINING == 0 {
+        assert!(std::time::Instant::now() < deadline, "aplay never paused");
+        stat.ring().wait_any(std::time::Duration::from_millis(10));
+    }
+    let end = counters.end_ptr.load(std::sync::atomic::Ordering::Acquire);
+    let hw = stat.ring().hw_ptr();
+    assert!(end <= hw + 256, "paused with {} frames still queued", end.saturating_sub(hw));
+    wait_queue("paused with an empty queue", &|q| q == 0.0);
+    assert!(tmux(&["send-keys", "-t", "p", " "]).status.success());
+    wait_queue("resumed", &|q| q > 20.0);
+}
