@@ -357,16 +357,9 @@ impl Player {
     /// silent at once whatever the latency. Frames the server takes meanwhile keep our
     /// samples (they were being played); none can land a lap later.
     pub fn retract(&mut self) {
-        let ch = self.conn.params().channels as usize;
-        let ring_frames = self.conn.params().ring_frames as u64;
+        let ring_frames = u64::from(self.conn.params().ring_frames);
         let from = self.conn.ring.hw_ptr().max(self.pos.saturating_sub(ring_frames));
-        // Newest frame first: the server takes frames oldest first, so whatever it takes
-        // while we retract is a clean prefix of what we queued, never a hole followed by
-        // samples we had meant to take back.
-        for f in (from..self.pos).rev() {
-            let at = (f % ring_frames) as usize * ch;
-            self.conn.ring.mix_add(f, &self.history[at..at + ch], true);
-        }
+        self.conn.ring.retract(from, self.pos, &self.history);
         let c = self.counters();
         c.end_ptr.store(from, Ordering::Relaxed);
         c.flags.store(CLIENT_DRAINING, Ordering::Release);

@@ -44,6 +44,18 @@ pub struct Config {
     pub source: Option<Direction>,
 }
 
+impl Config {
+    fn server(&self) -> String {
+        self.server.clone().unwrap_or_else(|| dmix::paths::DEFAULT_NAME.to_string())
+    }
+
+    /// Connects to the configured server in `role`, under the configured name.
+    fn connect(&self, role: Role) -> Result<Connection, String> {
+        let name = self.name.clone().unwrap_or_else(program_name);
+        Connection::open(&self.server(), role, &name, 0).map_err(|e| e.to_string())
+    }
+}
+
 /// Which way a PCM goes, and for a recorder, which ring it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -186,9 +198,7 @@ pub struct Stream {
 impl Stream {
     /// Connects to the server as a player. Errors are one line for SNDERR.
     pub fn open(cfg: &Config) -> Result<Stream, String> {
-        let server = cfg.server.clone().unwrap_or_else(|| dmix::paths::DEFAULT_NAME.to_string());
-        let name = cfg.name.clone().unwrap_or_else(program_name);
-        let conn = Connection::open(&server, Role::Play, &name, 0).map_err(|e| e.to_string())?;
+        let conn = cfg.connect(Role::Play)?;
         let p = *conn.params();
         let shared = Shared::new(Direction::Playback, p.period_frames)?;
         let conn = Arc::new(conn);
@@ -319,11 +329,7 @@ impl Stream {
                 self.pending.extend_from_slice(&self.history[at..at + ch]);
             }
         }
-        // Newest first: whatever the server takes meanwhile is a clean prefix (Player::retract).
-        for f in (from..end).rev() {
-            let at = (f % self.ring_frames) as usize * ch;
-            ring.mix_add(f, &self.history[at..at + ch], true);
-        }
+        ring.retract(from, end, &self.history);
         // Frames the server took while we retracted played whole or partly: count from
         // where hw_ptr is now, never before `from`.
         let now = ring.hw_ptr().clamp(from, end);
@@ -575,14 +581,11 @@ const READ_EVERYTHING: u64 = u64::MAX >> 1;
 impl Recorder {
     /// Connects to the server as a recorder of `source` (Monitor or Capture).
     pub fn open(cfg: &Config, source: Direction) -> Result<Recorder, String> {
-        let server = cfg.server.clone().unwrap_or_else(|| dmix::paths::DEFAULT_NAME.to_string());
-        let name = cfg.name.clone().unwrap_or_else(program_name);
-        let role = if source == Direction::Capture { Role::Capture } else { Role::Tee };
-        let conn = Connection::open(&server, role, &name, 0).map_err(|e| e.to_string())?;
+        let conn = cfg.connect(if source == Direction::Capture { Role::Capture } else { Role::Tee })?;
         let p = *conn.params();
         let ring_frames = if source == Direction::Capture { p.capture_frames } else { p.monitor_frames };
         if ring_frames == 0 {
-            return Err(format!("{server}: no shared input to capture (start dmix-serve with --capture)"));
+            return Err(format!("{}: no shared input to capture (start dmix-serve with --capture)", cfg.server()));
         }
         let mut r = Recorder {
             shared: Shared::new(source, p.period_frames)?,

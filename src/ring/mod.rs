@@ -615,6 +615,21 @@ impl ClientRing {
         self.add(start, samples, false, Some(history))
     }
 
+    /// Subtracts frames `[from, end)` again, as [`ClientRing::mix_add_keeping`] kept them in
+    /// `history`: newest frame first, so that whatever the server takes meanwhile (oldest
+    /// first) is a clean prefix of what was queued, never a hole followed by samples meant
+    /// to be taken back. Frames the server took already are skipped by the lap tags.
+    pub fn retract(&self, from: u64, end: u64, history: &[i32]) {
+        let ch = self.params.channels as usize;
+        let ring = u64::from(self.params.ring_frames);
+        for f in (from..end).rev() {
+            let at = (f % ring) as usize * ch;
+            if let Some(frame) = history.get(at..at + ch) {
+                self.mix_add(f, frame, true);
+            }
+        }
+    }
+
     fn add(&self, start: u64, samples: &[i32], negate: bool, mut history: Option<&mut [i32]>) -> AddOutcome {
         debug_assert!(self.mix_writable, "mix_add on a read-only mix mapping");
         let p = &self.params;
