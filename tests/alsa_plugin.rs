@@ -16,13 +16,14 @@ fn plugin_so() -> PathBuf {
 
 /// An environment whose ALSA configuration defines PCM type dmixrs and `pcm.dmixrs`.
 fn plugin_env() -> Env {
+    plugin_env_with("pcm.dmixrs { type dmixrs }")
+}
+
+/// An environment whose ALSA configuration defines PCM type dmixrs and then `pcms`.
+fn plugin_env_with(pcms: &str) -> Env {
     let mut env = Env::new();
     let conf = env.path("asound.conf");
-    std::fs::write(
-        &conf,
-        format!("pcm_type.dmixrs {{ lib \"{}\" }}\npcm.dmixrs {{ type dmixrs }}\n", plugin_so().display()),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("pcm_type.dmixrs {{ lib \"{}\" }}\n{pcms}\n", plugin_so().display())).unwrap();
     env.set_env("ALSA_CONFIG_PATH", &format!("/usr/share/alsa/alsa.conf:{}", conf.display()));
     env
 }
@@ -223,7 +224,7 @@ fn alsa_plugin_stopped_aplay_leaves_no_trace_of_its_queue() {
     wait_hw_ptr(&env, "default", HELD as u64);
     // Wait (bounded) until aplay has queued past the held frame.
     let sock = env.socket("default");
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let stat = stat_conn(&env, "default");
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
         let s = dmix::stat::snapshot(&stat, &sock).unwrap();
@@ -270,7 +271,7 @@ fn alsa_plugin_buffer_size_is_the_clients_latency() {
     let _server = env.serve(&["--sink", "null", "--period", "64"]);
     let p = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "--buffer-time=100000", "long.wav"]);
     let sock = env.socket("default");
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let stat = stat_conn(&env, "default");
     let deadline = std::time::Instant::now() + DEADLINE;
     let mut seen = 0;
     while seen < 10 {
@@ -320,16 +321,9 @@ fn alsa_plugin_arecord_records_what_is_played() {
 /// --capture), as dsnoop would, exactly.
 #[test]
 fn alsa_plugin_arecord_source_capture_records_the_shared_input() {
-    let mut env = Env::new();
+    let env = plugin_env_with("pcm.mic { type dmixrs source capture }");
     let input = signal(48000, 2, 330.0, 0.4, 40);
     write_wav_i16(&env.path("in.wav"), 48000, 2, &input);
-    let conf = env.path("asound.conf");
-    std::fs::write(
-        &conf,
-        format!("pcm_type.dmixrs {{ lib \"{}\" }}\npcm.mic {{ type dmixrs source capture }}\n", plugin_so().display()),
-    )
-    .unwrap();
-    env.set_env("ALSA_CONFIG_PATH", &format!("/usr/share/alsa/alsa.conf:{}", conf.display()));
     let _server = env.serve(&["--sink", "null", "--freewheel", "--capture", "wav:in.wav", "--wait-readers", "1"]);
     let r = run_tool(
         &env,
@@ -351,14 +345,8 @@ fn alsa_plugin_pause_retracts_and_resume_plays_on() {
     let env = plugin_env();
     write_wav_i16(&env.path("long.wav"), 48000, 2, &signal(48000 * 30, 2, 440.0, 0.3, 41));
     let _server = env.serve(&["--sink", "null"]);
-    let session = format!("dmix-pause-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux")
-            .args(["-L", &session])
-            .args(args)
-            .output()
-            .expect("tmux (Debian package tmux) drives the pause test")
-    };
+    let t = Tmux::new("pause");
+    let tmux = |args: &[&str]| t.run(args);
     let cmd = format!(
         "cd {} && XDG_RUNTIME_DIR={} ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:{} aplay -i -q -D dmixrs long.wav; exec cat",
         env.path("").display(),
@@ -367,15 +355,8 @@ fn alsa_plugin_pause_retracts_and_resume_plays_on() {
     );
     let started = tmux(&["new-session", "-d", "-s", "p", "-x", "80", "-y", "10", &cmd]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    struct Kill<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            (self.0)(&["kill-server"]);
-        }
-    }
-    let _kill = Kill(&tmux);
     let sock = env.socket("default");
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let stat = stat_conn(&env, "default");
     // Waits (bounded) until aplay's queue, over 20 periods of the server, satisfies `ok`.
     let wait_queue = |what: &str, ok: &dyn Fn(f64) -> bool| {
         let deadline = std::time::Instant::now() + DEADLINE;

@@ -280,7 +280,7 @@ fn play_sigint_retracts_what_was_queued_and_nothing_else() {
     wait_hw_ptr(&env, "default", HELD as u64);
     let queued = 28672 - HELD;
     let sock = env.socket("default");
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let stat = stat_conn(&env, "default");
     let deadline = Instant::now() + DEADLINE;
     loop {
         let s = dmix::stat::snapshot(&stat, &sock).unwrap();
@@ -323,7 +323,7 @@ fn play_latency_is_per_client_and_reported() {
     let _fast = env.spawn("dmix-play", &["--latency", "10", "--name", "fast", "a.wav"]);
     let period_ms = 64.0 / 48.0;
     let sock = env.socket("default");
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let stat = stat_conn(&env, "default");
     let deadline = Instant::now() + DEADLINE;
     let mut seen = 0;
     let mut slow_max: f64 = 0.0;

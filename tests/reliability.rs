@@ -43,10 +43,6 @@ impl Lcg {
     }
 }
 
-fn stat_conn(env: &Env, name: &str) -> Connection {
-    Connection::open(env.socket(name).to_str().unwrap(), Role::Stat, "test", 0).expect("stat connection")
-}
-
 /// The slot of the client with this pid, once it is admitted (bounded wait).
 fn admitted_slot(stat: &Connection, pid: i32) -> Option<usize> {
     let deadline = Instant::now() + DEADLINE;

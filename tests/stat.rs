@@ -15,7 +15,7 @@ fn stat_json_reports_both_players_with_kernel_pids() {
     wait_for_clients(&env, "default", "play", 2);
     // Admitted is not yet written: wait (bounded) until both have filled the ring.
     let sock = env.socket("default");
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "t", 0).unwrap();
+    let stat = stat_conn(&env, "default");
     let deadline = Instant::now() + DEADLINE;
     while !dmix::stat::snapshot(&stat, &sock)
         .unwrap()
@@ -84,14 +84,8 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
     let _s = env.serve(&["--sink", "null"]);
     let _p = env.spawn("dmix-play", &["a.wav"]);
     wait_for_clients(&env, "default", "play", 1);
-    let session = format!("dmix-test-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux")
-            .args(["-L", &session])
-            .args(args)
-            .output()
-            .expect("tmux (Debian package tmux) drives the terminal test")
-    };
+    let t = Tmux::new("watch");
+    let tmux = |args: &[&str]| t.run(args);
     let cmd = format!(
         "XDG_RUNTIME_DIR={} {} --watch --interval 50; echo EXIT=$?; exec cat",
         env.runtime_dir().display(),
@@ -106,13 +100,6 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
     let started =
         tmux(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "30", &cmd, ";", "pipe-pane", "-t", "w", &pipe]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    struct Kill<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            (self.0)(&["kill-server"]);
-        }
-    }
-    let _kill = Kill(&tmux);
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     // Ends when tmux goes (kill-server above closes the pipe).
     std::thread::spawn(move || {

@@ -317,12 +317,41 @@ pub fn signal(frames: usize, channels: usize, freq: f64, amp: f64, seed: u32) ->
     out
 }
 
+/// An inspector connection to the server `name` (it never holds a freewheel render back).
+pub fn stat_conn(env: &Env, name: &str) -> dmix::client::Connection {
+    dmix::client::Connection::open(env.socket(name).to_str().unwrap(), dmix::protocol::Role::Stat, "test", 0)
+        .expect("stat connection")
+}
+
+/// A private tmux server (one per test) that drives programs in a terminal; killed on drop.
+pub struct Tmux(String);
+
+impl Tmux {
+    /// A tmux server named after `what` and this process.
+    pub fn new(what: &str) -> Tmux {
+        Tmux(format!("dmix-{what}-{}", std::process::id()))
+    }
+
+    /// Runs one tmux command on this server.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux (Debian package tmux) drives the terminal tests")
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
 /// Waits (bounded) until the server `name` has taken at least `frames` frames, watching its
 /// status through an inspector connection (which never holds a freewheel render back).
 pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {
-    let sock = env.socket(name);
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "test", 0)
-        .expect("stat connection");
+    let stat = stat_conn(env, name);
     let deadline = Instant::now() + DEADLINE;
     while stat.ring().hw_ptr() < frames {
         assert!(Instant::now() < deadline, "the server never reached frame {frames}");
@@ -334,8 +363,7 @@ pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {
 /// returns the snapshot that showed them.
 pub fn wait_for_clients(env: &Env, name: &str, role: &str, n: usize) -> dmix::stat::Snapshot {
     let sock = env.socket(name);
-    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "test", 0)
-        .expect("stat connection");
+    let stat = stat_conn(env, name);
     let deadline = Instant::now() + DEADLINE;
     loop {
         let s = dmix::stat::snapshot(&stat, &sock).unwrap();
