@@ -389,3 +389,65 @@ fn alsa_plugin_pause_retracts_and_resume_plays_on() {
     assert!(tmux(&["send-keys", "-t", "p", " "]).status.success());
     wait_queue("resumed", &|q| q > 20.0);
 }
+
+/// drain returns once the last frame was played, not when it was queued: aplay of one second
+/// with a 900 ms buffer on a paced server writes all but 100 ms at once and then drains; the
+/// server has taken at least the whole second between aplay's start and its exit. (A drain
+/// that returned at once would leave it ~100 ms.)
+#[test]
+fn alsa_plugin_drain_returns_after_the_last_frame_played() {
+    let env = plugin_env();
+    write_wav_i16(&env.path("one.wav"), 48000, 2, &signal(48000, 2, 440.0, 0.3, 42));
+    let _server = env.serve(&["--sink", "null"]);
+    let stat = stat_conn(&env, "default");
+    let before = stat.ring().hw_ptr();
+    let r = run_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "--buffer-time=900000", "one.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let played = stat.ring().hw_ptr() - before;
+    assert!(played >= 48000, "aplay returned from drain after only {played} frames of its 48000 were played");
+}
+
+/// The README's ALSA setup, as written: its `~/.asoundrc` lines (with the library named as it
+/// says, since the test does not install it) make dmixrs the default device through plug, so
+/// a plain `aplay FILE` plays into dmix-serve, exactly when the file is already in the
+/// server's format, converted (rate, channels) when it is not.
+#[test]
+fn alsa_plugin_readme_setup_makes_it_the_default_device() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme.split("and in `~/.asoundrc`:").nth(1).expect("README: the ~/.asoundrc lines");
+    let lines = after.split("```").nth(1).expect("README: a code block of ~/.asoundrc lines");
+    let named =
+        readme.split('`').find(|s| s.starts_with("pcm_type.dmixrs")).expect("README: pcm_type.dmixrs { lib ... }");
+    let named = named.replace("/path/to/libasound_module_pcm_dmixrs.so", plugin_so().to_str().unwrap());
+    assert!(named.contains(plugin_so().to_str().unwrap()), "README's pcm_type line does not say /path/to/...: {named}");
+    let mut env = Env::new();
+    // HOME is the test's directory: ~/.asoundrc is the test's own. The stock configuration
+    // alone, as on a user's machine (it reads ~/.asoundrc), and no XDG asoundrc.
+    std::fs::write(env.path(".asoundrc"), format!("{named}\n{lines}")).unwrap();
+    env.set_env("ALSA_CONFIG_PATH", "/usr/share/alsa/alsa.conf");
+    env.set_env("XDG_CONFIG_HOME", env.path("config").to_str().unwrap());
+    let s = signal(30000, 2, 440.0, 0.4, 43);
+    write_wav_i16(&env.path("s16.wav"), 48000, 2, &s);
+    let mut server = freewheel_server(&env, "1");
+    let r = run_tool(&env, "aplay", "alsa-utils", &["-q", "s16.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let want = padded(s.iter().map(|&v| i32::from(v)).collect(), 2);
+    assert!(is_then_silence(&got, &want), "the default device did not play the file exactly");
+    // 22050 Hz mono: plug converts the rate and gives the one channel to both.
+    let m: Vec<i16> = signal(22050, 1, 440.0, 0.4, 44);
+    write_wav_i16(&env.path("mono.wav"), 22050, 1, &m);
+    let mut server = freewheel_server(&env, "1");
+    let r = run_tool(&env, "aplay", "alsa-utils", &["-q", "mono.wav"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let mut frames: Vec<&[i32]> = got.chunks(2).collect();
+    while frames.last().is_some_and(|f| f == &[0, 0]) {
+        frames.pop();
+    }
+    assert!((47500..=48600).contains(&frames.len()), "{} frames for one second at 22050 Hz", frames.len());
+    assert!(frames.iter().all(|f| f[0] == f[1]), "mono did not reach both channels alike");
+    assert!(frames.iter().any(|f| f[0].abs() > 8000), "silence instead of the tone");
+}
