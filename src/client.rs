@@ -340,14 +340,17 @@ impl Player {
         // Release: the server that sees DRAINING sees end_ptr.
         c.flags.store(CLIENT_DRAINING, Ordering::Release);
         self.publish();
+        // Done once the last frame was heard, not only taken: an ALSA sink's buffer plays
+        // it after the server took it.
+        let heard = self.conn.ring.heard_at(self.pos);
         loop {
-            if self.conn.ring.hw_ptr() >= self.pos {
+            if self.conn.ring.hw_ptr() >= heard {
                 return Ok(Flow::Done);
             }
             if stop.load(Ordering::Relaxed) {
                 return Ok(Flow::Stopped);
             }
-            if self.conn.ring.wait_hw_ptr(self.pos, GONE_CHECK) == Wake::TimedOut {
+            if self.conn.ring.wait_hw_ptr(heard, GONE_CHECK) == Wake::TimedOut {
                 self.conn.check_alive()?;
             }
         }

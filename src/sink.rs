@@ -76,7 +76,8 @@ pub struct SinkConfig {
     pub format: SampleFormat,
     /// Frames per period (each `write_period` gets exactly one).
     pub period_frames: u32,
-    /// Device buffer wanted, in frames.
+    /// Device buffer wanted, in frames: for playback, how far the device runs behind the
+    /// server (the server keeps it full), so the latency it adds after the mix.
     pub buffer_frames: u32,
 }
 
@@ -90,6 +91,9 @@ pub trait Sink {
     fn paces_itself(&self) -> bool;
     /// Device xruns recovered so far.
     fn xruns(&self) -> u64;
+    /// Frames the device holds beyond what the server took (its buffer, kept full), as
+    /// the device granted it; 0 for sinks without one.
+    fn device_buffer_frames(&self) -> u32;
     /// Flushes and closes: ALSA drains, WAV finalizes its header. Idempotent.
     fn finish(&mut self) -> Result<()>;
 }
@@ -113,6 +117,9 @@ impl Sink for NullSink {
         false
     }
     fn xruns(&self) -> u64 {
+        0
+    }
+    fn device_buffer_frames(&self) -> u32 {
         0
     }
     fn finish(&mut self) -> Result<()> {
@@ -174,6 +181,9 @@ impl Sink for WavSink {
         false
     }
     fn xruns(&self) -> u64 {
+        0
+    }
+    fn device_buffer_frames(&self) -> u32 {
         0
     }
     fn finish(&mut self) -> Result<()> {
@@ -281,6 +291,8 @@ struct AlsaSink {
     buf: AlsaBuf,
     channels: usize,
     xruns: u64,
+    /// The buffer the device granted, in frames.
+    buffer_frames: u32,
     finished: bool,
 }
 
@@ -288,8 +300,20 @@ impl AlsaSink {
     fn open(spec: &SinkSpec, pcm_name: &str, cfg: &SinkConfig) -> Result<AlsaSink> {
         let name = spec.to_string();
         let pcm = open_pcm(&name, pcm_name, alsa::Direction::Playback, cfg)?;
+        let buffer = pcm
+            .hw_params_current()
+            .and_then(|hw| hw.get_buffer_size())
+            .map_err(|e| Error::Device { sink: name.clone(), reason: alsa_reason("buffer size", &e) })?;
         let buf = AlsaBuf::new(cfg.format, cfg.period_frames as usize * usize::from(cfg.channels));
-        Ok(AlsaSink { name, pcm, buf, channels: usize::from(cfg.channels), xruns: 0, finished: false })
+        Ok(AlsaSink {
+            name,
+            pcm,
+            buf,
+            channels: usize::from(cfg.channels),
+            xruns: 0,
+            buffer_frames: u32::try_from(buffer).unwrap_or(u32::MAX),
+            finished: false,
+        })
     }
 
     /// Writes all of `data`, recovering from underruns (counted) and suspends.
@@ -396,6 +420,9 @@ impl Sink for AlsaSink {
     }
     fn xruns(&self) -> u64 {
         self.xruns
+    }
+    fn device_buffer_frames(&self) -> u32 {
+        self.buffer_frames
     }
     fn finish(&mut self) -> Result<()> {
         if std::mem::replace(&mut self.finished, true) {

@@ -52,6 +52,9 @@ pub struct ServerSnapshot {
     pub buffer_frames: u32,
     /// Mix ring in milliseconds.
     pub buffer_ms: f64,
+    /// Frames the sink's device holds beyond hw_ptr (an ALSA sink's buffer; the latency it
+    /// adds after the mix); None for wav and null sinks.
+    pub device_buffer_frames: Option<u64>,
     /// Frames taken so far.
     pub hw_ptr: u64,
     /// Seconds since the server started.
@@ -155,6 +158,7 @@ pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
         period_ms: p.frames_to_ms(u64::from(p.period_frames)),
         buffer_frames: p.ring_frames,
         buffer_ms: p.frames_to_ms(u64::from(p.ring_frames)),
+        device_buffer_frames: Some(stats.device_buffer_frames.load(Ordering::Relaxed)).filter(|&d| d != 0),
         hw_ptr: hw,
         uptime_s: unix_now_ns().saturating_sub(started) as f64 / 1e9,
         mode: if h.flags.load(Ordering::Relaxed) & FLAG_FREEWHEEL != 0 { "freewheel" } else { "real time" }.into(),
@@ -291,11 +295,15 @@ pub fn render_text(s: &Snapshot) -> String {
     let _ = writeln!(o, "server   {} (pid {}) at {}", v.name, v.pid, v.socket);
     let _ = writeln!(o, "sink     {}", v.sink);
     let _ = writeln!(o, "format   {} Hz, {} ch, {}", v.rate_hz, v.channels, v.format);
-    let _ = writeln!(
+    let _ = write!(
         o,
         "period   {} frames ({:.1} ms), buffer {} frames ({:.1} ms)",
         v.period_frames, v.period_ms, v.buffer_frames, v.buffer_ms
     );
+    if let Some(d) = v.device_buffer_frames {
+        let _ = write!(o, ", device buffer {d} frames ({:.1} ms)", d as f64 * 1000.0 / f64::from(v.rate_hz.max(1)));
+    }
+    o.push('\n');
     let _ = writeln!(o, "clock    {}, up {:.1} s, hw_ptr {}", v.mode, v.uptime_s, v.hw_ptr);
     let _ = writeln!(
         o,

@@ -451,3 +451,44 @@ fn alsa_plugin_readme_setup_makes_it_the_default_device() {
     assert!(frames.iter().all(|f| f[0] == f[1]), "mono did not reach both channels alike");
     assert!(frames.iter().any(|f| f[0].abs() > 8000), "silence instead of the tone");
 }
+
+/// What alsa-lib reports of the plugin's queue (examples/alsa_queue.rs, built by cargo test):
+/// 4800 frames written into a server that holds (freewheel, waiting for a second client)
+/// leave snd_pcm_avail = buffer - 4800 and snd_pcm_delay = 4800; under an ALSA sink the delay
+/// adds the device's buffer, which the server keeps full: 4 periods by default,
+/// --device-buffer otherwise, shown by dmix-stat. (Before, the device buffer was the whole
+/// 1 s ring: every sound reached the speaker a second late.)
+#[test]
+fn alsa_plugin_avail_and_delay_count_the_queue_and_the_device_buffer() {
+    let env = plugin_env_with("pcm.dmixrs { type dmixrs }\npcm.dev { type null }");
+    let probe = bin("dmix-serve").parent().unwrap().join("examples/alsa_queue");
+    assert!(probe.exists(), "{} is missing: cargo test builds the examples", probe.display());
+    let r = env.run("dmix-serve", &["--sink", "null", "--device-buffer", "300"]);
+    assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--device-buffer 300: at least two periods (512 frames)"), "{}", r.stderr);
+    for (sink_args, device_buffer) in [
+        (&["--sink", "null"][..], None),
+        (&["--sink", "alsa:dev"][..], Some(1024)),
+        (&["--sink", "alsa:dev", "--device-buffer", "2048"][..], Some(2048)),
+    ] {
+        let mut server = env.serve(&[sink_args, &["--freewheel", "--wait-clients", "2"]].concat());
+        let shown = server.stderr();
+        let r = env.run("dmix-stat", &["--json"]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
+        assert_eq!(v["server"]["device_buffer_frames"].as_u64(), device_buffer, "{sink_args:?}: {}", r.stdout);
+        if let Some(d) = device_buffer {
+            assert!(shown.contains(&format!("device buffer {d} frames")), "{sink_args:?}: {shown}");
+        }
+        let mut p = Proc::spawn("alsa_queue", env.program(&probe).args(["dmixrs", "9600", "4800"]));
+        assert!(p.wait().success(), "{sink_args:?}: {}", p.finished_stderr());
+        let line = p.stdout();
+        let figures: Vec<i64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        let [buffer, avail, delay] = figures[..] else { panic!("{sink_args:?}: {line}") };
+        assert_eq!(buffer, 9600, "{line}");
+        assert_eq!(avail, buffer - 4800, "{sink_args:?}: {line}");
+        assert_eq!(delay, 4800 + device_buffer.map_or(0, |d| d as i64), "{sink_args:?}: {line}");
+        server.signal(Signal::SIGTERM);
+        assert!(server.wait().success(), "{}", server.finished_stderr());
+    }
+}

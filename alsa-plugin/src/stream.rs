@@ -440,14 +440,20 @@ impl Stream {
         Ok(self.hw_stream())
     }
 
-    /// delay: frames written and not yet played.
-    pub fn delay(&self) -> u64 {
+    /// Frames written and not yet taken by the server.
+    fn queued(&self) -> u64 {
         self.shared.written.load(Ordering::Acquire) - self.hw_stream()
+    }
+
+    /// delay: how long until a frame written now is heard, in frames: what is queued, then
+    /// the server's device buffer (an ALSA sink's; 0 for wav and null sinks).
+    pub fn delay(&self) -> u64 {
+        self.queued() + self.conn.ring().device_buffer_frames()
     }
 
     fn avail(&self) -> u64 {
         let buffer = self.shared.buffer.load(Ordering::Acquire);
-        buffer.saturating_sub(self.delay())
+        buffer.saturating_sub(self.queued())
     }
 
     /// drain: starts if need be, then waits (bounded by the server's life) until the last
@@ -466,8 +472,11 @@ impl Stream {
         // Release: the server that sees DRAINING sees end_ptr (as Player::drain).
         c.flags.store(CLIENT_DRAINING, Ordering::Release);
         self.publish();
-        while ring.hw_ptr() < end {
-            if ring.wait_hw_ptr(end, ALIVE_CHECK) == Wake::TimedOut {
+        // Until the last frame was heard: past the server's device buffer too.
+        let heard = ring.heard_at(end);
+        let heard = heard.min(ring.hw_ptr());
+        while ring.hw_ptr() < heard {
+            if ring.wait_hw_ptr(heard, ALIVE_CHECK) == Wake::TimedOut {
                 self.alive()?;
             }
         }

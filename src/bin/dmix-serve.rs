@@ -31,12 +31,17 @@ struct Args {
     /// Frames per period: the unit the server takes out of the ring and plays.
     #[arg(long, value_name = "FRAMES", default_value_t = 256)]
     period: u32,
-    /// Frames in the mix ring: how far ahead of the device clients may write at most. It is
-    /// not the device's latency (the server takes each period just in time) nor the
-    /// clients': each picks its own within it (dmix-play --latency) [default: 1 s in whole
-    /// periods, at least 4 periods].
+    /// Frames in the mix ring: how far ahead of the server clients may write at most. A deep
+    /// ring adds no latency: each client picks its own within it (dmix-play --latency), and
+    /// the server takes each period only when the device has room for it [default: 1 s in
+    /// whole periods, at least 4 periods].
     #[arg(long, value_name = "FRAMES")]
     buffer: Option<u32>,
+    /// Frames of buffer to ask of an ALSA sink (the device may round it): the latency the
+    /// device adds after the mix, and how late the period thread may run before the device
+    /// underruns. At least 2 periods [default: 4 periods].
+    #[arg(long, value_name = "FRAMES")]
+    device_buffer: Option<u32>,
     /// Server name: clients find it with -D NAME.
     #[arg(short = 'n', long, default_value = dmix::paths::DEFAULT_NAME)]
     name: String,
@@ -96,6 +101,16 @@ fn config(a: &Args) -> Result<ServerConfig> {
             four.max(whole_periods(a.rate))
         }
     };
+    let device_buffer = match a.device_buffer {
+        Some(d) if d / 2 < a.period => {
+            return Err(Error::invalid(
+                format!("--device-buffer {d}"),
+                format!("at least two periods ({} frames)", u64::from(a.period) * 2),
+            ));
+        }
+        Some(d) => d,
+        None => a.period.saturating_mul(4),
+    };
     // The monitor keeps at least half a second so a recorder can be scheduled late.
     let monitor = whole_periods((a.rate / 2).max(buffer));
     let params = RingParams {
@@ -118,6 +133,7 @@ fn config(a: &Args) -> Result<ServerConfig> {
         socket,
         sink,
         params,
+        device_buffer_frames: device_buffer,
         wait_clients: a.wait_clients,
         exit_when_idle: a.exit_when_idle,
         capture,
@@ -188,7 +204,7 @@ fn main() -> ExitCode {
             }
             if !args.quiet {
                 eprintln!(
-                    "dmix-serve: serving on {}{}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms), {}{}",
+                    "dmix-serve: serving on {}{}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms){}, {}{}",
                     ready.listener.path().display(),
                     if ready.activated { " (socket activation)" } else { "" },
                     cfg.sink,
@@ -199,6 +215,10 @@ fn main() -> ExitCode {
                     p.frames_to_ms(u64::from(p.period_frames)),
                     p.ring_frames,
                     p.frames_to_ms(u64::from(p.ring_frames)),
+                    match ready.device_buffer_frames {
+                        0 => String::new(),
+                        d => format!(", device buffer {d} frames ({:.1} ms)", p.frames_to_ms(u64::from(d))),
+                    },
                     match ready.realtime {
                         _ if p.freewheel => "freewheel".to_string(),
                         Ok(Some(prio)) => format!("real time (SCHED_FIFO {prio})"),

@@ -115,6 +115,11 @@ pub struct ServerStats {
     /// CLOCK_MONOTONIC ns when the current hw_ptr was published (stored before it): a
     /// client that wakes for a period measures its wake-up latency against it.
     pub hw_published_ns: AtomicU64,
+    /// Frames the sink's device holds beyond what the server took, set once the sink is
+    /// open: the ALSA buffer that the server keeps full (0 for wav and null). A frame taken
+    /// at hw_ptr is heard about this much later. Added in what was padding: a server that
+    /// predates it leaves 0.
+    pub device_buffer_frames: AtomicU64,
 }
 
 /// One entry of the client table (server-written; the pid and uid come from SO_PEERCRED,
@@ -324,6 +329,7 @@ mod tests {
         assert_eq!(offset_of!(StatusBlock, hw_ptr), 64);
         assert_eq!(offset_of!(StatusBlock, wake_seq), 128);
         assert_eq!(offset_of!(StatusBlock, stats), 192);
+        assert_eq!(offset_of!(ServerStats, device_buffer_frames), 40);
         assert_eq!(offset_of!(StatusBlock, info), 256);
         assert_eq!(offset_of!(StatusBlock, capture), 384);
         assert_eq!(offset_of!(CaptureStatus, cap_ptr), 0);

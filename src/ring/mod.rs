@@ -696,6 +696,19 @@ impl ClientRing {
     pub fn freewheel(&self) -> bool {
         self.params.freewheel
     }
+
+    /// Frames the server's device holds beyond hw_ptr: an ALSA sink's buffer, which the
+    /// server keeps full (0 for wav and null sinks). A frame taken at hw_ptr is heard this
+    /// much later.
+    pub fn device_buffer_frames(&self) -> u64 {
+        self.status_ok().stats.0.device_buffer_frames.load(Ordering::Relaxed)
+    }
+
+    /// The hw_ptr at which the frames before `end` have been heard: paced, once the device
+    /// has played its buffer after them; in freewheel (no listener) once they were taken.
+    pub fn heard_at(&self, end: u64) -> u64 {
+        if self.freewheel() { end } else { end.saturating_add(self.device_buffer_frames()) }
+    }
 }
 
 /// An absolute frame's place in a ring: its lap and the index of its first sample. Walking
@@ -826,6 +839,21 @@ mod tests {
         let c = client(&s);
         let out = c.mix_add(c.hw_ptr(), &ramp(R, 1), false);
         assert!(out.frames <= R as usize && out.late_frames <= out.frames);
+    }
+
+    #[test]
+    fn ring_a_frame_is_heard_after_the_device_buffer_when_paced() {
+        let paced = ServerRing::create(RingParams { freewheel: false, ..*server().params() }, 1).unwrap();
+        let freewheel = server();
+        for s in [&paced, &freewheel] {
+            assert_eq!(client(s).heard_at(100), 100, "no device buffer: heard when taken");
+            s.status().stats.0.device_buffer_frames.store(1024, Ordering::Relaxed);
+            assert_eq!(client(s).device_buffer_frames(), 1024);
+        }
+        assert_eq!(client(&paced).heard_at(100), 1124, "paced: after the device's buffer");
+        assert_eq!(client(&freewheel).heard_at(100), 100, "freewheel: nobody listens");
+        paced.status().stats.0.device_buffer_frames.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(client(&paced).heard_at(100), u64::MAX, "a garbage buffer does not overflow");
     }
 
     #[test]

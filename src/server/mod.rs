@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub sink: SinkSpec,
     /// Ring parameters.
     pub params: RingParams,
+    /// Frames of buffer to ask of an ALSA sink: the latency the device adds after the mix,
+    /// independent of the ring (how far ahead clients may write).
+    pub device_buffer_frames: u32,
     /// Hold the first period until this many players were admitted.
     pub wait_clients: u32,
     /// Exit once a player came and all players left.
@@ -58,6 +61,8 @@ pub struct Ready<'a> {
     pub locked: std::result::Result<(), String>,
     /// The socket was passed by a service manager (socket activation), not bound here.
     pub activated: bool,
+    /// The buffer the sink's device granted, in frames (0: the sink has none).
+    pub device_buffer_frames: u32,
 }
 
 /// Puts the calling thread under SCHED_FIFO if `cfg` asks for it and the server is paced.
@@ -153,8 +158,11 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         channels: p.channels as u16,
         format: p.format,
         period_frames: p.period_frames,
-        buffer_frames: p.ring_frames,
+        buffer_frames: cfg.device_buffer_frames,
     };
+    // A capture device is read as each period arrives, so its buffer adds no latency: it
+    // is as deep as the ring, room for a reader scheduled late.
+    let source_cfg = SinkConfig { buffer_frames: p.ring_frames, ..sink_cfg };
     std::thread::scope(|s| {
         let shared = &shared;
         type Opened = Result<std::result::Result<Option<u32>, String>>;
@@ -171,6 +179,13 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
                         return Ok(LoopEnd::Stopped);
                     }
                 };
+                shared
+                    .ring
+                    .status()
+                    .stats
+                    .0
+                    .device_buffer_frames
+                    .store(u64::from(sink.device_buffer_frames()), Ordering::Relaxed);
                 let _ = opened_tx.send(Ok(realtime));
                 let end = period::PeriodLoop::new(shared, sink.as_mut(), cfg.wait_clients, cfg.exit_when_idle).run();
                 shared.loop_done.store(true, Ordering::Release);
@@ -195,7 +210,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
                 // As the period thread: a paced input overruns when its reader is late. The
                 // period thread already reported whether this is allowed.
                 let _ = go_realtime(cfg);
-                let mut source = match crate::capture::open_source(spec, &sink_cfg) {
+                let mut source = match crate::capture::open_source(spec, &source_cfg) {
                     Ok(source) => source,
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -219,7 +234,10 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
                 return Err(e);
             }
         }
-        on_ready(&Ready { listener: &listener, realtime, locked, activated: activated_now });
+        let device_buffer_frames =
+            u32::try_from(shared.ring.status().stats.0.device_buffer_frames.load(Ordering::Relaxed))
+                .unwrap_or(u32::MAX);
+        on_ready(&Ready { listener: &listener, realtime, locked, activated: activated_now, device_buffer_frames });
         // Type=notify: the service manager starts what depends on us only now.
         crate::notify::notify("READY=1");
         let control = control::Control::new(shared, &listener, listener.path().parent(), cfg.group).run();

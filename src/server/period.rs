@@ -279,6 +279,9 @@ mod tests {
         fn paces_itself(&self) -> bool {
             true
         }
+        fn device_buffer_frames(&self) -> u32 {
+            0
+        }
         fn xruns(&self) -> u64 {
             0
         }
