@@ -492,3 +492,45 @@ fn alsa_plugin_avail_and_delay_count_the_queue_and_the_device_buffer() {
         assert!(server.wait().success(), "{}", server.finished_stderr());
     }
 }
+
+/// A paced ALSA sink without a sound card: one dmix-serve playing into another through the
+/// plugin (the upstream server's clock paces it, as a card would). A tone played into the
+/// downstream server reaches the upstream render bit-exact, and dmix-play's drain returns
+/// only once its last frame was heard, i.e. after the downstream device buffer (10240 frames,
+/// --device-buffer) was played too: the upstream server has taken the tone's end by then,
+/// give or take a period.
+/// Returning when the downstream server took it would be 10240 frames early.
+#[test]
+fn alsa_plugin_a_server_playing_into_another_drains_when_heard() {
+    let env = plugin_env_with("pcm.up { type dmixrs server \"upstream\" }");
+    let mut upstream = env.serve(&["--name", "upstream", "--sink", "wav:up.wav"]);
+    let mut downstream = env.serve(&["--sink", "alsa:up", "--device-buffer", "10240"]);
+    let shown = downstream.stderr();
+    let stat = stat_conn(&env, "default");
+    let granted = stat.ring().device_buffer_frames();
+    assert!((9984..=10240).contains(&granted), "device buffer {granted}: {shown}");
+    let tone = signal(24000, 2, 440.0, 0.3, 45);
+    write_wav_i16(&env.path("tone.wav"), 48000, 2, &tone);
+    let up = stat_conn(&env, "upstream");
+    let r = env.run("dmix-play", &["tone.wav"]);
+    let taken_at_exit = up.ring().hw_ptr();
+    assert!(r.status.success(), "{}", r.stderr);
+    downstream.signal(Signal::SIGTERM);
+    assert!(downstream.wait().success(), "{}", downstream.finished_stderr());
+    drop(up);
+    upstream.signal(Signal::SIGTERM);
+    assert!(upstream.wait().success(), "{}", upstream.finished_stderr());
+    let (_, got) = read_wav(&env.path("up.wav"));
+    let want: Vec<i32> = tone.iter().map(|&v| i32::from(v)).collect();
+    let lead = want.iter().position(|&v| v != 0).unwrap();
+    let start = got.iter().position(|&v| v != 0).expect("the tone never reached the upstream server") - lead;
+    assert!(got.len() >= start + want.len(), "the upstream render stops inside the tone");
+    assert!(got[start..start + want.len()] == want[..], "the tone did not pass both servers exactly");
+    let end = ((start + want.len()) / 2) as u64;
+    // Within two periods (measured: 192 frames short, every run: the downstream server's
+    // blocking write returns as soon as a period of the plugin's buffer is free).
+    assert!(
+        taken_at_exit + 512 >= end,
+        "dmix-play returned when the upstream server was at frame {taken_at_exit}, before the tone's end at {end}"
+    );
+}
