@@ -8,10 +8,42 @@ use nix::sys::signal::Signal;
 
 use crate::util::*;
 
+/// The plugin as built. `cargo test` builds the plugin's unit tests but not the library
+/// alsa-lib loads, so a library older than its sources (the plugin's, or the dmix library it
+/// links) is refused: these tests would otherwise pass or fail on yesterday's code.
 fn plugin_so() -> PathBuf {
     let so = bin("dmix-serve").with_file_name("libasound_module_pcm_dmixrs.so");
-    assert!(so.exists(), "{} is missing: build the workspace (cargo build --workspace)", so.display());
+    let built = std::fs::metadata(&so)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: build the workspace (cargo build --workspace)", so.display()));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some(newer) = newest_source(&[root.join("alsa-plugin/src"), root.join("src")]).filter(|(t, _)| *t > built) {
+        panic!("{} is older than {}: build the workspace (cargo build --workspace)", so.display(), newer.1.display());
+    }
     so
+}
+
+/// The most recently modified .rs file under `dirs` (src/bin aside).
+fn newest_source(dirs: &[PathBuf]) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest = None;
+    let mut todo = dirs.to_vec();
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                // The binaries' sources are not part of the library the plugin links.
+                if !path.ends_with("src/bin") {
+                    todo.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && let Ok(t) = entry.metadata().and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(n, _)| t > *n)
+            {
+                newest = Some((t, path));
+            }
+        }
+    }
+    newest
 }
 
 /// An environment whose ALSA configuration defines PCM type dmixrs and `pcm.dmixrs`.

@@ -474,7 +474,6 @@ impl Stream {
         self.publish();
         // Until the last frame was heard: past the server's device buffer too.
         let heard = ring.heard_at(end);
-        let heard = heard.min(ring.hw_ptr());
         while ring.hw_ptr() < heard {
             if ring.wait_hw_ptr(heard, ALIVE_CHECK) == Wake::TimedOut {
                 self.alive()?;
