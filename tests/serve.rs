@@ -324,9 +324,10 @@ fn serve_socket_activation_refuses_what_is_not_its_socket() {
     }
 }
 
-/// The user units install for the current user (scripts/install-units, here without telling
-/// a systemd that is not running) and pass `systemd-analyze verify`; the socket unit listens
-/// where clients look for the default server.
+/// The user units install for the current user (scripts/install-units, with a stand-in for
+/// systemctl: there is no user manager here) and pass `systemd-analyze verify`; the socket
+/// unit listens where clients look for the default server; without a user manager the script
+/// says so in one line.
 #[test]
 fn serve_user_units_install_and_verify() {
     let env = Env::new();
@@ -335,7 +336,7 @@ fn serve_user_units_install_and_verify() {
     let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
     let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-units"))
         .arg("wav:/tmp/x.wav")
-        .env("PATH", path)
+        .env("PATH", &path)
         .env("XDG_CONFIG_HOME", &config)
         .env("SYSTEMCTL", ":")
         .output()
@@ -352,6 +353,36 @@ fn serve_user_units_install_and_verify() {
         std::fs::read_to_string(config.join("dmix/serve.env")).unwrap(),
         "DMIX_SERVE_ARGS=--sink wav:/tmp/x.wav\n"
     );
+    // With a service manager: the units are loaded, then the socket enabled and started (a
+    // stand-in systemctl records its calls); without one, a line that says so, exit 1.
+    let calls = env.path("calls");
+    for (script, code) in [
+        (format!("#!/bin/sh\necho \"$*\" >> '{}'\n", calls.display()), 0),
+        ("#!/bin/sh\necho 'Failed to connect to bus: No such file or directory' >&2\nexit 1\n".to_string(), 1),
+    ] {
+        let systemctl = env.path("systemctl");
+        std::fs::write(&systemctl, script).unwrap();
+        std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-units"))
+            .env("PATH", &path)
+            .env("XDG_CONFIG_HOME", &config)
+            .env("SYSTEMCTL", &systemctl)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        if code == 0 {
+            let log = std::fs::read_to_string(&calls).unwrap();
+            assert_eq!(log, "--user daemon-reload\n--user enable --now dmix-serve.socket\n");
+        } else {
+            let last = err.lines().last().unwrap_or_default();
+            assert!(
+                last.contains("systemctl --user daemon-reload: Failed to connect to bus")
+                    && last.contains("systemctl --user enable --now dmix-serve.socket"),
+                "{err}"
+            );
+        }
+    }
     let verify = std::process::Command::new("systemd-analyze")
         .arg("verify")
         .args([units.join("dmix-serve.service"), units.join("dmix-serve.socket")])
