@@ -404,7 +404,7 @@ fn alsa_plugin_pause_retracts_and_resume_plays_on() {
     wait_queue("played", &|q| q > 20.0);
     let snap = dmix::stat::snapshot(&stat, &sock).unwrap();
     let slot = snap.clients.iter().find(|c| c.name == "aplay").unwrap().slot as usize;
-    let counters = stat.ring().counters(slot);
+    let counters = stat.ring().counters(slot as usize);
     assert!(tmux(&["send-keys", "-t", "p", " "]).status.success());
     // Paused: the slot says "ended" where the server was when the queue was taken back, so
     // nothing of it plays on (without the retraction, the queue would drain for the
@@ -565,4 +565,39 @@ fn alsa_plugin_a_server_playing_into_another_drains_when_heard() {
         taken_at_exit + 512 >= end,
         "dmix-play returned when the upstream server was at frame {taken_at_exit}, before the tone's end at {end}"
     );
+}
+
+/// An underrun is an xrun: aplay stopped (SIGSTOP) until the server has played past all it
+/// wrote gets -EPIPE when it resumes, says so, recovers with snd_pcm_prepare and plays on to
+/// exit 0; its slot counts the underrun (dmix-stat's UNDERRUNS).
+#[test]
+fn alsa_plugin_underrun_is_an_xrun_that_aplay_recovers_from() {
+    use std::sync::atomic::Ordering;
+    let env = plugin_env();
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(48000, 2, 440.0, 0.3, 46));
+    let _server = env.serve(&["--sink", "null"]);
+    let mut p = spawn_tool(&env, "aplay", "alsa-utils", &["-D", "dmixrs", "--buffer-time=100000", "a.wav"]);
+    let snapshot = wait_for_clients(&env, "default", "play", 1);
+    let slot = snapshot.clients.iter().find(|c| c.role == "play").unwrap().slot;
+    let stat = stat_conn(&env, "default");
+    let counters = stat.ring().counters(slot as usize);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    // Started: something is queued ahead of the server.
+    while counters.appl_ptr.load(Ordering::Acquire) <= stat.ring().hw_ptr() {
+        assert!(std::time::Instant::now() < deadline, "aplay never started");
+        stat.ring().wait_any(std::time::Duration::from_millis(50));
+    }
+    p.signal(Signal::SIGSTOP);
+    let end = counters.appl_ptr.load(Ordering::Acquire);
+    wait_hw_ptr(&env, "default", end + 512);
+    assert_eq!(counters.underruns.load(Ordering::Relaxed), 0);
+    p.signal(Signal::SIGCONT);
+    while counters.underruns.load(Ordering::Relaxed) == 0 {
+        assert!(p.exited().is_none(), "aplay ended without an xrun counted: {}", p.stderr());
+        assert!(std::time::Instant::now() < deadline, "no xrun counted");
+        stat.ring().wait_any(std::time::Duration::from_millis(50));
+    }
+    let r = finish(p);
+    assert!(r.status.success(), "aplay did not recover: {}", r.stderr);
+    assert!(r.stderr.contains("underrun"), "aplay saw no xrun: {}", r.stderr);
 }

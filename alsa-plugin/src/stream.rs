@@ -24,7 +24,7 @@ use std::time::Duration;
 use dmix::client::Connection;
 use dmix::format::SampleFormat;
 use dmix::protocol::Role;
-use dmix::ring::layout::{CAPTURE_ENDED, CLIENT_DRAINING};
+use dmix::ring::layout::{CAPTURE_ENDED, CLIENT_DRAINING, ClientCounters};
 use dmix::sys::Wake;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -192,6 +192,8 @@ pub struct Stream {
     pending: Vec<i32>,
     /// Stream frames that have played (up to a stop or pause).
     played: u64,
+    /// The current xrun was counted in our slot's underruns (dmix-stat shows them).
+    xrun_counted: AtomicBool,
     scratch: Vec<i32>,
 }
 
@@ -211,6 +213,7 @@ impl Stream {
             history: vec![0; p.ring_frames as usize * p.channels as usize],
             pending: Vec::new(),
             played: 0,
+            xrun_counted: AtomicBool::new(false),
             scratch: Vec::new(),
             format: SampleFormat::S16Le,
             waiter: None,
@@ -245,7 +248,7 @@ impl Stream {
         }
         self.format = format;
         self.shared.buffer.store(buffer, Ordering::Release);
-        self.conn.ring().counters(self.conn.slot()).latency_frames.store(buffer as u32, Ordering::Relaxed);
+        self.counters().latency_frames.store(buffer as u32, Ordering::Relaxed);
         self.shared.changed();
         self.update_event();
         Ok(())
@@ -281,8 +284,9 @@ impl Stream {
         self.add(at, &pending);
         self.pending = pending;
         self.pending.clear();
+        self.xrun_counted.store(false, Ordering::Relaxed);
         // Playing again: the server waits for us in freewheel from here.
-        self.conn.ring().counters(self.conn.slot()).flags.store(0, Ordering::Release);
+        self.counters().flags.store(0, Ordering::Release);
         self.shared.running.store(true, Ordering::Release);
         self.publish();
         self.shared.changed();
@@ -354,7 +358,7 @@ impl Stream {
 
     /// Says "ended at `frame`": the server does not wait for an idle PCM.
     fn mark_idle(&self, frame: u64) {
-        let c = self.conn.ring().counters(self.conn.slot());
+        let c = self.counters();
         c.end_ptr.store(frame, Ordering::Relaxed);
         c.appl_ptr.store(frame, Ordering::Relaxed);
         c.flags.store(CLIENT_DRAINING, Ordering::Release);
@@ -400,8 +404,16 @@ impl Stream {
 
     fn add(&mut self, at: u64, samples: &[i32]) {
         if !samples.is_empty() {
-            self.conn.ring().mix_add_keeping(at, samples, &mut self.history);
+            let out = self.conn.ring().mix_add_keeping(at, samples, &mut self.history);
+            if out.late_frames > 0 {
+                self.counters().late_frames.fetch_add(out.late_frames as u64, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Our slot's self-reported counters.
+    fn counters(&self) -> &ClientCounters {
+        self.conn.ring().counters(self.conn.slot())
     }
 
     fn publish(&self) {
@@ -434,6 +446,9 @@ impl Stream {
             let base = self.shared.base.load(Ordering::Acquire);
             let end = base + self.shared.written.load(Ordering::Acquire);
             if self.conn.ring().hw_ptr() > end {
+                if !self.xrun_counted.swap(true, Ordering::Relaxed) {
+                    self.counters().underruns.fetch_add(1, Ordering::Relaxed);
+                }
                 return Err(Errno::EPIPE);
             }
         }
