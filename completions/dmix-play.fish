@@ -5,7 +5,7 @@ complete -c dmix-play -s r -l rate -d 'Raw sample rate in Hz [default: 48000]' -
 complete -c dmix-play -s c -l channels -d 'Raw channel count [default: 2]' -r
 complete -c dmix-play -l volume -d 'Gain in dB (0 plays the samples unchanged)' -r
 complete -c dmix-play -l name -d 'Name shown by dmix-stat [default: dmix-play]' -r
-complete -c dmix-play -l latency -d 'How far ahead of the device to write, in ms (rounded up to whole server periods, at most the server\'s buffer). Higher wakes the player less often and rides out longer stalls; a stop (Ctrl-C) is silent at once whatever it is. [default: 200 ms; in freewheel, the whole buffer]' -r
+complete -c dmix-play -l latency -d 'How far ahead of the server to write, in ms (rounded up to whole server periods, at most the server\'s buffer); an ALSA sink\'s device buffer (dmix-stat) comes on top. Higher wakes the player less often and rides out longer stalls; a stop (Ctrl-C) is silent at once whatever it is. At the end, dmix-play exits once its last frame was heard. [default: 200 ms; in freewheel, the whole buffer]' -r
 complete -c dmix-play -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
 complete -c dmix-play -l strict -d 'Stop at the first file that cannot be played instead of playing the rest'
 complete -c dmix-play -s q -l quiet -d 'No progress bar'

@@ -44,10 +44,11 @@ struct Args {
     /// Stop at the first file that cannot be played instead of playing the rest.
     #[arg(long)]
     strict: bool,
-    /// How far ahead of the device to write, in ms (rounded up to whole server periods, at
-    /// most the server's buffer). Higher wakes the player less often and rides out longer
-    /// stalls; a stop (Ctrl-C) is silent at once whatever it is. [default: 200 ms; in
-    /// freewheel, the whole buffer]
+    /// How far ahead of the server to write, in ms (rounded up to whole server periods, at
+    /// most the server's buffer); an ALSA sink's device buffer (dmix-stat) comes on top.
+    /// Higher wakes the player less often and rides out longer stalls; a stop (Ctrl-C) is
+    /// silent at once whatever it is. At the end, dmix-play exits once its last frame was
+    /// heard. [default: 200 ms; in freewheel, the whole buffer]
     #[arg(long, value_name = "MS", value_parser = parse_latency)]
     latency: Option<f64>,
     /// No progress bar.
