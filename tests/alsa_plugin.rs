@@ -601,3 +601,51 @@ fn alsa_plugin_underrun_is_an_xrun_that_aplay_recovers_from() {
     assert!(r.status.success(), "aplay did not recover: {}", r.stderr);
     assert!(r.stderr.contains("underrun"), "aplay saw no xrun: {}", r.stderr);
 }
+
+/// The PCM's keys: `server` as a socket path and `name` (what dmix-stat shows); a key the
+/// plugin does not know, a bad `source` and a server that is not there are each one line
+/// from the plugin and a failed open, never a hang.
+#[test]
+fn alsa_plugin_configuration_keys_and_their_errors() {
+    // A socket path outside the runtime dir, in a directory of the test's own: 0700, as
+    // dmix-serve requires of a socket's directory.
+    let sockdir = tempfile::Builder::new().prefix("dmixrs-keys").tempdir().unwrap();
+    std::fs::set_permissions(sockdir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let sock = sockdir.path().join("music.sock");
+    let env = plugin_env_with(&format!(
+        "pcm.music {{ type dmixrs server \"{}\" name \"music\" }}\n\
+         pcm.unknown {{ type dmixrs colour blue }}\n\
+         pcm.badsource {{ type dmixrs source mic }}\n\
+         pcm.nobody {{ type dmixrs server \"nobody\" }}",
+        sock.display()
+    ));
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(4800, 2, 440.0, 0.3, 47));
+    for (pcm, tool, why) in [
+        ("unknown", "aplay", "dmixrs: unknown key colour (known: server, name, source)"),
+        ("badsource", "arecord", "dmixrs: source mic: expected monitor or capture"),
+        ("nobody", "aplay", "dmixrs: no server at"),
+    ] {
+        let args =
+            if tool == "aplay" { vec!["-q", "-D", pcm, "a.wav"] } else { vec!["-q", "-D", pcm, "-d", "1", "x.wav"] };
+        let r = run_tool(&env, tool, "alsa-utils", &args);
+        assert!(!r.status.success(), "{pcm}: {tool} opened it");
+        assert!(r.stderr.contains(why), "{pcm}: {}", r.stderr);
+    }
+    let mut server = env.serve(&["--sink", "null", "--socket", sock.to_str().unwrap()]);
+    let p = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "music", "a.wav"]);
+    let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "test", 0).unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+        if s.clients.iter().any(|c| c.role == "play" && c.name == "music") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no client named music: {:?}", s.clients);
+        stat.ring().wait_any(std::time::Duration::from_millis(50));
+    }
+    let r = finish(p);
+    assert!(r.status.success(), "{}", r.stderr);
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    assert!(!sock.exists(), "the server left its socket behind");
+}
