@@ -404,7 +404,7 @@ unsafe extern "C" fn cb_transfer(
         // the application's buffer (read for playback, written for capture).
         let (start, len) = unsafe {
             let a = &*areas;
-            if a.step == 0 || a.step % 8 != 0 || a.first % 8 != 0 {
+            if a.step == 0 || !a.step.is_multiple_of(8) || !a.first.is_multiple_of(8) {
                 return -(libc::EINVAL as snd_pcm_sframes_t);
             }
             let start = (a.addr as *mut u8).add(a.first as usize / 8 + offset as usize * a.step as usize / 8);

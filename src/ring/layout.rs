@@ -286,7 +286,7 @@ pub const fn monitor_bytes(monitor_frames: u32, channels: u32) -> usize {
 const _: () = assert!(align_of::<StatusBlock>() <= 4096);
 const _: () = assert!(align_of::<MixHeader>() <= 4096);
 const _: () = assert!(size_of::<MonitorHeader>() <= MONITOR_RING_OFFSET);
-const _: () = assert!(MIX_RING_OFFSET % align_of::<AtomicU64>() == 0);
+const _: () = assert!(MIX_RING_OFFSET.is_multiple_of(align_of::<AtomicU64>()));
 // The sum never wraps: every slot at full scale (2^23) fits an i32.
 const _: () = assert!((MAX_SLOTS as i64) * (1 << 23) < i32::MAX as i64);
 

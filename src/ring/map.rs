@@ -133,7 +133,7 @@ impl Region {
         if end > self.len {
             return Err(Error::invalid("mapping", format!("view [{offset}, {end}) outside {} bytes", self.len)));
         }
-        if (self.map.as_ptr() as usize + offset) % align != 0 {
+        if !(self.map.as_ptr() as usize + offset).is_multiple_of(align) {
             return Err(Error::invalid("mapping", format!("offset {offset} is not aligned to {align}")));
         }
         Ok(())

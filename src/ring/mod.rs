@@ -69,7 +69,7 @@ impl RingParams {
                 2 * self.period_frames
             ));
         }
-        if self.ring_frames % self.period_frames != 0 {
+        if !self.ring_frames.is_multiple_of(self.period_frames) {
             return bad(format!(
                 "buffer of {} frames is not a whole number of {}-frame periods",
                 self.ring_frames, self.period_frames
