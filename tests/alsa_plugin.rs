@@ -257,17 +257,10 @@ fn alsa_plugin_stopped_aplay_leaves_no_trace_of_its_queue() {
     // Wait (bounded) until aplay has queued past the held frame.
     let sock = env.socket("default");
     let stat = stat_conn(&env, "default");
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+    wait_for_snapshot(&stat, &sock, "aplay never queued 100 ms ahead", |s| {
         assert_eq!(s.server.hw_ptr, HELD as u64, "C must hold the server");
-        let q = s.clients.iter().find(|x| x.name == "aplay").and_then(|x| x.queued_ms).unwrap_or(0.0);
-        if q > 100.0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "aplay never queued ahead ({q} ms)");
-        stat.ring().wait_any(std::time::Duration::from_millis(20));
-    }
+        s.clients.iter().find(|x| x.name == "aplay").and_then(|x| x.queued_ms).unwrap_or(0.0) > 100.0
+    });
     pb.signal(Signal::SIGINT);
     let _ = finish(pb);
     c_in.write_all(&bytes(&c[HELD * 2..])).unwrap();
@@ -634,15 +627,9 @@ fn alsa_plugin_configuration_keys_and_their_errors() {
     let mut server = env.serve(&["--sink", "null", "--socket", sock.to_str().unwrap()]);
     let p = spawn_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "music", "a.wav"]);
     let stat = dmix::client::Connection::open(sock.to_str().unwrap(), dmix::protocol::Role::Stat, "test", 0).unwrap();
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let s = dmix::stat::snapshot(&stat, &sock).unwrap();
-        if s.clients.iter().any(|c| c.role == "play" && c.name == "music") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no client named music: {:?}", s.clients);
-        stat.ring().wait_any(std::time::Duration::from_millis(50));
-    }
+    wait_for_snapshot(&stat, &sock, "no client named music", |s| {
+        s.clients.iter().any(|c| c.role == "play" && c.name == "music")
+    });
     let r = finish(p);
     assert!(r.status.success(), "{}", r.stderr);
     server.signal(Signal::SIGTERM);

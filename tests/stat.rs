@@ -16,17 +16,9 @@ fn stat_json_reports_both_players_with_kernel_pids() {
     // Admitted is not yet written: wait (bounded) until both have filled the ring.
     let sock = env.socket("default");
     let stat = stat_conn(&env, "default");
-    let deadline = Instant::now() + DEADLINE;
-    while !dmix::stat::snapshot(&stat, &sock)
-        .unwrap()
-        .clients
-        .iter()
-        .filter(|c| c.role == "play")
-        .all(|c| c.queued_ms.unwrap_or(0.0) > 42.6)
-    {
-        assert!(Instant::now() < deadline, "the players never filled the ring");
-        stat.ring().wait_any(Duration::from_millis(20));
-    }
+    wait_for_snapshot(&stat, &sock, "the players never filled the ring", |s| {
+        s.clients.iter().filter(|c| c.role == "play").all(|c| c.queued_ms.unwrap_or(0.0) > 42.6)
+    });
     let r = env.run("dmix-stat", &["--json"]);
     assert!(r.status.success(), "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");

@@ -362,15 +362,28 @@ pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {
 /// Waits (bounded) until the server `name` lists at least `n` clients of `role`, and
 /// returns the snapshot that showed them.
 pub fn wait_for_clients(env: &Env, name: &str, role: &str, n: usize) -> dmix::stat::Snapshot {
-    let sock = env.socket(name);
-    let stat = stat_conn(env, name);
+    let what = format!("fewer than {n} {role} clients joined");
+    wait_for_snapshot(&stat_conn(env, name), &env.socket(name), &what, |s| {
+        s.clients.iter().filter(|c| c.role == role).count() >= n
+    })
+}
+
+/// Waits (bounded) until a snapshot of the server at `sock`, taken through the inspector
+/// connection `stat`, satisfies `until`, and returns it; a new snapshot is taken whenever
+/// the ring changes. Fails with `what` and the clients last seen.
+pub fn wait_for_snapshot(
+    stat: &dmix::client::Connection,
+    sock: &Path,
+    what: &str,
+    mut until: impl FnMut(&dmix::stat::Snapshot) -> bool,
+) -> dmix::stat::Snapshot {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let s = dmix::stat::snapshot(&stat, &sock).unwrap();
-        if s.clients.iter().filter(|c| c.role == role).count() >= n {
+        let s = dmix::stat::snapshot(stat, sock).unwrap();
+        if until(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "fewer than {n} {role} clients joined");
-        stat.ring().wait_any(Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "{what}; clients last seen: {:?}", s.clients);
+        stat.ring().wait_any(Duration::from_millis(20));
     }
 }
