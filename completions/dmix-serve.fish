@@ -1,4 +1,6 @@
-complete -c dmix-serve -l sink -d 'Where the mix goes: alsa:PCM (an ALSA device), wav:PATH (a WAV file), or null' -r
+complete -c dmix-serve -l sink -d 'Where the mix goes: alsa:PCM (an ALSA device), wav:PATH (a WAV file), or null. Give it more than once for a preference list of devices (up to 8): the first that opens plays; when it is lost the next that opens takes over, and when a preferred one comes back the server moves back to it' -r
+complete -c dmix-serve -l on-sink-loss -d 'When the sink\'s device goes away (unplugged, lost on resume): wait (keep the clients, run on by the clock, reopen it or a fallback) or exit (code 9, clients told). Given explicitly, wait also starts the server when no sink opens yet [default: wait, but a sink that cannot be opened at the start is an error]' -r -f -a "wait\t''
+exit\t''"
 complete -c dmix-serve -s r -l rate -d 'Sample rate in Hz' -r
 complete -c dmix-serve -s c -l channels -d 'Channels' -r
 complete -c dmix-serve -s f -l format -d 'Device sample format: S16_LE, S32_LE or FLOAT_LE' -r

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::paths::resolve_device;
 use crate::protocol::{Hello, MAX_REPLY_BYTES, PROTOCOL_VERSION, Reply, Role, Welcome};
-use crate::ring::layout::{CLIENT_DRAINING, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_ACTIVE};
+use crate::ring::layout::{CLIENT_DRAINING, NOT_PLAYING, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_ACTIVE};
 use crate::ring::{ClientRing, RingParams};
 use crate::sys::Wake;
 use crate::transport;
@@ -85,6 +85,36 @@ impl Connection {
                 return Err(Error::sys("waiting for admission", std::io::Error::from(std::io::ErrorKind::TimedOut)));
             }
             self.ring.wait_any(GONE_CHECK);
+        }
+    }
+
+    /// Says that this player has written its first frame (call it just before the first add):
+    /// from now on it is a player for `--wait-clients`, `--exit-when-idle` and the freewheel
+    /// barrier, which a client that only opened the server (a device probe) never is.
+    /// Returns the first frame it may write: in freewheel, the frame from which the server
+    /// counts it (it waits for that answer, so the render takes no period without it); on a
+    /// paced server, its start frame, or a period ahead of hw_ptr if the server has gone
+    /// past it meanwhile (a slow first decode is not an underrun).
+    pub fn begin_playing(&self) -> Result<u64> {
+        let ring = &self.ring;
+        // Release: pairs with the period loop's Acquire in `count_started`.
+        ring.counters(self.slot()).started.store(1, Ordering::Release);
+        // Wakes a server held for --wait-clients, or a freewheel server at its barrier.
+        ring.ring_doorbell();
+        if !ring.freewheel() {
+            let hw = ring.hw_ptr();
+            let start = self.start_frame;
+            return Ok(if start < hw { hw + u64::from(self.params().period_frames) } else { start });
+        }
+        let info = ring.slot_info(self.slot());
+        loop {
+            // Acquire: pairs with the period loop's Release of `playing_from`.
+            let from = info.playing_from.load(Ordering::Acquire);
+            if from != NOT_PLAYING {
+                return Ok(from.max(self.start_frame));
+            }
+            self.check_alive()?;
+            ring.wait_any(GONE_CHECK);
         }
     }
 
@@ -170,6 +200,8 @@ pub struct Player {
     /// Fault injection for the reliability tests: stop ourselves before this add.
     stop_before_add: Option<u64>,
     adds: u64,
+    /// The server was told of our first frame ([`Connection::begin_playing`]).
+    playing: bool,
 }
 
 /// Fault injection: with `DMIX_FAULT_STOP_BEFORE_ADD=N`, a player stops itself (SIGSTOP)
@@ -201,6 +233,7 @@ impl Player {
             wide: Vec::new(),
             stop_before_add: std::env::var(FAULT_STOP_BEFORE_ADD).ok().and_then(|v| v.parse().ok()),
             adds: 0,
+            playing: false,
             conn,
         }
     }
@@ -252,6 +285,10 @@ impl Player {
         let ch = p.channels as usize;
         let period = u64::from(p.period_frames);
         let frames = samples.len() / ch;
+        if frames > 0 && !self.playing {
+            self.pos = self.pos.max(self.conn.begin_playing()?);
+            self.playing = true;
+        }
         self.update_peaks(samples, ch);
         let mut off = 0usize;
         while off < frames {

@@ -63,6 +63,7 @@ pub mod error;
 pub mod format;
 pub mod notify;
 pub mod paths;
+mod pins;
 pub mod play;
 pub mod protocol;
 pub mod ring;

@@ -3,7 +3,9 @@
 //! clamped mix-scale samples, which it converts into a buffer allocated at open.
 //!
 //! A sink must never allocate, log or take a contended lock in `write_period`: it runs in
-//! the real-time loop. Errors are returned, and the loop stops the server with them.
+//! the real-time loop. Errors are returned: a device that went away ([`Sink::reopenable`])
+//! is handed back to the server's sink keeper (src/server/sinks.rs), which closes it, says
+//! so and reopens it; any other error stops the server.
 
 use std::fmt;
 use std::fs::File;
@@ -81,11 +83,17 @@ pub struct SinkConfig {
     pub buffer_frames: u32,
 }
 
-/// A place periods go.
-pub trait Sink {
+/// A place periods go. Opened on one thread, written on another: `Send`.
+pub trait Sink: Send {
     /// Writes one period: `period_frames * channels` interleaved, clamped mix-scale samples.
-    /// Device sinks block until the device takes it.
+    /// Device sinks block until the device takes it. An error is final for this sink: it is
+    /// never written again.
     fn write_period(&mut self, samples: &[i32]) -> Result<()>;
+    /// True when a write error means the device went away and may come back (an ALSA PCM:
+    /// unplugged, lost on resume, its server gone), so the server drops it and opens it
+    /// again later; false when the error is final (a WAV file: reopening would overwrite
+    /// what was written).
+    fn reopenable(&self) -> bool;
     /// True when the device's own timing paces the loop (ALSA); false for wav and null,
     /// which the server paces with the monotonic clock, or not at all in freewheel.
     fn paces_itself(&self) -> bool;
@@ -98,11 +106,28 @@ pub trait Sink {
     fn finish(&mut self) -> Result<()>;
 }
 
-/// Opens the sink. Call it on the thread that will write to it.
+/// Opens the sink.
 pub fn open_sink(spec: &SinkSpec, cfg: &SinkConfig) -> Result<Box<dyn Sink>> {
+    try_open_sink(spec, cfg).map_err(|f| f.error)
+}
+
+/// Why a sink did not open.
+#[derive(Debug)]
+pub struct OpenFailed {
+    /// One line for the user, naming the sink.
+    pub error: Error,
+    /// The device is simply not there (snd_pcm_open failed: unplugged, not yet back after a
+    /// resume, its server down), as opposed to there but unable to play the server's stream
+    /// (it refuses the format, rate, channels or buffer), which the user must hear about.
+    pub absent: bool,
+}
+
+/// Opens the sink, telling a device that is not there from one that cannot play our stream.
+pub fn try_open_sink(spec: &SinkSpec, cfg: &SinkConfig) -> std::result::Result<Box<dyn Sink>, OpenFailed> {
+    let there = |error| OpenFailed { error, absent: false };
     match spec {
         SinkSpec::Null => Ok(Box::new(NullSink)),
-        SinkSpec::Wav(path) => Ok(Box::new(WavSink::create(spec, path, cfg)?)),
+        SinkSpec::Wav(path) => Ok(Box::new(WavSink::create(spec, path, cfg).map_err(there)?)),
         SinkSpec::Alsa(pcm) => Ok(Box::new(AlsaSink::open(spec, pcm, cfg)?)),
     }
 }
@@ -112,6 +137,9 @@ struct NullSink;
 impl Sink for NullSink {
     fn write_period(&mut self, _samples: &[i32]) -> Result<()> {
         Ok(())
+    }
+    fn reopenable(&self) -> bool {
+        true
     }
     fn paces_itself(&self) -> bool {
         false
@@ -176,6 +204,9 @@ impl Sink for WavSink {
             SampleFormat::FloatLe => samples.iter().try_for_each(|&m| w.write_sample(mix_to_f32(m))),
         };
         r.map_err(|e| self.fail(&e))
+    }
+    fn reopenable(&self) -> bool {
+        false
     }
     fn paces_itself(&self) -> bool {
         false
@@ -297,13 +328,13 @@ struct AlsaSink {
 }
 
 impl AlsaSink {
-    fn open(spec: &SinkSpec, pcm_name: &str, cfg: &SinkConfig) -> Result<AlsaSink> {
+    fn open(spec: &SinkSpec, pcm_name: &str, cfg: &SinkConfig) -> std::result::Result<AlsaSink, OpenFailed> {
         let name = spec.to_string();
-        let pcm = open_pcm(&name, pcm_name, alsa::Direction::Playback, cfg)?;
-        let buffer = pcm
-            .hw_params_current()
-            .and_then(|hw| hw.get_buffer_size())
-            .map_err(|e| Error::Device { sink: name.clone(), reason: alsa_reason("buffer size", &e) })?;
+        let pcm = open_pcm_checked(&name, pcm_name, alsa::Direction::Playback, cfg)?;
+        let buffer = pcm.hw_params_current().and_then(|hw| hw.get_buffer_size()).map_err(|e| OpenFailed {
+            error: Error::Device { sink: name.clone(), reason: alsa_reason("buffer size", &e) },
+            absent: false,
+        })?;
         let buf = AlsaBuf::new(cfg.format, cfg.period_frames as usize * usize::from(cfg.channels));
         Ok(AlsaSink {
             name,
@@ -340,12 +371,27 @@ impl AlsaSink {
 /// count, with the period and buffer nearest to `cfg`. Errors are one line naming `name`.
 /// A playback stream starts once its buffer is full; a capture stream at the first read.
 pub(crate) fn open_pcm(name: &str, pcm_name: &str, dir: alsa::Direction, cfg: &SinkConfig) -> Result<alsa::PCM> {
-    use alsa::pcm::{Access, Format, HwParams};
+    open_pcm_checked(name, pcm_name, dir, cfg).map_err(|f| f.error)
+}
+
+/// [`open_pcm`], telling a device that is not there (snd_pcm_open failed) from one that
+/// refuses our parameters.
+fn open_pcm_checked(
+    name: &str,
+    pcm_name: &str,
+    dir: alsa::Direction,
+    cfg: &SinkConfig,
+) -> std::result::Result<alsa::PCM, OpenFailed> {
+    let pcm = open_handle(name, pcm_name, dir).map_err(|error| OpenFailed { error, absent: true })?;
+    configure_pcm(name, &pcm, dir, cfg).map_err(|error| OpenFailed { error, absent: false })?;
+    Ok(pcm)
+}
+
+fn open_handle(name: &str, pcm_name: &str, dir: alsa::Direction) -> Result<alsa::PCM> {
     // alsa-lib prints its own diagnostics to stderr; catch them on this thread so the
     // user sees one line from us, not an ALSA trace.
     let _quiet = alsa::Output::local_error_handler();
-    let dev = |call: &str, e: alsa::Error| Error::Device { sink: name.to_string(), reason: alsa_reason(call, &e) };
-    let pcm = alsa::PCM::new(pcm_name, dir, false).map_err(|e| {
+    alsa::PCM::new(pcm_name, dir, false).map_err(|e| {
         let mut reason = alsa_reason("cannot open", &e);
         if e.errno() == libc::ENOENT || e.errno() == libc::ENODEV || !std::path::Path::new("/dev/snd").exists() {
             reason.push_str(match dir {
@@ -354,14 +400,20 @@ pub(crate) fn open_pcm(name: &str, pcm_name: &str, dir: alsa::Direction, cfg: &S
             });
         }
         Error::Device { sink: name.to_string(), reason }
-    })?;
+    })
+}
+
+fn configure_pcm(name: &str, pcm: &alsa::PCM, dir: alsa::Direction, cfg: &SinkConfig) -> Result<()> {
+    use alsa::pcm::{Access, Format, HwParams};
+    let _quiet = alsa::Output::local_error_handler();
+    let dev = |call: &str, e: alsa::Error| Error::Device { sink: name.to_string(), reason: alsa_reason(call, &e) };
     let format = match cfg.format {
         SampleFormat::S16Le => Format::s16(),
         SampleFormat::S32Le => Format::s32(),
         SampleFormat::FloatLe => Format::float(),
     };
     {
-        let hw = HwParams::any(&pcm).map_err(|e| dev("hw params", e))?;
+        let hw = HwParams::any(pcm).map_err(|e| dev("hw params", e))?;
         hw.set_access(Access::RWInterleaved).map_err(|e| dev("interleaved access", e))?;
         hw.set_format(format).map_err(|e| dev(&format!("format {}", cfg.format), e))?;
         hw.set_channels(u32::from(cfg.channels)).map_err(|e| dev(&format!("{} channels", cfg.channels), e))?;
@@ -387,7 +439,7 @@ pub(crate) fn open_pcm(name: &str, pcm_name: &str, dir: alsa::Direction, cfg: &S
         sw.set_avail_min(period).map_err(|e| dev("avail min", e))?;
         pcm.sw_params(&sw).map_err(|e| dev("sw params", e))?;
     }
-    Ok(pcm)
+    Ok(())
 }
 
 pub(crate) fn alsa_reason(call: &str, e: &alsa::Error) -> String {
@@ -414,6 +466,9 @@ impl Sink for AlsaSink {
             }
         };
         r.map_err(|e| Error::Device { sink: self.name.clone(), reason: alsa_reason("write", &e) })
+    }
+    fn reopenable(&self) -> bool {
+        true
     }
     fn paces_itself(&self) -> bool {
         true

@@ -15,8 +15,8 @@ use crate::client::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
 use crate::protocol::Role;
-use crate::ring::layout::{CAPTURE_ENDED, FLAG_FREEWHEEL, MAX_SLOTS, SLOT_ACTIVE};
-use crate::ring::{ClientRing, unix_now_ns};
+use crate::ring::layout::{CAPTURE_ENDED, FLAG_FREEWHEEL, MAX_SINKS, MAX_SLOTS, SINK_RUNNING, SLOT_ACTIVE};
+use crate::ring::{ClientRing, monotonic_ns, unix_now_ns};
 
 /// Everything `dmix-stat` shows about one server at one moment.
 #[derive(Clone, Debug, Serialize)]
@@ -36,8 +36,17 @@ pub struct ServerSnapshot {
     pub socket: String,
     /// Server pid.
     pub pid: u32,
-    /// The sink as named at start.
+    /// The sink playing, as named at start; while `sink_state` is "lost", the one lost.
     pub sink: String,
+    /// "running" (a sink plays) or "lost" (none does: the one in use went away, or none
+    /// opened at the start; clients play on unheard while the server retries).
+    pub sink_state: String,
+    /// Seconds since the sink was lost; null while one plays.
+    pub sink_lost_s: Option<f64>,
+    /// Times a sink in use was lost since the server started.
+    pub sink_losses: u64,
+    /// Every sink given, in order of preference, with its state.
+    pub sinks: Vec<SinkEntry>,
     /// Sample rate in Hz.
     pub rate_hz: u32,
     /// Channels.
@@ -71,6 +80,17 @@ pub struct ServerSnapshot {
     pub max_period_work_us: f64,
     /// The shared input (`dmix-serve --capture`); null when there is none.
     pub capture: Option<CaptureSnapshot>,
+}
+
+/// One sink of the server's preference list.
+#[derive(Clone, Debug, Serialize)]
+pub struct SinkEntry {
+    /// The sink as named at start.
+    pub name: String,
+    /// "in use"; "waiting" (not open: tried again until it opens, since nothing plays or it
+    /// is preferred to the one in use); "fallback" (after the one in use: tried only if
+    /// that is lost).
+    pub state: String,
 }
 
 /// The shared input's part of a snapshot.
@@ -113,6 +133,10 @@ pub struct ClientSnapshot {
     /// How far ahead of hw_ptr the player writes at most (its chosen latency), ms; it
     /// refills when half of that has played, so `queued_ms` moves between the two.
     pub latency_ms: Option<f64>,
+    /// Players: whether it has written a frame (the server's word), null otherwise. A player
+    /// that has not (a program that opened the device, perhaps only to probe it) does not
+    /// hold a held or freewheel server, nor keep an idle one from exiting once it leaves.
+    pub started: Option<bool>,
     /// Times the client fell behind.
     pub underruns: u64,
     /// Frames it dropped because they arrived late.
@@ -146,11 +170,33 @@ pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
     let stats = &status.stats.0;
     let hw = ring.hw_ptr();
     let started = h.started_unix_ns.load(Ordering::Relaxed);
+    let sk = &status.sink.0;
+    // Acquire: pairs with the Release of the state in `ServerRing::publish_sink_*`.
+    let running = sk.state.load(Ordering::Acquire) == SINK_RUNNING;
+    let current = sk.current.load(Ordering::Relaxed);
+    let count = (sk.count.load(Ordering::Relaxed) as usize).min(MAX_SINKS);
+    let sinks: Vec<SinkEntry> = sk.names[..count]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let state = match (running, (i as u32).cmp(&current)) {
+                (true, std::cmp::Ordering::Equal) => "in use",
+                (true, std::cmp::Ordering::Greater) => "fallback",
+                _ => "waiting",
+            };
+            SinkEntry { name: bytes_to_string(name), state: state.into() }
+        })
+        .collect();
     let server = ServerSnapshot {
         name: socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         socket: socket.display().to_string(),
         pid: h.server_pid.load(Ordering::Relaxed),
-        sink: bytes_to_string(&status.info.0.sink),
+        sink: sinks.get(current as usize).or(sinks.first()).map_or(String::new(), |s| s.name.clone()),
+        sink_state: if running { "running" } else { "lost" }.into(),
+        sink_lost_s: (!running)
+            .then(|| monotonic_ns().saturating_sub(sk.lost_at_ns.load(Ordering::Relaxed)) as f64 / 1e9),
+        sink_losses: sk.losses.load(Ordering::Relaxed),
+        sinks,
         rate_hz: p.rate_hz,
         channels: p.channels,
         format: SampleFormat::from_code(h.format.load(Ordering::Relaxed)).map_or("?", |f| f.name()).to_string(),
@@ -213,6 +259,8 @@ pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
             queued_ms,
             latency_ms: (role == Some(Role::Play))
                 .then(|| p.frames_to_ms(u64::from(c.latency_frames.load(Ordering::Relaxed)))),
+            started: (role == Some(Role::Play))
+                .then(|| info.playing_from.load(Ordering::Acquire) != crate::ring::layout::NOT_PLAYING),
             underruns: c.underruns.load(Ordering::Relaxed),
             late_frames: c.late_frames.load(Ordering::Relaxed),
             peak_dbfs: if role == Some(Role::Play) {
@@ -293,7 +341,22 @@ pub fn render_text(s: &Snapshot) -> String {
     let v = &s.server;
     let mut o = String::new();
     let _ = writeln!(o, "server   {} (pid {}) at {}", v.name, v.pid, v.socket);
-    let _ = writeln!(o, "sink     {}", v.sink);
+    match v.sink_lost_s {
+        None => {
+            let _ = write!(o, "sink     {}", v.sink);
+        }
+        Some(lost) => {
+            let _ = write!(o, "sink     LOST for {lost:.1} s: {}; clients play on unheard while it is retried", v.sink);
+        }
+    }
+    if v.sinks.len() > 1 {
+        let list: Vec<String> = v.sinks.iter().map(|s| format!("{} ({})", s.name, s.state)).collect();
+        let _ = write!(o, "; sinks {}", list.join(", "));
+    }
+    if v.sink_losses > 0 {
+        let _ = write!(o, "; lost {} times", v.sink_losses);
+    }
+    o.push('\n');
     let _ = writeln!(o, "format   {} Hz, {} ch, {}", v.rate_hz, v.channels, v.format);
     let _ = write!(
         o,
@@ -324,7 +387,10 @@ pub fn render_text(s: &Snapshot) -> String {
         "ID", "PID", "ROLE", "CH", "QUEUED", "LATENCY", "UNDERRUNS", "LATE", "PEAK dBFS"
     );
     for c in &s.clients {
-        let queued = c.queued_ms.map_or("-".to_string(), |q| format!("{q:.1} ms"));
+        let queued = match (c.started, c.queued_ms) {
+            (Some(false), _) => "opened".to_string(),
+            (_, q) => q.map_or("-".to_string(), |q| format!("{q:.1} ms")),
+        };
         let latency = c.latency_ms.map_or("-".to_string(), |q| format!("{q:.1} ms"));
         let peaks: Vec<String> = c.peak_dbfs.iter().map(|p| p.map_or("-inf".into(), |d| format!("{d:.1}"))).collect();
         let ch = if c.channels == 0 { v.channels } else { c.channels };

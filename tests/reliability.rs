@@ -107,7 +107,13 @@ fn reliability_clients_killed_anywhere_leave_the_survivor_exact_and_nothing_behi
     let chunk_bytes = CHUNK * 4;
     let stat = stat_conn(&env, "default");
     assert!(admitted_slot(&stat, s.pid()).is_some(), "the survivor never joined");
-    feed.write_all(&bytes[..chunk_bytes * 5]).unwrap();
+    // Enough for the survivor's first read (4096 frames): a player holds a freewheel render
+    // only from its first written frame.
+    feed.write_all(&bytes[..chunk_bytes * 10]).unwrap();
+    let pid = s.pid() as u32;
+    wait_for_snapshot(&stat, &env.socket("default"), "the survivor never wrote", |snap| {
+        snap.clients.iter().any(|c| c.pid == pid && c.started == Some(true))
+    });
     let ring_frames = u64::from(stat.params().ring_frames);
     let (fds_before, rss_before) = (fd_count(server.pid()), rss_kib(server.pid()));
     let mut rng = Lcg(0x5eed);
@@ -139,7 +145,7 @@ fn reliability_clients_killed_anywhere_leave_the_survivor_exact_and_nothing_behi
         }
         v.signal(Signal::SIGKILL);
         v.wait();
-        feed.write_all(&bytes[chunk_bytes * (5 + i)..chunk_bytes * (6 + i)]).unwrap();
+        feed.write_all(&bytes[chunk_bytes * (10 + i)..chunk_bytes * (11 + i)]).unwrap();
     }
     assert!(points.iter().all(|&n| n > victims / 6), "kill points not all exercised: {points:?}");
     // Every victim's slot is reclaimed: only the survivor plays.
@@ -155,7 +161,7 @@ fn reliability_clients_killed_anywhere_leave_the_survivor_exact_and_nothing_behi
     assert!(rss_after <= rss_before + 512, "the server grew from {rss_before} to {rss_after} KiB");
     eprintln!("kill points {points:?}; server fds {fds_before} -> {fds_after}, RSS {rss_before} -> {rss_after} KiB");
     drop(stat);
-    feed.write_all(&bytes[chunk_bytes * (5 + victims)..]).unwrap();
+    feed.write_all(&bytes[chunk_bytes * (10 + victims)..]).unwrap();
     drop(feed);
     assert!(s.wait().success(), "survivor: {}", s.finished_stderr());
     assert!(server.wait().success(), "server: {}", server.finished_stderr());
@@ -450,6 +456,8 @@ fn reliability_shared_memory_cannot_be_resized_and_garbage_counters_hurt_nobody(
         ring.wait_any(Duration::from_millis(20));
     }
     let c = ring.counters(w.slot as usize);
+    // It claims to have written, so it counts as a player (for --wait-clients 2 too).
+    c.started.store(1, Ordering::Release);
     c.appl_ptr.store(u64::MAX, Ordering::Release);
     c.end_ptr.store(u64::MAX - 1, Ordering::Release);
     c.flags.store(u32::MAX, Ordering::Release);

@@ -8,8 +8,11 @@
 //! played (the player's retraction), so both are silent within a period whatever the buffer.
 //!
 //! Stopped, drained or paused, the slot says "draining, ended here" (as a dmix-play that
-//! has finished), so an idle PCM never holds a freewheel render back; opened or prepared, it
-//! holds a freewheel render until it starts (as a dmix-play waiting for its input does).
+//! has finished), so an idle PCM never holds a freewheel render back. A PCM counts as a
+//! player only from the first frame the application writes (`Connection::begin_playing`):
+//! a program that opens the device to probe it (PortAudio enumerating devices) and closes
+//! it is no player at all. From then on, prepared, it holds a freewheel render until it
+//! starts (as a dmix-play waiting for its input does).
 //!
 //! Poll: an eventfd, readable when the application may write (`avail >= avail_min`) or
 //! the server has gone. A waiter thread sleeps on the ring's period futex until the period
@@ -195,6 +198,11 @@ pub struct Stream {
     /// The current xrun was counted in our slot's underruns (dmix-stat shows them).
     xrun_counted: AtomicBool,
     scratch: Vec<i32>,
+    /// The application has written a frame, and the server was told.
+    playing: bool,
+    /// The first ring frame we may write: the admission's start, then where the server
+    /// counts us as a player from.
+    first_frame: u64,
 }
 
 impl Stream {
@@ -215,6 +223,8 @@ impl Stream {
             played: 0,
             xrun_counted: AtomicBool::new(false),
             scratch: Vec::new(),
+            playing: false,
+            first_frame: conn.start_frame(),
             format: SampleFormat::S16Le,
             waiter: None,
             shared,
@@ -277,7 +287,7 @@ impl Stream {
     /// start: what was written so far goes into the ring, `lead` ahead of hw_ptr.
     pub fn start(&mut self) -> Result<(), Errno> {
         self.alive()?;
-        let at = (self.conn.ring().hw_ptr() + self.lead).max(self.conn.start_frame());
+        let at = (self.conn.ring().hw_ptr() + self.lead).max(self.first_frame);
         let base = at - self.played;
         self.shared.base.store(base, Ordering::Release);
         let pending = std::mem::take(&mut self.pending);
@@ -351,7 +361,7 @@ impl Stream {
         let ring = self.conn.ring();
         if ring.freewheel() {
             let c = ring.counters(self.conn.slot());
-            c.appl_ptr.store(ring.hw_ptr().max(self.conn.start_frame()), Ordering::Relaxed);
+            c.appl_ptr.store(ring.hw_ptr().max(self.first_frame), Ordering::Relaxed);
             c.flags.store(0, Ordering::Release);
         }
     }
@@ -370,6 +380,15 @@ impl Stream {
     /// transfer: `frames` interleaved frames of the negotiated format.
     pub fn transfer(&mut self, bytes: &[u8], frames: usize) -> Result<usize, Errno> {
         self.alive()?;
+        if !self.playing && frames > 0 {
+            // The first frame: only now are we a player. In freewheel the server counts us
+            // from the period it is at, and waits for us there while we are prepared.
+            self.first_frame = self.conn.begin_playing().map_err(|_| Errno::ENODEV)?;
+            self.playing = true;
+            if !self.shared.running.load(Ordering::Acquire) {
+                self.hold();
+            }
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let width = self.format.bytes();

@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser};
 use dmix::capture::SourceSpec;
 use dmix::format::SampleFormat;
 use dmix::ring::RingParams;
-use dmix::server::{self, ServerConfig};
+use dmix::server::{self, OnSinkLoss, ServerConfig};
 use dmix::sink::SinkSpec;
 use dmix::{Error, Result};
 
@@ -16,9 +16,18 @@ use dmix::{Error, Result};
 #[derive(Parser, Debug)]
 #[command(name = "dmix-serve", version = dmix::cli::version())]
 struct Args {
-    /// Where the mix goes: alsa:PCM (an ALSA device), wav:PATH (a WAV file), or null.
-    #[arg(long, value_name = "SPEC", default_value = "alsa:default")]
-    sink: String,
+    /// Where the mix goes: alsa:PCM (an ALSA device), wav:PATH (a WAV file), or null. Give it
+    /// more than once for a preference list of devices (up to 8): the first that opens plays;
+    /// when it is lost the next that opens takes over, and when a preferred one comes back
+    /// the server moves back to it.
+    #[arg(long, value_name = "SPEC", default_value = "alsa:default", action = clap::ArgAction::Append)]
+    sink: Vec<String>,
+    /// When the sink's device goes away (unplugged, lost on resume): wait (keep the clients,
+    /// run on by the clock, reopen it or a fallback) or exit (code 9, clients told). Given
+    /// explicitly, wait also starts the server when no sink opens yet [default: wait, but a
+    /// sink that cannot be opened at the start is an error].
+    #[arg(long, value_name = "WHAT", value_parser = ["wait", "exit"])]
+    on_sink_loss: Option<String>,
     /// Sample rate in Hz.
     #[arg(short = 'r', long, default_value_t = 48000)]
     rate: u32,
@@ -85,7 +94,22 @@ struct Args {
 
 fn config(a: &Args) -> Result<ServerConfig> {
     let format: SampleFormat = a.format.parse()?;
-    let sink: SinkSpec = a.sink.parse()?;
+    let sinks = a.sink.iter().map(|s| s.parse::<SinkSpec>()).collect::<Result<Vec<_>>>()?;
+    if sinks.len() > dmix::ring::layout::MAX_SINKS {
+        return Err(Error::invalid("--sink", format!("at most {} sinks", dmix::ring::layout::MAX_SINKS)));
+    }
+    if sinks.len() > 1
+        && let Some(wav) = sinks.iter().find(|s| matches!(s, SinkSpec::Wav(_)))
+    {
+        return Err(Error::invalid(
+            format!("--sink {wav}"),
+            "a WAV file can only be the one sink: reopening it after a fallback would overwrite it",
+        ));
+    }
+    let on_sink_loss = match a.on_sink_loss.as_deref() {
+        Some("exit") => OnSinkLoss::Exit,
+        _ => OnSinkLoss::Wait,
+    };
     let capture: Option<SourceSpec> = a.capture.as_deref().map(str::parse).transpose()?;
     if a.wait_readers > 0 && capture.is_none() {
         return Err(Error::invalid("--wait-readers", "needs --capture"));
@@ -131,7 +155,9 @@ fn config(a: &Args) -> Result<ServerConfig> {
     };
     Ok(ServerConfig {
         socket,
-        sink,
+        sinks,
+        on_sink_loss,
+        wait_for_sink: a.on_sink_loss.as_deref() == Some("wait"),
         params,
         device_buffer_frames: device_buffer,
         wait_clients: a.wait_clients,
@@ -211,7 +237,10 @@ fn main() -> ExitCode {
                     "dmix-serve: serving on {}{}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms){}, {}{}",
                     ready.listener.path().display(),
                     if ready.activated { " (socket activation)" } else { "" },
-                    cfg.sink,
+                    match ready.sink {
+                        Some(i) => cfg.sinks[i].to_string(),
+                        None => "no sink open yet".to_string(),
+                    },
                     p.rate_hz,
                     p.channels,
                     p.format,

@@ -220,12 +220,43 @@ impl ServerRing {
         &self.params
     }
 
-    /// Records the sink's name for inspectors (cut to fit on a character boundary).
-    pub fn set_sink_name(&self, sink: &str) {
-        let bytes = crate::protocol::truncate_name(sink, SINK_BYTES).as_bytes();
-        for (i, b) in self.status().info.0.sink.iter().enumerate() {
-            b.store(bytes.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+    /// Records the sinks' names for inspectors, in order of preference (at most
+    /// [`MAX_SINKS`]; each cut to fit on a character boundary), and that none is open yet.
+    pub fn set_sinks<S: AsRef<str>>(&self, sinks: &[S]) {
+        let st = &self.status().sink.0;
+        for (slot, name) in st.names.iter().zip(sinks) {
+            let bytes = crate::protocol::truncate_name(name.as_ref(), SINK_BYTES).as_bytes();
+            for (i, b) in slot.iter().enumerate() {
+                b.store(bytes.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+            }
         }
+        st.count.store(sinks.len().min(MAX_SINKS) as u32, Ordering::Relaxed);
+        st.current.store(NO_SINK, Ordering::Relaxed);
+        st.lost_at_ns.store(monotonic_ns(), Ordering::Relaxed);
+        // Release: an inspector that sees the state sees the names.
+        st.state.store(SINK_LOST, Ordering::Release);
+    }
+
+    /// The period loop: sink `index` of the list now plays, and its device holds
+    /// `device_buffer_frames` beyond hw_ptr (what clients add to know when a frame is heard).
+    pub fn publish_sink_running(&self, index: usize, device_buffer_frames: u32) {
+        let s = self.status();
+        s.stats.0.device_buffer_frames.store(u64::from(device_buffer_frames), Ordering::Relaxed);
+        s.sink.0.current.store(index as u32, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `stat::snapshot_ring`.
+        s.sink.0.state.store(SINK_RUNNING, Ordering::Release);
+    }
+
+    /// The period loop: the sink in use was lost at `now_ns` (CLOCK_MONOTONIC). Nothing is
+    /// heard any more, so no device buffer delays it: a draining client is done when its last
+    /// frame was taken.
+    pub fn publish_sink_lost(&self, now_ns: u64) {
+        let s = self.status();
+        s.stats.0.device_buffer_frames.store(0, Ordering::Relaxed);
+        s.sink.0.lost_at_ns.store(now_ns, Ordering::Relaxed);
+        s.sink.0.losses.fetch_add(1, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `stat::snapshot_ring`.
+        s.sink.0.state.store(SINK_LOST, Ordering::Release);
     }
 
     /// Writes the capture source's description (once, before clients come).
@@ -386,6 +417,7 @@ impl ServerRing {
         for p in &c.peak {
             p.store(0, Ordering::Relaxed);
         }
+        c.started.store(0, Ordering::Relaxed);
         // Release: the client's Acquire of its slot state (after ours in the status table)
         // sees clean counters.
         c.flags.store(0, Ordering::Release);

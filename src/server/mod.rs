@@ -10,6 +10,7 @@
 mod capture;
 mod control;
 pub mod period;
+pub mod sinks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,8 +28,14 @@ use crate::transport::Listener;
 pub struct ServerConfig {
     /// The socket path.
     pub socket: PathBuf,
-    /// Where the mix goes.
-    pub sink: SinkSpec,
+    /// Where the mix goes: the sinks in order of preference (at least one; a WAV sink only
+    /// alone, since reopening it would overwrite it).
+    pub sinks: Vec<SinkSpec>,
+    /// What a lost sink (a device that went away) does to the server.
+    pub on_sink_loss: OnSinkLoss,
+    /// Start even when no sink opens, and wait for one (`--on-sink-loss wait` given
+    /// explicitly); otherwise a sink that cannot be opened at the start is an error.
+    pub wait_for_sink: bool,
     /// Ring parameters.
     pub params: RingParams,
     /// Frames of buffer to ask of an ALSA sink: the latency the device adds after the mix,
@@ -49,6 +56,15 @@ pub struct ServerConfig {
     pub rt_priority: Option<u32>,
 }
 
+/// What the server does when the sink in use fails for good (`--on-sink-loss`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnSinkLoss {
+    /// Keep the clients, run on by the clock, reopen the device (or move to a fallback).
+    Wait,
+    /// Stop, telling the clients, with the sink's error (exit 9).
+    Exit,
+}
+
 /// What the binary learns when the server is ready.
 pub struct Ready<'a> {
     /// The listening socket.
@@ -61,6 +77,9 @@ pub struct Ready<'a> {
     pub locked: std::result::Result<(), String>,
     /// The socket was passed by a service manager (socket activation), not bound here.
     pub activated: bool,
+    /// The sink playing (its index in `ServerConfig::sinks`), or `None`: none opened, and
+    /// the server waits for one.
+    pub sink: Option<usize>,
     /// The buffer the sink's device granted, in frames (0: the sink has none).
     pub device_buffer_frames: u32,
 }
@@ -149,7 +168,18 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
     };
     let locked =
         if p.freewheel { Ok(()) } else { shared.ring.lock_memory().map_err(|e| format!("mlock of the ring: {e}")) };
-    shared.ring.set_sink_name(&cfg.sink.to_string());
+    if cfg.sinks.is_empty() || cfg.sinks.len() > crate::ring::layout::MAX_SINKS {
+        return Err(Error::invalid("--sink", format!("give 1 to {} sinks", crate::ring::layout::MAX_SINKS)));
+    }
+    if cfg.sinks.len() > 1
+        && let Some(wav) = cfg.sinks.iter().find(|s| matches!(s, SinkSpec::Wav(_)))
+    {
+        return Err(Error::invalid(
+            format!("--sink {wav}"),
+            "a WAV file can only be the one sink: reopening it after a fallback would overwrite it",
+        ));
+    }
+    shared.ring.set_sinks(&cfg.sinks.iter().map(SinkSpec::to_string).collect::<Vec<_>>());
     if let Some(c) = &cfg.capture {
         shared.ring.set_capture_source(&c.to_string());
     }
@@ -167,33 +197,22 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         let shared = &shared;
         type Opened = Result<std::result::Result<Option<u32>, String>>;
         let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel::<Opened>(1);
-        // The sink is opened on the period thread itself: an ALSA handle is not Send.
+        // The sinks are opened by their keeper, never on the period thread; the first one
+        // that opens is handed over before the loop starts.
+        let started = sinks::start(cfg.sinks.clone(), sink_cfg, cfg.wait_for_sink)?;
+        if let Some((index, device_buffer)) = started.opened {
+            shared.ring.publish_sink_running(index, device_buffer);
+        }
+        let port = started.port;
         let period = std::thread::Builder::new()
             .name("dmix-period".into())
             .spawn_scoped(s, move || -> Result<LoopEnd> {
-                let realtime = go_realtime(cfg);
-                let mut sink = match crate::sink::open_sink(&cfg.sink, &sink_cfg) {
-                    Ok(sink) => sink,
-                    Err(e) => {
-                        let _ = opened_tx.send(Err(e));
-                        return Ok(LoopEnd::Stopped);
-                    }
-                };
-                shared
-                    .ring
-                    .status()
-                    .stats
-                    .0
-                    .device_buffer_frames
-                    .store(u64::from(sink.device_buffer_frames()), Ordering::Relaxed);
-                let _ = opened_tx.send(Ok(realtime));
-                let end = period::PeriodLoop::new(shared, sink.as_mut(), cfg.wait_clients, cfg.exit_when_idle).run();
+                let _ = opened_tx.send(Ok(go_realtime(cfg)));
+                let exit_on_loss = cfg.on_sink_loss == OnSinkLoss::Exit;
+                let end =
+                    period::PeriodLoop::new(shared, port, exit_on_loss, cfg.wait_clients, cfg.exit_when_idle).run();
                 shared.loop_done.store(true, Ordering::Release);
-                // Finalize the sink whatever happened: a WAV written so far stays readable.
-                let finished = sink.finish();
-                let end = end?;
-                finished?;
-                Ok(end)
+                end
             })
             .map_err(|e| Error::sys("spawn the period thread", e))?;
         let realtime = match opened_rx.recv().unwrap_or_else(|_| Err(Error::invalid("period thread", "ended early"))) {
@@ -234,10 +253,16 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
                 return Err(e);
             }
         }
-        let device_buffer_frames =
-            u32::try_from(shared.ring.status().stats.0.device_buffer_frames.load(Ordering::Relaxed))
-                .unwrap_or(u32::MAX);
-        on_ready(&Ready { listener: &listener, realtime, locked, activated: activated_now, device_buffer_frames });
+        let device_buffer_frames = started.opened.map_or(0, |(_, d)| d);
+        let sink = started.opened.map(|(i, _)| i);
+        on_ready(&Ready {
+            listener: &listener,
+            realtime,
+            locked,
+            activated: activated_now,
+            sink,
+            device_buffer_frames,
+        });
         // Type=notify: the service manager starts what depends on us only now.
         crate::notify::notify("READY=1");
         let control = control::Control::new(shared, &listener, listener.path().parent(), cfg.group).run();

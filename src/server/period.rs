@@ -2,19 +2,33 @@
 //! the sum ring (read and re-arm in one atomic swap per sample), hands it to the sink, copies
 //! it to the monitor, advances hw_ptr and wakes the waiters with one syscall.
 //!
+//! The sink comes from the sink keeper ([`super::sinks`]). When it fails for good and can be
+//! reopened (a device unplugged), the loop gives it back, marks the sink lost in the status
+//! region and runs on by the monotonic clock, dropping the mix: clients keep their timing
+//! and hear nothing until the keeper hands over a sink again.
+//!
 //! It never allocates, never takes a lock and never logs once started: everything it needs
 //! is preallocated in [`PeriodLoop::new`], and what it must report it counts in the status
-//! region. Its only per-client work is admission and release of slots (bitmask swaps, rare)
-//! and, in freewheel only, reading each player's self-reported position for the barrier.
+//! region. Its only per-client work is admission and release of slots (bitmask swaps, rare),
+//! noticing a player's first frame (one load per player that has not written yet), and, in
+//! freewheel only, reading each player's self-reported position for the barrier.
+//!
+//! A player counts as one (for `--wait-clients`, `--exit-when-idle` and the freewheel
+//! barrier) only from its first written frame, which it reports in its counters
+//! (`ClientCounters::started`). A program that opens a device and closes it again (PortAudio
+//! enumerating devices) never is one: it cannot release a held server, end an idle one, or
+//! hold a render. Until it leaves it holds its slot, and an `--exit-when-idle` server does
+//! not leave it behind. The report is self-reported: a client that lies can only do what
+//! writing one frame would have done.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Shared;
+use super::sinks::{Installed, Returned, SinkPort};
 use crate::error::Result;
-use crate::ring::layout::{CLIENT_DRAINING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
+use crate::ring::layout::{CLIENT_DRAINING, NOT_PLAYING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
 use crate::ring::{monotonic_ns, sleep_until_monotonic};
-use crate::sink::Sink;
 
 /// How long a freewheel or held server sleeps before re-checking its stop flag.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -31,36 +45,54 @@ pub enum LoopEnd {
 /// The loop's preallocated state.
 pub struct PeriodLoop<'a> {
     shared: &'a Shared,
-    sink: &'a mut dyn Sink,
+    port: SinkPort,
+    /// The sink playing, if any (none while the one in use is lost).
+    sink: Option<Installed>,
+    /// Xruns of the sinks played before the current one.
+    past_xruns: u64,
+    /// `--on-sink-loss exit`: a lost sink ends the server, as any sink error does.
+    exit_on_loss: bool,
     buf: Vec<i32>,
     hw: u64,
-    /// Players admitted and not yet gone (slot bits).
+    /// Players admitted and not yet gone (slot bits), written or not.
     active_play: u64,
+    /// Of those, the ones that have written their first frame: players proper.
+    counted_play: u64,
     /// Recorders admitted and not yet gone: a freewheel render waits for them too.
     active_tee: u64,
     /// Every admitted slot, any role.
     active_any: u64,
-    /// Players admitted since the start.
+    /// Players that wrote a frame, since the start.
     players_seen: u32,
     /// The first period is held until `wait_clients` players were admitted.
     released: bool,
     wait_clients: u32,
     exit_when_idle: bool,
     freewheel: bool,
-    paced_by_clock: bool,
     period_ns: u64,
 }
 
 impl<'a> PeriodLoop<'a> {
-    /// Prepares the loop (all allocation happens here).
-    pub fn new(shared: &'a Shared, sink: &'a mut dyn Sink, wait_clients: u32, exit_when_idle: bool) -> Self {
+    /// Prepares the loop (all allocation happens here). It plays on the sinks `port` hands
+    /// it; with `exit_on_loss`, the loss of one ends the loop with its error.
+    pub fn new(
+        shared: &'a Shared,
+        port: SinkPort,
+        exit_on_loss: bool,
+        wait_clients: u32,
+        exit_when_idle: bool,
+    ) -> Self {
         let p = *shared.ring.params();
-        let paced_by_clock = !p.freewheel && !sink.paces_itself();
         PeriodLoop {
             shared,
+            port,
+            sink: None,
+            past_xruns: 0,
+            exit_on_loss,
             buf: vec![0; p.period_frames as usize * p.channels as usize],
             hw: 0,
             active_play: 0,
+            counted_play: 0,
             active_tee: 0,
             active_any: 0,
             players_seen: 0,
@@ -68,26 +100,42 @@ impl<'a> PeriodLoop<'a> {
             wait_clients,
             exit_when_idle,
             freewheel: p.freewheel,
-            paced_by_clock,
             period_ns: p.period_ns(),
-            sink,
         }
     }
 
-    /// Runs until stopped, idle, or the sink fails.
+    /// Runs until stopped, idle, or a sink fails for good; then finishes the sink in use
+    /// (ALSA drains, a WAV is finalized, also after its own write failed).
     pub fn run(&mut self) -> Result<LoopEnd> {
+        let end = self.run_periods();
+        self.shared.ring.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
+        self.shared.ring.wake_all();
+        let finished = match self.sink.take() {
+            // A device whose write failed is not drained: it is gone or broken.
+            Some(s) if end.is_err() && s.sink.reopenable() => Ok(()),
+            Some(mut s) => s.sink.finish(),
+            None => Ok(()),
+        };
+        let end = end?;
+        finished?;
+        Ok(end)
+    }
+
+    fn run_periods(&mut self) -> Result<LoopEnd> {
         let period = u64::from(self.shared.ring.params().period_frames);
         let mut deadline_ns = 0u64;
-        let result = loop {
+        loop {
             // In freewheel or while held, wait here (on the doorbell) until the period may
             // be taken; the doorbell value is read before the checks so no ring is lost.
             let bell = self.shared.ring.doorbell().load(Ordering::Acquire);
+            self.install_sink();
             self.admit_and_release();
+            self.count_started();
             if self.shared.stop.load(Ordering::Relaxed) {
-                break Ok(LoopEnd::Stopped);
+                return Ok(LoopEnd::Stopped);
             }
             if self.exit_when_idle && self.players_seen > 0 && self.active_play == 0 {
-                break Ok(LoopEnd::Idle);
+                return Ok(LoopEnd::Idle);
             }
             if !self.released {
                 if self.players_seen >= self.wait_clients {
@@ -105,7 +153,8 @@ impl<'a> PeriodLoop<'a> {
                     crate::sys::futex_wait(self.shared.ring.doorbell(), bell, IDLE_WAIT);
                     continue;
                 }
-            } else if self.paced_by_clock {
+            } else if self.sink.as_ref().is_none_or(|s| !s.sink.paces_itself()) {
+                // A wav or null sink, or none while the device is lost: the clock paces.
                 if deadline_ns == 0 {
                     deadline_ns = monotonic_ns();
                 }
@@ -124,17 +173,38 @@ impl<'a> PeriodLoop<'a> {
             self.shared.ring.take_period(self.hw, &mut self.buf);
             self.hw += period;
             self.shared.ring.publish_hw_ptr(self.hw);
-            if let Err(e) = self.sink.write_period(&self.buf) {
-                break Err(e);
+            if let Some(s) = &mut self.sink
+                && let Err(error) = s.sink.write_period(&self.buf)
+            {
+                if self.exit_on_loss || !s.sink.reopenable() {
+                    return Err(error);
+                }
+                // The device went away: hand it back to be closed off this thread, and pace
+                // by the clock from now on (the next deadline is one period from here).
+                let Installed { index, sink } = self.sink.take().expect("matched Some above");
+                self.past_xruns += sink.xruns();
+                let now = monotonic_ns();
+                self.shared.ring.publish_sink_lost(now);
+                self.port.give_back(Returned::Lost { index, sink, error });
+                deadline_ns = now + self.period_ns;
             }
             let stats = &self.shared.ring.status().stats.0;
             stats.periods.fetch_add(1, Ordering::Relaxed);
-            stats.xruns.store(self.sink.xruns(), Ordering::Relaxed);
+            stats.xruns.store(self.past_xruns + self.sink.as_ref().map_or(0, |s| s.sink.xruns()), Ordering::Relaxed);
             stats.max_period_work_ns.fetch_max(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
-        };
-        self.shared.ring.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
-        self.shared.ring.wake_all();
-        result
+        }
+    }
+
+    /// Plays on the sink the keeper opened, if it opened one: a device back after a loss, or
+    /// a preferred one back while a fallback played (which goes back to be closed).
+    fn install_sink(&mut self) {
+        let Some(new) = self.port.take_installed() else { return };
+        if let Some(old) = self.sink.take() {
+            self.past_xruns += old.sink.xruns();
+            self.port.give_back(Returned::Replaced { sink: old.sink });
+        }
+        self.shared.ring.publish_sink_running(new.index, new.sink.device_buffer_frames());
+        self.sink = Some(new);
     }
 
     /// Freewheel barrier: every player has supplied the period or has finished, every
@@ -154,7 +224,7 @@ impl<'a> PeriodLoop<'a> {
             }
         }
         let mut needed = false;
-        let mut bits = self.active_play;
+        let mut bits = self.active_play & self.counted_play;
         while bits != 0 {
             let slot = bits.trailing_zeros() as usize;
             bits &= bits - 1;
@@ -197,11 +267,11 @@ impl<'a> PeriodLoop<'a> {
                 ring.reset_counters(slot, start);
                 let info = &ring.status().slots[slot];
                 info.start_frame.store(start, Ordering::Relaxed);
+                info.playing_from.store(NOT_PLAYING, Ordering::Relaxed);
                 // Release: pairs with the client's Acquire of its slot state.
                 info.state.store(SLOT_ACTIVE, Ordering::Release);
                 if play & (1 << slot) != 0 {
                     self.active_play |= 1 << slot;
-                    self.players_seen = self.players_seen.saturating_add(1);
                 }
                 if tee & (1 << slot) != 0 {
                     self.active_tee |= 1 << slot;
@@ -224,10 +294,39 @@ impl<'a> PeriodLoop<'a> {
                 ring.status().slots[slot].state.store(SLOT_FREE, Ordering::Release);
             }
             self.active_play &= !leaves;
+            self.counted_play &= !leaves;
             self.active_tee &= !leaves;
             self.active_any &= !leaves;
             // Release: the control thread reuses these slots only after it sees them here.
             self.shared.freed_mask.fetch_or(leaves, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts the players that have written their first frame since the last look, and tells
+    /// each from which frame it is counted: the next period to be taken. In freewheel the
+    /// barrier waits for it from that period on, so a player that waits for this answer
+    /// before writing loses nothing.
+    fn count_started(&mut self) {
+        let ring = &self.shared.ring;
+        let mut bits = self.active_play & !self.counted_play;
+        if bits == 0 {
+            return;
+        }
+        let mut counted = false;
+        while bits != 0 {
+            let slot = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // Acquire: pairs with the client's Release of `started`.
+            if ring.counters(slot).started.load(Ordering::Acquire) != 0 {
+                self.counted_play |= 1 << slot;
+                self.players_seen = self.players_seen.saturating_add(1);
+                // Release: pairs with the client's Acquire in `Connection::begin_playing`.
+                ring.status().slots[slot].playing_from.store(self.hw, Ordering::Release);
+                counted = true;
+            }
+        }
+        if counted {
+            ring.wake_all();
         }
     }
 
@@ -240,21 +339,28 @@ impl<'a> PeriodLoop<'a> {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::time::Duration;
 
     use super::*;
+    use crate::error::Error;
     use crate::format::SampleFormat;
+    use crate::ring::layout::{SINK_LOST, SINK_RUNNING};
     use crate::ring::{RingParams, ServerRing};
+    use crate::sink::Sink;
 
-    /// A sink that paces itself (so the loop never sleeps), lets a client join half-way, and
-    /// records the allocations the loop made between its 10th and its 500th period.
-    struct Probe<'a> {
-        shared: &'a Shared,
+    /// A sink that paces itself (so the loop never sleeps), lets a client join half-way,
+    /// fails once as a device that went away, and records the allocations the loop's thread
+    /// made between its 10th and its 500th period.
+    struct Probe {
+        shared: &'static Shared,
         periods: u64,
         allocs_at_10: u64,
-        allocs_in_steady_state: Option<u64>,
+        /// Built before the loop runs: the loop's thread must not be charged for it.
+        failure: Option<Error>,
+        allocs_in_steady_state: &'static AtomicU64,
     }
 
-    impl Sink for Probe<'_> {
+    impl Sink for Probe {
         fn write_period(&mut self, _samples: &[i32]) -> Result<()> {
             self.periods += 1;
             let now = crate::sys::alloc_count::thread_allocs();
@@ -265,33 +371,37 @@ mod tests {
                     self.shared.play_mask.fetch_or(1, Ordering::AcqRel);
                     self.shared.join_mask.fetch_or(1, Ordering::AcqRel);
                 }
+                // So do a loss and the reinstall of the sink.
+                300 => return Err(self.failure.take().expect("fails once")),
                 350 => {
                     self.shared.leave_mask.fetch_or(1, Ordering::AcqRel);
                 }
                 500 => {
-                    self.allocs_in_steady_state = Some(now - self.allocs_at_10);
+                    self.allocs_in_steady_state.store(now - self.allocs_at_10, Ordering::Relaxed);
                     self.shared.stop.store(true, Ordering::Relaxed);
                 }
                 _ => {}
             }
             Ok(())
         }
+        fn reopenable(&self) -> bool {
+            true
+        }
         fn paces_itself(&self) -> bool {
             true
         }
         fn device_buffer_frames(&self) -> u32 {
-            0
+            128
         }
         fn xruns(&self) -> u64 {
-            0
+            1
         }
         fn finish(&mut self) -> Result<()> {
             Ok(())
         }
     }
 
-    #[test]
-    fn period_loop_allocates_nothing() {
+    fn shared() -> &'static Shared {
         let params = RingParams {
             rate_hz: 48000,
             channels: 2,
@@ -302,7 +412,8 @@ mod tests {
             capture_frames: 0,
             freewheel: false,
         };
-        let shared = Shared {
+        // Leaked: the probe sink, which the loop owns, refers to it.
+        Box::leak(Box::new(Shared {
             ring: ServerRing::create(params, 1).unwrap(),
             stop: Arc::new(AtomicBool::new(false)),
             join_mask: AtomicU64::new(0),
@@ -312,13 +423,54 @@ mod tests {
             tee_mask: AtomicU64::new(0),
             capture_mask: AtomicU64::new(0),
             loop_done: AtomicBool::new(false),
+        }))
+    }
+
+    /// The loop allocates nothing once running: not per period, not admitting or freeing a
+    /// slot, not when its sink is lost (handed back to the keeper, the clock paces), not when
+    /// a sink is handed over again. The lost sink comes back through the port, the status
+    /// says lost, then running again, with the loss counted and the xruns kept.
+    #[test]
+    fn period_loop_allocates_nothing_and_survives_a_lost_sink() {
+        let shared = shared();
+        shared.ring.set_sinks(&["probe"]);
+        let allocs: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(u64::MAX)));
+        let probe = Probe {
+            shared,
+            periods: 0,
+            allocs_at_10: 0,
+            failure: Some(Error::Device { sink: "probe".into(), reason: "write: No such device".into() }),
+            allocs_in_steady_state: allocs,
         };
-        let mut probe = Probe { shared: &shared, periods: 0, allocs_at_10: 0, allocs_in_steady_state: None };
+        let (to_loop, from_loop, port) = super::super::sinks::SinkPort::for_test();
+        to_loop.try_send(Installed { index: 0, sink: Box::new(probe) }).unwrap();
         let end = std::thread::scope(|s| {
-            s.spawn(|| PeriodLoop::new(&shared, &mut probe, 0, false).run().unwrap()).join().unwrap()
+            let period = s.spawn(|| PeriodLoop::new(shared, port, false, 0, false).run().unwrap());
+            let Ok(Returned::Lost { index, sink, error }) = from_loop.recv_timeout(Duration::from_secs(20)) else {
+                panic!("the lost sink was not given back");
+            };
+            assert_eq!((index, error.to_string()), (0, "probe: write: No such device".to_string()));
+            let st = &shared.ring.status().sink.0;
+            assert_eq!(st.state.load(Ordering::Acquire), SINK_LOST);
+            assert_eq!(shared.ring.status().stats.0.device_buffer_frames.load(Ordering::Relaxed), 0);
+            // The clock paces the loop while no sink plays.
+            let hw = shared.ring.status().hw_ptr.0.load(Ordering::Acquire);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let seq = &shared.ring.status().wake_seq.0;
+            while shared.ring.status().hw_ptr.0.load(Ordering::Acquire) < hw + 4 * 64 {
+                assert!(std::time::Instant::now() < deadline, "hw_ptr stopped with the sink");
+                crate::sys::futex_wait(seq, seq.load(Ordering::Acquire), Duration::from_millis(50));
+            }
+            to_loop.try_send(Installed { index: 0, sink }).unwrap();
+            period.join().unwrap()
         });
         assert_eq!(end, LoopEnd::Stopped);
-        assert_eq!(probe.allocs_in_steady_state, Some(0), "the period loop allocated");
+        assert_eq!(allocs.load(Ordering::Relaxed), 0, "the period loop allocated");
         assert_eq!(shared.freed_mask.load(Ordering::Relaxed), 1, "the slot was admitted and freed");
+        let st = &shared.ring.status().sink.0;
+        assert_eq!(st.state.load(Ordering::Acquire), SINK_RUNNING);
+        assert_eq!(st.losses.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.ring.status().stats.0.device_buffer_frames.load(Ordering::Relaxed), 128);
+        assert_eq!(shared.ring.status().stats.0.xruns.load(Ordering::Relaxed), 2, "xruns of both lives");
     }
 }
