@@ -86,34 +86,13 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
     // Everything the pane prints streams into a FIFO we read: the test waits on the output
     // itself. `exec cat` keeps the pane and its last screen until kill-server, with no
     // timer; tmux's remain-on-exit would replace the screen with its own.
-    let fifo = env.path("pane.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let pipe = format!("cat > {}", fifo.display());
+    let mut printed = Fifo::new(env.path("pane.fifo"));
+    let pipe = format!("cat > {}", printed.path.display());
     let started =
         tmux(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "30", &cmd, ";", "pipe-pane", "-t", "w", &pipe]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    // Ends when tmux goes (kill-server above closes the pipe).
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let Ok(mut f) = std::fs::File::open(&fifo) else { return };
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = f.read(&mut buf) {
-            if tx.send(buf[..n].to_vec()).is_err() {
-                return;
-            }
-        }
-    });
-    let mut printed = Vec::new();
     let mut screen = |want: &str| {
-        let deadline = Instant::now() + DEADLINE;
-        while !String::from_utf8_lossy(&printed).contains(want) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(chunk) => printed.extend(chunk),
-                Err(_) => panic!("the pane never printed '{want}':\n{}", String::from_utf8_lossy(&printed)),
-            }
-        }
+        printed.wait_for(want);
         let out = tmux(&["capture-pane", "-p", "-t", "w"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

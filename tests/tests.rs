@@ -9,4 +9,5 @@ mod serve;
 mod share;
 mod stat;
 mod tee;
+mod terminal;
 mod util;

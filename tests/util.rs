@@ -348,6 +348,73 @@ impl Drop for Tmux {
     }
 }
 
+/// A FIFO in a test's directory whose bytes a thread forwards as they come: what a tmux
+/// pane prints (pipe-pane), or what a pane's shell writes when a program ended. The thread
+/// ends when the last writer closes it.
+pub struct Fifo {
+    pub path: PathBuf,
+    rx: mpsc::Receiver<Vec<u8>>,
+    got: Vec<u8>,
+}
+
+impl Fifo {
+    pub fn new(path: PathBuf) -> Fifo {
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            // Opening blocks until a writer opens it: that is the wait.
+            let Ok(mut f) = std::fs::File::open(&p) else { return };
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = f.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        Fifo { path, rx, got: Vec::new() }
+    }
+
+    /// Waits up to `timeout` until what came contains `want`, and returns all that came;
+    /// `None` on timeout.
+    pub fn try_wait_for(&mut self, want: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while !String::from_utf8_lossy(&self.got).contains(want) {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(chunk) => self.got.extend(chunk),
+                Err(_) => return None,
+            }
+        }
+        Some(self.text())
+    }
+
+    /// Waits up to `timeout` until the last writer closed the FIFO, and returns all that
+    /// came; `None` on timeout.
+    pub fn try_wait_closed(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(chunk) => self.got.extend(chunk),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Some(self.text()),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            }
+        }
+    }
+
+    /// As [`Fifo::try_wait_for`] within [`DEADLINE`]; panics with what came on timeout.
+    pub fn wait_for(&mut self, want: &str) -> String {
+        match self.try_wait_for(want, DEADLINE) {
+            Some(text) => text,
+            None => panic!("{}: never got '{want}':\n{}", self.path.display(), self.text()),
+        }
+    }
+
+    /// All that came so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.got).into_owned()
+    }
+}
+
 /// Waits (bounded) until the server `name` has taken at least `frames` frames, watching its
 /// status through an inspector connection (which never holds a freewheel render back).
 pub fn wait_hw_ptr(env: &Env, name: &str, frames: u64) {

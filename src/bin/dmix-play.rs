@@ -156,6 +156,10 @@ const EXTRA: &[(&str, &str)] = &[
         "DMIX_DEVICE: the server to play into, as for -D.\nXDG_RUNTIME_DIR: where server sockets live (dmix/NAME.sock).",
     ),
     (
+        "STOPPING",
+        "SIGINT, SIGTERM and SIGHUP (which the terminal's going away sends) stop dmix-play: what it queued but the server had not yet played is retracted, so it is silent at once, and it exits with 130 (128 + SIGINT, as a shell reports an interrupted job): the input was not played to its end.",
+    ),
+    (
         "EXAMPLES",
         "dmix-play song.flac other.mp3\ndmix-play -t raw -f S16_LE -r 44100 -c 2 - < pcm.raw\ndmix-play -D render --volume -6 voice.wav",
     ),

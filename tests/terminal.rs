@@ -1,0 +1,259 @@
+//! What the tools do when their terminal goes away, and when a signal stops a live view.
+//! tmux kill-server closes each pane's pty: the kernel hangs the tty up (reads give end of
+//! file, writes EIO) and the pane's session gets SIGHUP. Every tool must then exit promptly
+//! and never spin. Issue 14: an orphaned `dmix-stat --watch` read its dead tty at 100 % of a
+//! core and ignored SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+/// How long a tool may take to notice that its terminal went away or that a signal came.
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// A program run by `sh` in a tmux session of its own. The shell writes the program's exit
+/// status and CPU time (`times`) to a FIFO when it ends; it survives the hang-up
+/// (`trap : HUP` defers the trap until its foreground program ended), while the program gets
+/// the SIGHUP that the dying session leader sends its process group, unless it runs under
+/// `setsid`, where only its dead tty tells it.
+struct Pane {
+    session: String,
+    /// What the pane printed.
+    screen: Fifo,
+    /// `EXIT=<code>` then `times`, once the program ended.
+    status: Fifo,
+    started: Instant,
+    /// Killed on drop unless seen to exit: a spinning orphan must not outlive a failed test.
+    pid: Option<i32>,
+    ended: bool,
+}
+
+/// How a program in a [`Pane`] ended.
+#[derive(Debug)]
+struct Ended {
+    code: i32,
+    /// Its user plus system CPU time.
+    cpu: Duration,
+    /// From the start of the pane to the status.
+    lived: Duration,
+}
+
+impl Pane {
+    /// Starts `program` (a shell command line) in a new session `session` of `tmux`.
+    fn start(env: &Env, tmux: &Tmux, session: &str, program: &str) -> Pane {
+        let screen = Fifo::new(env.path(&format!("{session}.screen")));
+        let status = Fifo::new(env.path(&format!("{session}.status")));
+        let cmd = format!(
+            "sh -c 'trap : HUP; XDG_RUNTIME_DIR={} {program}; {{ echo EXIT=$?; times; }} > {}'; exec cat",
+            env.runtime_dir().display(),
+            status.path.display()
+        );
+        let pipe = format!("cat > {}", screen.path.display());
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &cmd,
+            ";",
+            "pipe-pane",
+            "-t",
+            session,
+            &pipe,
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Pane { session: session.into(), screen, status, started: Instant::now(), pid: None, ended: false }
+    }
+
+    /// Waits (bounded) until `pid` shows as a client of the server at `sock` in `role`
+    /// named `name`, and remembers it.
+    fn find_client(&mut self, env: &Env, server: &str, role: &str, name: &str) {
+        let what = format!("{}: no {role} client named {name}", self.session);
+        let s = wait_for_snapshot(&stat_conn(env, server), &env.socket(server), &what, |s| {
+            s.clients.iter().any(|c| c.role == role && c.name == name)
+        });
+        self.pid = s.clients.iter().find(|c| c.role == role && c.name == name).map(|c| c.pid as i32);
+    }
+
+    fn signal(&self, sig: Signal) {
+        let pid = self.pid.expect("the program's pid was found");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    }
+
+    /// Waits up to [`PROMPT`] for the program to end; panics, with what the pane printed,
+    /// if it did not.
+    fn ended(&mut self) -> Ended {
+        let Some(text) = self.status.try_wait_closed(PROMPT) else {
+            let cpu = self.pid.map(cpu_time);
+            panic!(
+                "{}: still running {PROMPT:?} later, CPU time so far {cpu:?}; the pane printed:\n{}",
+                self.session,
+                self.screen.text()
+            );
+        };
+        let lived = self.started.elapsed();
+        self.ended = true;
+        let lines: Vec<&str> = text.lines().collect();
+        let code = lines.first().and_then(|l| l.strip_prefix("EXIT=")?.parse().ok());
+        let code = code.unwrap_or_else(|| panic!("{}: no exit status in {text:?}", self.session));
+        // The second line of `times`: the children's user and system time, e.g.
+        // "0m0.042000s 0m0.012000s".
+        let cpu = lines.get(2).map(|l| l.split_whitespace().map(shell_time).sum()).unwrap_or_default();
+        Ended { code, cpu, lived }
+    }
+
+    /// What the pane shows now.
+    fn capture(&self, tmux: &Tmux) -> String {
+        String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", &self.session]).stdout).into_owned()
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        if let (Some(pid), false) = (self.pid, self.ended) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// "1m2.500000s" (what `times` prints) as a duration.
+fn shell_time(t: &str) -> Duration {
+    let (m, s) = t.trim_end_matches('s').split_once('m').unwrap_or(("0", t));
+    Duration::from_secs_f64(m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0))
+}
+
+/// A live process's user plus system CPU time, from /proc/PID/stat.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3; utime and
+    // stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    Duration::from_millis((f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 10)
+}
+
+/// A program that waits on a dead tty must not burn CPU. These live well under a second
+/// and use a few ms (drawing, decoding), in ticks of 10 ms; a spin would use most of the
+/// time it lived, and one that never ends is caught by [`PROMPT`] first.
+fn assert_no_spin(what: &str, e: &Ended) {
+    let most = Duration::from_millis(100) + e.lived / 4;
+    assert!(e.cpu < most, "{what} used {:?} of CPU in {:?}: {e:?}", e.cpu, e.lived);
+}
+
+#[test]
+fn terminal_stat_watch_exits_when_its_terminal_goes_away() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let tmux = Tmux::new("gone");
+    let stat = bin("dmix-stat");
+    // With the SIGHUP of the hang-up, as reported; and under setsid, where no signal comes
+    // and only the tty's end of input (or EIO) tells it.
+    let mut hup = Pane::start(&env, &tmux, "hup", &format!("{} --watch --interval 50", stat.display()));
+    hup.screen.wait_for("q: quit");
+    hup.find_client(&env, "default", "stat", "dmix-stat");
+    let mut eof = Pane::start(&env, &tmux, "eof", &format!("setsid -w {} --watch --interval 50", stat.display()));
+    eof.screen.wait_for("q: quit");
+    let sock = env.socket("default");
+    let s = wait_for_snapshot(&stat_conn(&env, "default"), &sock, "two watchers", |s| {
+        s.clients.iter().filter(|c| c.name == "dmix-stat").count() == 2
+    });
+    eof.pid = s.clients.iter().find(|c| c.name == "dmix-stat" && Some(c.pid as i32) != hup.pid).map(|c| c.pid as i32);
+    assert!(tmux.run(&["kill-server"]).status.success());
+    for (what, pane) in [("after SIGHUP", &mut hup), ("on a dead tty alone", &mut eof)] {
+        let e = pane.ended();
+        // The terminal going away is a normal end, like q: nobody is left to see a message.
+        assert_eq!(e.code, 0, "{what}: {e:?}");
+        assert_no_spin(what, &e);
+    }
+}
+
+#[test]
+fn terminal_stat_watch_stops_at_once_on_a_signal() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let tmux = Tmux::new("signal");
+    // A minute between redraws: the signal must not wait for the next one.
+    let program = format!("{} --watch --interval 60000", bin("dmix-stat").display());
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let mut pane = Pane::start(&env, &tmux, sig.as_str(), &program);
+        pane.screen.wait_for("q: quit");
+        pane.find_client(&env, "default", "stat", "dmix-stat");
+        pane.signal(sig);
+        let e = pane.ended();
+        assert_eq!(e.code, 0, "{sig}: {e:?}");
+        // The screen came back (the pane printed "leave the alternate screen"); `exec cat`
+        // keeps the pane showing what is left.
+        pane.screen.wait_for("\u{1b}[?1049l");
+        let shown = pane.capture(&tmux);
+        assert!(!shown.contains("q: quit"), "{sig}: the alternate screen was not left:\n{shown}");
+        // Wait for the server to see it go, so that the next pane's watcher is the only one.
+        wait_for_snapshot(&stat_conn(&env, "default"), &env.socket("default"), "the watcher left", |s| {
+            !s.clients.iter().any(|c| c.name == "dmix-stat")
+        });
+    }
+}
+
+#[test]
+fn terminal_play_stops_when_its_terminal_goes_away() {
+    let env = Env::new();
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(48000 * 30, 2, 440.0, 0.5, 1));
+    let _s = env.serve(&["--sink", "null"]);
+    let tmux = Tmux::new("play");
+    // The pane starts in the test process's directory, not the test's: the file in full.
+    let program = format!("{} --name bar {}", bin("dmix-play").display(), env.path("a.wav").display());
+    let mut pane = Pane::start(&env, &tmux, "play", &program);
+    // The progress bar (stdout and stderr are the pane's terminal): "0:01 / 0:30".
+    pane.screen.wait_for(" / 0:30");
+    pane.find_client(&env, "default", "play", "bar");
+    assert!(tmux.run(&["kill-server"]).status.success());
+    let e = pane.ended();
+    // SIGHUP stops it like SIGINT: what it queued is retracted, and it says it was cut short.
+    assert_eq!(e.code, 130, "{e:?}");
+    assert_no_spin("dmix-play", &e);
+    wait_for_snapshot(&stat_conn(&env, "default"), &env.socket("default"), "the player left", |s| {
+        !s.clients.iter().any(|c| c.role == "play")
+    });
+}
+
+#[test]
+fn terminal_serve_tee_share_and_json_watch_stop_when_their_terminal_goes_away() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let tmux = Tmux::new("tools");
+    let out = env.path("out.wav");
+    let mut serve =
+        Pane::start(&env, &tmux, "serve", &format!("{} --name s2 --sink null", bin("dmix-serve").display()));
+    serve.screen.wait_for("serving on");
+    let s2 = stat_conn(&env, "s2");
+    serve.pid = Some(dmix::stat::snapshot(&s2, &env.socket("s2")).unwrap().server.pid as i32);
+    drop(s2);
+    let mut tee = Pane::start(&env, &tmux, "tee", &format!("{} {}", bin("dmix-tee").display(), out.display()));
+    tee.find_client(&env, "default", "tee", "dmix-tee");
+    let mut share = Pane::start(&env, &tmux, "share", &format!("{} left=0", bin("dmix-share").display()));
+    share.screen.wait_for("left -> channels");
+    share.find_client(&env, "default", "share", "dmix-share");
+    let mut json = Pane::start(&env, &tmux, "json", &format!("{} --watch --json", bin("dmix-stat").display()));
+    json.screen.wait_for("\"clients\"");
+    json.find_client(&env, "default", "stat", "dmix-stat");
+    assert!(tmux.run(&["kill-server"]).status.success());
+    // Each stops on the SIGHUP, as on SIGTERM: a normal end.
+    for (what, pane) in [
+        ("dmix-serve", &mut serve),
+        ("dmix-tee", &mut tee),
+        ("dmix-share", &mut share),
+        ("dmix-stat --json", &mut json),
+    ] {
+        let e = pane.ended();
+        assert_eq!(e.code, 0, "{what}: {e:?}");
+        assert_no_spin(what, &e);
+    }
+    // The recording was finalized.
+    let (spec, _) = read_wav(&out);
+    assert_eq!(spec.sample_rate, 48000);
+}
