@@ -9,14 +9,14 @@ complete -c dmix-serve -l buffer -d 'Frames in the mix ring: how far ahead of th
 complete -c dmix-serve -l device-buffer -d 'Frames of buffer to ask of an ALSA sink (the device may round it): the latency the device adds after the mix, and how late the period thread may run before the device underruns. At least 2 periods [default: 4 periods]' -r
 complete -c dmix-serve -s n -l name -d 'Server name: clients find it with -D NAME' -r
 complete -c dmix-serve -l socket -d 'Listen on this socket path instead of the runtime directory' -r -F
-complete -c dmix-serve -l wait-clients -d 'Hold the first period until N playing clients are connected' -r
+complete -c dmix-serve -l wait-clients -d 'Hold the first period until N players have written their first frame (a client that only opens the server, as a device probe does, is no player)' -r
 complete -c dmix-serve -l capture -d 'Share an input among any number of readers (dmix-tee --source capture): alsa:PCM (an ALSA capture device) or wav:PATH (a file, read once at the server\'s pace)' -r
 complete -c dmix-serve -l wait-readers -d 'Hold the capture until N readers are connected (with --freewheel, at least one)' -r
 complete -c dmix-serve -l group -d 'Also admit users in GROUP (a name or gid): the socket becomes mode 0660 in that group. Use --socket in a directory the group can reach; the default runtime directory is private to you' -r
 complete -c dmix-serve -l rt-priority -d 'Real-time priority (SCHED_FIFO, 1-99) of the period thread when paced; 0: ordinary scheduling. Needs root, CAP_SYS_NICE or an rtprio limit (limits.conf: @audio - rtprio 95); without, the server says so once and runs at ordinary priority' -r
 complete -c dmix-serve -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
 complete -c dmix-serve -l freewheel -d 'Do not run in real time: advance as soon as every playing client has supplied the period (exact offline renders)'
-complete -c dmix-serve -l exit-when-idle -d 'Exit (finalizing the sink) once a playing client has come and all have left'
+complete -c dmix-serve -l exit-when-idle -d 'Exit (finalizing the sink) once a player has written a frame and every player has left (one that never wrote still holds the server while it is connected)'
 complete -c dmix-serve -s q -l quiet -d 'Print nothing but errors'
 complete -c dmix-serve -s h -l help -d 'Print help'
 complete -c dmix-serve -s V -l version -d 'Print version'

@@ -52,7 +52,7 @@ fn plugin_env() -> Env {
 }
 
 /// An environment whose ALSA configuration defines PCM type dmixrs and then `pcms`.
-fn plugin_env_with(pcms: &str) -> Env {
+pub fn plugin_env_with(pcms: &str) -> Env {
     let mut env = Env::new();
     let conf = env.path("asound.conf");
     std::fs::write(&conf, format!("pcm_type.dmixrs {{ lib \"{}\" }}\n{pcms}\n", plugin_so().display())).unwrap();
@@ -62,7 +62,7 @@ fn plugin_env_with(pcms: &str) -> Env {
 
 /// Starts an ALSA program from a Debian package (`tool` from `package`) in the test's
 /// environment.
-fn spawn_tool(env: &Env, tool: &str, package: &str, args: &[&str]) -> Proc {
+pub fn spawn_tool(env: &Env, tool: &str, package: &str, args: &[&str]) -> Proc {
     let found =
         std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()));
     assert!(found, "{tool} is not installed: install the Debian package {package} (scripts/quickstart test does)");
@@ -70,7 +70,7 @@ fn spawn_tool(env: &Env, tool: &str, package: &str, args: &[&str]) -> Proc {
 }
 
 /// Waits (bounded) for a program started by `spawn_tool`.
-fn finish(mut p: Proc) -> Output {
+pub fn finish(mut p: Proc) -> Output {
     let status = p.wait_timeout(DEADLINE);
     let stderr = p.finished_stderr();
     Output { status, stderr, stdout: p.stdout(), stdout_bytes: p.stdout_bytes() }
@@ -635,4 +635,50 @@ fn alsa_plugin_configuration_keys_and_their_errors() {
     server.signal(Signal::SIGTERM);
     assert!(server.wait().success(), "{}", server.finished_stderr());
     assert!(!sock.exists(), "the server left its socket behind");
+}
+
+/// PortAudio lists devices by opening and closing each one (PyAudio() does, and so do many
+/// GUI programs): those opens are not players. A server started with --exit-when-idle (as
+/// socket activation starts it) is still there for the program's real stream, which plays
+/// exactly. Uses Debian's python3-pyaudio (PortAudio's ALSA host).
+#[test]
+fn alsa_plugin_portaudio_device_probe_is_not_a_player() {
+    let env = plugin_env();
+    let mut server = env.serve(&["--sink", "wav:out.wav", "--exit-when-idle"]);
+    let tone: Vec<i16> = signal(24000, 2, 440.0, 0.3, 82);
+    std::fs::write(env.path("tone.raw"), tone.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let script = r#"
+import sys
+try:
+    import pyaudio
+except ImportError:
+    sys.exit("install the Debian package python3-pyaudio")
+pa = pyaudio.PyAudio()  # opens and closes every ALSA device to list it
+names = [pa.get_device_info_by_index(i)["name"] for i in range(pa.get_device_count())]
+stream = pa.open(format=pyaudio.paInt16, channels=2, rate=48000, output=True,
+                 output_device_index=names.index("dmixrs"), frames_per_buffer=1024)
+stream.write(open("tone.raw", "rb").read())
+stream.stop_stream()
+stream.close()
+pa.terminate()
+"#;
+    std::fs::write(env.path("pa.py"), script).unwrap();
+    // Debian's python3, which python3-pyaudio is built for (another python3 may come first
+    // on PATH).
+    let r = run_tool(&env, "/usr/bin/python3", "python3-pyaudio", &["pa.py"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let want: Vec<i32> = tone.iter().map(|&v| i32::from(v)).collect();
+    let lead = got.iter().position(|&v| v != 0).expect("nothing was played");
+    let lead = lead - lead % 2;
+    // PortAudio stops a blocking stream with snd_pcm_drop (its ALSA host never drains: "tends
+    // to lock up"), so what it had queued is dropped, as a card would drop its buffer: the
+    // render is an exact prefix of the tone, cut cleanly, missing at most the stream's buffer.
+    let n = got[lead..].iter().zip(&want).take_while(|(a, b)| a == b).count();
+    assert!(
+        got[lead + n..].iter().all(|&v| v == 0),
+        "PortAudio's stream is not a clean prefix of the tone ({n} samples)"
+    );
+    assert!(n + 2 * 4096 >= want.len(), "only {} of {} frames of PortAudio's stream played", n / 2, want.len() / 2);
 }

@@ -406,3 +406,41 @@ fn serve_without_a_sound_card_says_so_in_one_line() {
     assert!(r.stderr.contains("no sound card") && r.stderr.contains("--sink wav:PATH"), "{}", r.stderr);
     assert!(r.stderr.contains("--sink null"), "{}", r.stderr);
 }
+
+/// A player that never writes a frame (a program that opens the server only to probe it, or
+/// opens it and sits idle) is no player: its coming and going neither releases a server held
+/// for --wait-clients nor ends an --exit-when-idle one, and connected it does not hold a
+/// freewheel render; but the server does not exit from under it, either.
+#[test]
+fn serve_a_player_that_never_writes_is_no_player() {
+    use dmix::client::Connection;
+    let env = Env::new();
+    let a = signal(12000, 2, 440.0, 0.4, 81);
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &a);
+    let mut server = env.serve(&["--sink", "wav:out.wav", "--freewheel", "--wait-clients", "1", "--exit-when-idle"]);
+    let sock = env.socket("default");
+    let stat = stat_conn(&env, "default");
+    // A probe: opens as a player, closes. The server must still be there for the real one.
+    drop(Connection::open(sock.to_str().unwrap(), Role::Play, "probe", 0).expect("probe admitted"));
+    wait_for_snapshot(&stat, &sock, "the probe's slot was not freed", |s| s.clients.iter().all(|c| c.role != "play"));
+    // One that stays without writing: listed as opened, never started.
+    let idle = Connection::open(sock.to_str().unwrap(), Role::Play, "idle", 0).expect("idle admitted");
+    let s = wait_for_clients(&env, "default", "play", 1);
+    let shown = s.clients.iter().find(|c| c.name == "idle").expect("the idle player is listed");
+    assert_eq!(shown.started, Some(false));
+    assert!(dmix::stat::render_text(&s).contains("opened"), "{}", dmix::stat::render_text(&s));
+    // The real player renders whole while the idle one is connected.
+    let r = env.run("dmix-play", &["a.wav"]);
+    assert!(r.status.success(), "the server went with the probe, or the idle player held the render: {}", r.stderr);
+    let end = a.len() as u64 / 2;
+    wait_for_snapshot(&stat, &sock, "the render stopped before the file's end", |s| s.server.hw_ptr >= end);
+    // The idle player is still a client: an --exit-when-idle server waits for it.
+    assert!(server.exited().is_none(), "the server left a connected client behind: {}", server.finished_stderr());
+    drop(idle);
+    drop(stat);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
+    let (_, got) = read_wav(&env.path("out.wav"));
+    let want: Vec<i32> = a.iter().map(|&v| i32::from(v)).collect();
+    assert!(got.len() >= want.len() && got[..want.len()] == want[..], "the render is not the file");
+    assert!(got[want.len()..].iter().all(|&v| v == 0));
+}

@@ -7,6 +7,7 @@ mod props;
 mod reliability;
 mod serve;
 mod share;
+mod sinks;
 mod stat;
 mod tee;
 mod terminal;

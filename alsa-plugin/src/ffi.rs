@@ -186,9 +186,31 @@ fn default_boundary(buffer: u64) -> u64 {
     b
 }
 
-/// One line on stderr, as alsa-lib's own errors read.
+/// alsa-lib's error reporter (its SNDERR): the application's handler if it set one
+/// (snd_lib_error_set_handler), else alsa-lib's default, which hands the message to the
+/// calling thread's local handler (snd_lib_error_set_local) or prints one "ALSA lib" line.
+type ErrorHandler = unsafe extern "C" fn(*const c_char, c_int, *const c_char, c_int, *const c_char, ...);
+
+unsafe extern "C" {
+    static snd_lib_error: Option<ErrorHandler>;
+}
+
+/// Reports an error as alsa-lib's own are reported, so that a program that silences or
+/// collects ALSA's messages (a server probing devices, PortAudio, a GUI) gets ours the same
+/// way, instead of a line on its stderr it cannot stop.
 fn report(what: &str) {
-    eprintln!("ALSA lib dmixrs: {what}");
+    let text = CString::new(format!("dmixrs: {what}").replace('\0', "?")).unwrap_or_default();
+    // SAFETY: snd_lib_error is alsa-lib's exported handler pointer, always initialised
+    // (to its default handler) and changed only by snd_lib_error_set_handler, a pointer-
+    // sized aligned store; we only read it.
+    let handler = unsafe { snd_lib_error };
+    match handler {
+        // SAFETY: the handler takes (file, line, function, errcode, printf format, ...); all
+        // strings are NUL-terminated and live across the call, and "%s" consumes exactly the
+        // one string argument given.
+        Some(h) => unsafe { h(c"pcm_dmixrs".as_ptr(), 0, c"open".as_ptr(), 0, c"%s".as_ptr(), text.as_ptr()) },
+        None => eprintln!("ALSA lib {}", text.to_string_lossy()),
+    }
 }
 
 /// alsa-lib checks for this symbol (SND_PCM_PLUGIN_SYMBOL) before calling the entry point.

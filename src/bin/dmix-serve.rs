@@ -61,10 +61,12 @@ struct Args {
     /// period (exact offline renders).
     #[arg(long)]
     freewheel: bool,
-    /// Hold the first period until N playing clients are connected.
+    /// Hold the first period until N players have written their first frame (a client that
+    /// only opens the server, as a device probe does, is no player).
     #[arg(long, value_name = "N", default_value_t = 0)]
     wait_clients: u32,
-    /// Exit (finalizing the sink) once a playing client has come and all have left.
+    /// Exit (finalizing the sink) once a player has written a frame and every player has
+    /// left (one that never wrote still holds the server while it is connected).
     #[arg(long)]
     exit_when_idle: bool,
     /// Share an input among any number of readers (dmix-tee --source capture): alsa:PCM
@@ -183,7 +185,11 @@ fn parse_group(g: &str) -> Result<u32> {
 const EXTRA: &[(&str, &str)] = &[
     (
         "SINKS",
-        "alsa:PCM plays to an ALSA PCM through alsa-lib (alsa:default unless told otherwise); the device's clock paces the server, underruns are recovered and counted.\n\nwav:PATH writes a WAV file in the server's format; null discards. Both run at the real rate by the monotonic clock, or as fast as the clients supply audio with --freewheel. A WAV file is finalized on exit, on SIGINT and on SIGTERM.",
+        "alsa:PCM plays to an ALSA PCM through alsa-lib (alsa:default unless told otherwise); the device's clock paces the server, underruns are recovered and counted.\n\nwav:PATH writes a WAV file in the server's format; null discards. Both run at the real rate by the monotonic clock, or as fast as the clients supply audio with --freewheel. A WAV file is finalized on exit, on SIGINT and on SIGTERM.\n\nWhen the device goes away (a USB headset unplugged, an HDMI sink gone, a device lost on resume: a write error that xrun and suspend recovery cannot handle), the server keeps its socket, ring and clients: it says so in one line, runs on by the monotonic clock and drops the mix (clients keep their timing and hear nothing), and reopens the device, first after 0.1 s, then with a doubling wait of at most 2 s. When it opens again with the same rate, channels and format, sound resumes and one line says so; a device that is back but refuses them is named once with the reason. dmix-stat shows the sink as lost, and for how long. --on-sink-loss exit stops the server instead (exit 9, the clients are told). A WAV file that cannot be written stops the server: it is never reopened, which would overwrite it.\n\n--sink given more than once (up to 8) is a list in order of preference, as PulseAudio moves streams when a USB card goes: the first that opens plays; when it is lost, the next one that opens takes over within one retry; while a fallback plays, the preferred ones are tried every 2 s, and the first of them that opens replaces it (the fallback's device buffer is dropped). Clients notice nothing but the gap. A WAV file can only be the one sink.\n\nA sink that cannot be opened at the start is one line and exit 9 (a mistyped PCM name must not leave a server playing to nothing), with a list when none of them opens; with --on-sink-loss wait given explicitly the server starts anyway, says so, and plays as soon as one opens.",
+    ),
+    (
+        "PLAYERS",
+        "A client that connects to play counts as a player (for --wait-clients, --exit-when-idle and the freewheel barrier) from its first written frame. A program that opens the device and closes it without writing (PortAudio and the programs built on it, such as PyAudio, open every ALSA device to list them) is no player: it does not release a held server, does not hold a freewheel render, and its leaving does not end an idle server. While it stays connected without writing it holds its slot, dmix-stat lists it as opened, and an --exit-when-idle server waits for it to leave.",
     ),
     (
         "CAPTURE",
