@@ -5,7 +5,7 @@ complete -c dmix-serve -s r -l rate -d 'Sample rate in Hz' -r
 complete -c dmix-serve -s c -l channels -d 'Channels' -r
 complete -c dmix-serve -s f -l format -d 'Device sample format: S16_LE, S32_LE or FLOAT_LE' -r
 complete -c dmix-serve -l period -d 'Frames per period: the unit the server takes out of the ring and plays' -r
-complete -c dmix-serve -l buffer -d 'Frames in the mix ring: how far ahead of the server clients may write at most. A deep ring adds no latency: each client picks its own within it (dmix-play --latency), and the server takes each period only when the device has room for it [default: 1 s in whole periods, at least 4 periods]' -r
+complete -c dmix-serve -l buffer -d 'Frames in the mix ring: how far ahead of the server clients may write at most. A deep ring adds no latency: each client picks its own within it (dmix-play --latency), and the server takes each period only when the device has room for it. Rounded up to whole periods, with a note [default: 1 s in whole periods, at least 4 periods]' -r
 complete -c dmix-serve -l device-buffer -d 'Frames of buffer to ask of an ALSA sink (the device may round it): the latency the device adds after the mix, and how late the period thread may run before the device underruns. At least 2 periods [default: 4 periods]' -r
 complete -c dmix-serve -s n -l name -d 'Server name: clients find it with -D NAME' -r
 complete -c dmix-serve -l socket -d 'Listen on this socket path instead of the runtime directory' -r -F

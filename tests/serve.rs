@@ -444,3 +444,26 @@ fn serve_a_player_that_never_writes_is_no_player() {
     assert!(got.len() >= want.len() && got[..want.len()] == want[..], "the render is not the file");
     assert!(got[want.len()..].iter().all(|&v| v == 0));
 }
+
+/// A --buffer that is not a whole number of periods is rounded up to one, with a note (as
+/// ALSA rounds a buffer size), not refused.
+#[test]
+fn serve_buffer_is_rounded_up_to_whole_periods() {
+    let env = Env::new();
+    let s = env.serve(&["--sink", "null", "--period", "256", "--buffer", "1000"]);
+    let err = s.stderr();
+    assert!(
+        err.contains("dmix-serve: --buffer 1000 is not a whole number of 256-frame periods: using 1024 frames"),
+        "{err}"
+    );
+    assert!(err.contains("buffer 1024 frames"), "{err}");
+    assert_eq!(stat_conn(&env, "default").params().ring_frames, 1024);
+    // -q: no note, as for every other line but errors.
+    let env = Env::new();
+    let mut q = Proc::spawn("dmix-serve", env.command("dmix-serve").args(["--sink", "null", "-q", "--buffer", "1000"]));
+    assert!(env.run("dmix-stat", &["--wait", "10"]).status.success());
+    assert_eq!(stat_conn(&env, "default").params().ring_frames, 1024);
+    q.signal(Signal::SIGTERM);
+    assert!(q.wait().success());
+    assert_eq!(q.finished_stderr(), "");
+}

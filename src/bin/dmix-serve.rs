@@ -42,8 +42,8 @@ struct Args {
     period: u32,
     /// Frames in the mix ring: how far ahead of the server clients may write at most. A deep
     /// ring adds no latency: each client picks its own within it (dmix-play --latency), and
-    /// the server takes each period only when the device has room for it [default: 1 s in
-    /// whole periods, at least 4 periods].
+    /// the server takes each period only when the device has room for it. Rounded up to
+    /// whole periods, with a note [default: 1 s in whole periods, at least 4 periods].
     #[arg(long, value_name = "FRAMES")]
     buffer: Option<u32>,
     /// Frames of buffer to ask of an ALSA sink (the device may round it): the latency the
@@ -94,7 +94,9 @@ struct Args {
     generate: Option<String>,
 }
 
-fn config(a: &Args) -> Result<ServerConfig> {
+/// The checked configuration, and notes on what was adjusted (printed unless -q).
+fn config(a: &Args) -> Result<(ServerConfig, Vec<String>)> {
+    let mut notes = Vec::new();
     let format: SampleFormat = a.format.parse()?;
     let sinks = a.sink.iter().map(|s| s.parse::<SinkSpec>()).collect::<Result<Vec<_>>>()?;
     if sinks.len() > dmix::ring::layout::MAX_SINKS {
@@ -118,6 +120,15 @@ fn config(a: &Args) -> Result<ServerConfig> {
     }
     let whole_periods = |frames: u32| frames.div_ceil(a.period.max(1)).saturating_mul(a.period);
     let buffer = match a.buffer {
+        // As ALSA rounds a buffer size to what the device can do: up, to whole periods.
+        Some(b) if a.period > 0 && !b.is_multiple_of(a.period) => {
+            let rounded = whole_periods(b);
+            notes.push(format!(
+                "--buffer {b} is not a whole number of {}-frame periods: using {rounded} frames",
+                a.period
+            ));
+            rounded
+        }
         Some(b) => b,
         None => {
             let four = a.period.checked_mul(4).ok_or_else(|| Error::invalid("--period", "too large"))?;
@@ -155,7 +166,7 @@ fn config(a: &Args) -> Result<ServerConfig> {
         Some(p) => p.clone(),
         None => dmix::paths::socket_for_name(&a.name)?,
     };
-    Ok(ServerConfig {
+    let cfg = ServerConfig {
         socket,
         sinks,
         on_sink_loss,
@@ -168,7 +179,8 @@ fn config(a: &Args) -> Result<ServerConfig> {
         wait_readers: a.wait_readers,
         group: a.group.as_deref().map(parse_group).transpose()?,
         rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
-    })
+    };
+    Ok((cfg, notes))
 }
 
 fn parse_group(g: &str) -> Result<u32> {
@@ -222,7 +234,10 @@ fn main() -> ExitCode {
         };
     }
     let stop = dmix::cli::stop_flag();
-    let result = config(&args).and_then(|cfg| {
+    let result = config(&args).and_then(|(cfg, notes)| {
+        if !args.quiet {
+            notes.iter().for_each(|n| eprintln!("dmix-serve: {n}"));
+        }
         let p = cfg.params;
         server::run(&cfg, stop, |ready| {
             if let Err(why) = &ready.realtime {
