@@ -54,7 +54,7 @@ fn open(a: &Args) -> Result<(Connection, std::path::PathBuf)> {
 fn print_json(s: &impl serde::Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let line = serde_json::to_string(s).map_err(|e| Error::invalid("json", e.to_string()))?;
-    writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| Error::sys("write stdout", e))
+    writeln!(out, "{line}").and_then(|_| out.flush()).map_err(Error::stdout)
 }
 
 fn run(a: &Args) -> Result<()> {
@@ -66,7 +66,7 @@ fn run(a: &Args) -> Result<()> {
         let mut out = std::io::stdout().lock();
         for s in servers {
             let state = if s.running { "running" } else { "stale" };
-            writeln!(out, "{:<20} {:<8} {}", s.name, state, s.socket).map_err(|e| Error::sys("write stdout", e))?;
+            writeln!(out, "{:<20} {:<8} {}", s.name, state, s.socket).map_err(Error::stdout)?;
         }
         return Ok(());
     }
@@ -80,7 +80,7 @@ fn run(a: &Args) -> Result<()> {
             print_json(&s)
         } else {
             let mut out = std::io::stdout().lock();
-            out.write_all(render_text(&s).as_bytes()).map_err(|e| Error::sys("write stdout", e))
+            out.write_all(render_text(&s).as_bytes()).map_err(Error::stdout)
         };
     }
     let interval = Duration::from_millis(a.interval);
