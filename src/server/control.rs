@@ -420,7 +420,7 @@ impl<'a> Control<'a> {
         let slot = free.trailing_zeros() as usize;
         let client_id = self.next_client_id;
         self.next_client_id = self.next_client_id.wrapping_add(1).max(1);
-        self.fill_slot(slot, client_id, &hello, cred, map.as_deref());
+        self.fill_slot(slot, client_id, &hello, width, cred, map.as_deref());
         let welcome = Reply::Welcome(Welcome {
             slot: slot as u32,
             client_id,
@@ -476,13 +476,16 @@ impl<'a> Control<'a> {
             .fold(0, |a, b| a | b)
     }
 
-    fn fill_slot(&self, slot: usize, client_id: u32, hello: &Hello, cred: PeerCred, map: Option<&[u8]>) {
+    /// Writes the slot's entry in the table. `width` is the channels the client writes or
+    /// reads: a sub-device's, else the server's (its hello's 0 means "the server's", which
+    /// dmix-stat must not show as 0).
+    fn fill_slot(&self, slot: usize, client_id: u32, hello: &Hello, width: u32, cred: PeerCred, map: Option<&[u8]>) {
         let info = &self.shared.ring.status().slots[slot];
         info.role.store(hello.role.code(), Ordering::Relaxed);
         info.client_id.store(client_id, Ordering::Relaxed);
         info.pid.store(cred.pid, Ordering::Relaxed);
         info.uid.store(cred.uid, Ordering::Relaxed);
-        info.channels.store(map.map_or(hello.channels, |m| m.len() as u32), Ordering::Relaxed);
+        info.channels.store(width, Ordering::Relaxed);
         info.start_frame.store(0, Ordering::Relaxed);
         info.joined_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
         let name = crate::protocol::truncate_name(&hello.name, NAME_BYTES).as_bytes();
