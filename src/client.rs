@@ -52,13 +52,17 @@ impl Connection {
         let deadline = Instant::now() + HELLO_TIMEOUT;
         let mut buf = [0u8; MAX_REPLY_BYTES];
         let mut pause = RETRY_FIRST;
-        let mut first = true;
+        // Why the last attempt failed, once one has.
+        let mut last: Option<Again> = None;
         let (sock, msg) = loop {
-            let again = match say_hello(&path, &hello, &mut buf, deadline, first)? {
-                Ok(answered) => break answered,
-                Err(again) => again,
+            let again = match say_hello(&path, &hello, &mut buf, deadline, last.is_none()) {
+                Ok(Ok(answered)) => break answered,
+                Ok(Err(again)) => again,
+                // The deadline passed during a retry: what made us retry is the news.
+                Err(e) if e.is_timeout() && last.is_some() => last.unwrap_or(Again::HungUp),
+                Err(e) => return Err(e),
             };
-            first = false;
+            last = Some(again);
             if Instant::now() + pause >= deadline {
                 return Err(match again {
                     Again::Crowded => Error::Crowded { socket: path, waited_s: HELLO_TIMEOUT.as_secs() },

@@ -166,6 +166,11 @@ impl Error {
             if matches!(source.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset))
     }
 
+    /// True when a wait ran out of time (the server's reply, admission).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Sys { source, .. } if source.kind() == io::ErrorKind::TimedOut)
+    }
+
     /// True when this is a broken pipe on stdout, which a Unix tool treats as success. Only
     /// [`Error::Stdout`] qualifies: an EPIPE from a socket (the server hung up on our hello)
     /// once passed for success here, and dmix-play exited 0 having played nothing.
