@@ -482,28 +482,9 @@ fn reliability_a_flood_of_slow_connections_keeps_no_player_out() {
 /// the client usually wins, hence several of each at once.)
 #[test]
 fn reliability_a_server_that_hangs_up_at_once_is_never_success() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64};
     let env = Env::new();
     write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(9600, 2, 440.0, 0.3, 14));
-    let path = env.socket("default");
-    std::fs::create_dir(path.parent().unwrap()).unwrap();
-    let listener = dmix::transport::Listener::bind(&path, 0o600).unwrap();
-    let (stop, accepted) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let fake = {
-        let (stop, accepted) = (Arc::clone(&stop), Arc::clone(&accepted));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let mut pfd = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
-                let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(20u8));
-                while let Ok(Some(conn)) = listener.accept() {
-                    // Closed unread: the client's hello, if it came first, is thrown away.
-                    drop(conn);
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let fake = HangUpServer::start(&env.socket("default"));
     let mut tools = Vec::new();
     for i in 0..4 {
         tools.push(env.spawn("dmix-play", &["-q", "a.wav"]));
@@ -517,9 +498,7 @@ fn reliability_a_server_that_hangs_up_at_once_is_never_success() {
         assert_eq!(err.lines().count(), 1, "{}: {err}", t.name);
         assert!(err.contains("the server went away"), "{}: {err}", t.name);
     }
-    stop.store(true, Ordering::Relaxed);
-    fake.join().unwrap();
-    assert!(accepted.load(Ordering::Relaxed) >= tools.len() as u64);
+    assert!(fake.accepted() >= tools.len() as u64);
     for i in 0..4 {
         assert!(!env.path(&format!("rec{i}.wav")).exists(), "dmix-tee wrote a file");
     }
