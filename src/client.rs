@@ -206,8 +206,14 @@ fn say_hello(
         _ => {}
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    let Some(msg) = transport::recv_timeout(sock.as_fd(), buf, left)? else {
-        return Ok(Err(Again::HungUp));
+    let msg = match transport::recv_timeout(sock.as_fd(), buf, left)? {
+        Some(msg) => msg,
+        // A server that closed the connection with our hello unread left us ECONNRESET,
+        // which the kernel reports before what is queued: its refusal may still be there.
+        None => match crate::sys::recv_with_fds(sock.as_fd(), buf, true) {
+            Ok(Some(msg)) => msg,
+            _ => return Ok(Err(Again::HungUp)),
+        },
     };
     if let Ok(Reply::Refused(Refusal::Crowded, _)) = Reply::decode(&buf[..msg.len]) {
         return Ok(Err(Again::Crowded));

@@ -391,6 +391,11 @@ fn reliability_hostile_hellos_and_floods_leave_the_others_playing() {
     // The server holds a bounded number of them.
     let held = fd_count(server.pid()) - fds_before;
     assert!(held <= 40, "the server holds {held} extra fds during the flood");
+    // The oldest was closed to make room, and told why (refusal 7), so that a client that
+    // was merely slow knows to say hello again.
+    let mut buf = [0u8; MAX_REPLY_BYTES];
+    let msg = transport::recv_timeout(flood[0].as_fd(), &mut buf, DEADLINE).unwrap().expect("a refusal first");
+    assert!(matches!(Reply::decode(&buf[..msg.len]), Ok(Reply::Refused(Refusal::Crowded, _))));
     drop(flood);
     server.wait_for_stderr("the flood is over");
     // Meanwhile the player played on: no late period, no underrun, nothing late.
@@ -484,7 +489,11 @@ fn reliability_a_flood_of_slow_connections_keeps_no_player_out() {
 fn reliability_a_server_that_hangs_up_at_once_is_never_success() {
     let env = Env::new();
     write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(9600, 2, 440.0, 0.3, 14));
-    let fake = HangUpServer::start(&env.socket("default"));
+    let fake = HangUpServer::start(&env.socket("default"), None);
+    // One that closes every connection as crowded (refusal 7), as a flooded server closes
+    // the oldest silent one: the client retries, then says the server is busy (exit 5).
+    let _crowded = HangUpServer::start(&env.socket("crowded"), Some(Refusal::Crowded));
+    let mut busy = env.spawn("dmix-play", &["-q", "-D", "crowded", "a.wav"]);
     let mut tools = Vec::new();
     for i in 0..4 {
         tools.push(env.spawn("dmix-play", &["-q", "a.wav"]));
@@ -499,6 +508,11 @@ fn reliability_a_server_that_hangs_up_at_once_is_never_success() {
         assert!(err.contains("the server went away"), "{}: {err}", t.name);
     }
     assert!(fake.accepted() >= tools.len() as u64);
+    let status = busy.wait();
+    let err = busy.finished_stderr();
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("server busy: too many connections waiting to say hello (gave up after 5 s)"), "{err}");
     for i in 0..4 {
         assert!(!env.path(&format!("rec{i}.wav")).exists(), "dmix-tee wrote a file");
     }

@@ -389,7 +389,8 @@ pub fn wait_for_snapshot(
 }
 
 /// A fake server at `path` that accepts every connection and closes it at once, unread (a
-/// server dropping excess connections, seen from a client); stopped and joined on drop.
+/// server dropping excess connections, seen from a client), after sending the refusal
+/// `say` if any; stopped and joined on drop.
 pub struct HangUpServer {
     stop: Arc<std::sync::atomic::AtomicBool>,
     accepted: Arc<std::sync::atomic::AtomicU64>,
@@ -397,7 +398,7 @@ pub struct HangUpServer {
 }
 
 impl HangUpServer {
-    pub fn start(path: &Path) -> HangUpServer {
+    pub fn start(path: &Path, say: Option<dmix::protocol::Refusal>) -> HangUpServer {
         use std::os::fd::AsFd;
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         if let Some(dir) = path.parent() {
@@ -413,6 +414,10 @@ impl HangUpServer {
                 let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(20u8));
                 // Closed unread: a hello that came first is thrown away.
                 while let Ok(Some(conn)) = listener.accept() {
+                    if let Some(r) = say {
+                        let (b, n) = dmix::protocol::Reply::Refused(r, "test".into()).encode();
+                        let _ = dmix::transport::send(conn.as_fd(), &b[..n], &[]);
+                    }
                     drop(conn);
                     a.fetch_add(1, Ordering::Relaxed);
                 }
