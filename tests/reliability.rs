@@ -805,7 +805,9 @@ fn reliability_the_period_thread_is_real_time_and_the_ring_locked_when_paced() {
         &mut as_user(&env, "nobody", "nogroup", None, "dmix-stat", &["-D", sock.to_str().unwrap()]),
     );
     assert!(stat.wait().success(), "{}", stat.finished_stderr());
-    assert!(stat.stdout().contains("real time"), "{}", stat.stdout());
+    // Its stdout is read by a thread: drained once finished_stderr returns.
+    let err = stat.finished_stderr();
+    assert!(stat.stdout().contains("real time"), "stdout {:?}, stderr {err:?}", stat.stdout());
     let r = env.run("dmix-serve", &["--sink", "null", "-n", "bad", "--rt-priority", "100"]);
     assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("--rt-priority"), "{}", r.stderr);
