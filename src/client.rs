@@ -43,7 +43,7 @@ impl Connection {
     ///
     /// A server flooded with connections that do not say hello closes the oldest of them
     /// (refusal 7, crowded), and an older one hung up on the newest: either way the hello
-    /// is said again on a new connection, after a short pause, until [`HELLO_TIMEOUT`];
+    /// is said again on a new connection, after a short pause, until the hello timeout (5 s);
     /// then it is [`Error::Crowded`] (or [`Error::ServerGone`] if the server only ever
     /// hung up).
     pub fn open(device: &str, role: Role, name: &str, channels: u32) -> Result<Connection> {
