@@ -22,7 +22,9 @@ pub fn version() -> &'static str {
 }
 
 /// Prints `tool: error` on one line and returns the documented exit code. A broken pipe
-/// is success: the reader went away, which is how pipelines end (`dmix-stat | head`).
+/// on stdout is success: the reader went away, which is how pipelines end (`dmix-stat |
+/// head`). Only on stdout ([`Error::is_broken_pipe`]): a socket's EPIPE is the server
+/// hanging up, and reported.
 pub fn report(tool: &str, e: &Error) -> ExitCode {
     if e.is_broken_pipe() {
         return ExitCode::SUCCESS;
@@ -59,7 +61,10 @@ pub fn exit_status_text() -> String {
         (Io, "an operating-system error"),
         (InvalidInput, "invalid input: a file, flag or message that cannot be used"),
         (NotRunning, "no server at the socket"),
-        (Busy, "a server already runs under that name, or a resource is held"),
+        (
+            Busy,
+            "a server already runs under that name, a resource is held, or too many connections were waiting to say hello to the server",
+        ),
         (Full, "the server has no free client slot"),
         (Permission, "refused by the server or the file system"),
         (Incompatible, "protocol or ring layout version mismatch"),
@@ -127,5 +132,5 @@ pub fn generate(mut cmd: clap::Command, what: &str, extra: &[(&str, &str)]) -> c
             clap_complete::generate(shell, &mut cmd, name, &mut out);
         }
     }
-    std::io::stdout().write_all(&out).map_err(|e| Error::sys("write stdout", e))
+    std::io::stdout().write_all(&out).map_err(Error::stdout)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::paths::resolve_device;
-use crate::protocol::{Hello, MAX_REPLY_BYTES, PROTOCOL_VERSION, Reply, Role, Welcome};
+use crate::protocol::{Hello, MAX_REPLY_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, Welcome};
 use crate::ring::layout::{CLIENT_DRAINING, NOT_PLAYING, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_ACTIVE};
 use crate::ring::{ClientRing, RingParams};
 use crate::sys::Wake;
@@ -20,6 +20,11 @@ use crate::transport;
 
 /// How long to wait for the server's reply and for admission.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first pause before saying hello again to a crowded server; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(2);
+/// The longest pause between two hellos to a crowded server.
+const RETRY_MAX: Duration = Duration::from_millis(50);
 /// A waiting client checks that the server is still there at least this often.
 pub const GONE_CHECK: Duration = Duration::from_millis(100);
 
@@ -35,14 +40,37 @@ pub struct Connection {
 impl Connection {
     /// Connects to the server `device` (a name or a socket path), says hello, attaches the
     /// ring and waits until the server admits the slot.
+    ///
+    /// A server flooded with connections that do not say hello closes the oldest of them
+    /// (refusal 7, crowded), and an older one hung up on the newest: either way the hello
+    /// is said again on a new connection, after a short pause, until the hello timeout (5 s);
+    /// then it is [`Error::Crowded`] (or [`Error::ServerGone`] if the server only ever
+    /// hung up).
     pub fn open(device: &str, role: Role, name: &str, channels: u32) -> Result<Connection> {
         let path = resolve_device(device)?;
-        let sock = transport::connect_socket(&path)?;
-        let hello = Hello { version: PROTOCOL_VERSION, role, channels, name: name.to_string() };
-        transport::send(sock.as_fd(), &hello.encode(), &[])?;
+        let hello = Hello { version: PROTOCOL_VERSION, role, channels, name: name.to_string() }.encode();
+        let deadline = Instant::now() + HELLO_TIMEOUT;
         let mut buf = [0u8; MAX_REPLY_BYTES];
-        let Some(msg) = transport::recv_timeout(sock.as_fd(), &mut buf, HELLO_TIMEOUT)? else {
-            return Err(Error::ServerGone);
+        let mut pause = RETRY_FIRST;
+        // Why the last attempt failed, once one has.
+        let mut last: Option<Again> = None;
+        let (sock, msg) = loop {
+            let again = match say_hello(&path, &hello, &mut buf, deadline, last.is_none()) {
+                Ok(Ok(answered)) => break answered,
+                Ok(Err(again)) => again,
+                // The deadline passed during a retry: what made us retry is the news.
+                Err(e) if e.is_timeout() && last.is_some() => last.unwrap_or(Again::HungUp),
+                Err(e) => return Err(e),
+            };
+            last = Some(again);
+            if Instant::now() + pause >= deadline {
+                return Err(match again {
+                    Again::Crowded => Error::Crowded { socket: path, waited_s: HELLO_TIMEOUT.as_secs() },
+                    Again::HungUp => Error::ServerGone,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(RETRY_MAX);
         };
         let welcome = match Reply::decode(&buf[..msg.len])? {
             Reply::Refused(r, reason) => {
@@ -171,6 +199,56 @@ impl Connection {
     pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sock.as_fd()
     }
+}
+
+/// Why a hello must be said again, on a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Again {
+    /// The server closed our connection to make room (refusal 7), or its listen queue
+    /// stayed full.
+    Crowded,
+    /// The server hung up before its reply (an older server dropping excess connections,
+    /// or one that is stopping).
+    HungUp,
+}
+
+/// Connects to `path`, says `hello` and waits until `deadline` for the reply, which it
+/// leaves in `buf`. `Ok(Err(_))`: try again. A send that finds the connection closed
+/// (EPIPE, ECONNRESET) is a hang-up like any other, never an error of ours: the server's
+/// refusal, if it wrote one before closing, is still there to read. `first`: on a later
+/// attempt a server that is no longer there went away.
+fn say_hello(
+    path: &std::path::Path,
+    hello: &[u8],
+    buf: &mut [u8],
+    deadline: Instant,
+    first: bool,
+) -> Result<Result<(OwnedFd, crate::sys::Received), Again>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let sock = match transport::connect_within(path, left) {
+        Ok(Some(sock)) => sock,
+        Ok(None) => return Ok(Err(Again::Crowded)),
+        Err(e) if !first && e.kind() == crate::ErrorKind::NotRunning => return Err(Error::ServerGone),
+        Err(e) => return Err(e),
+    };
+    match transport::send(sock.as_fd(), hello, &[]) {
+        Err(e) if !e.is_hang_up() => return Err(e),
+        _ => {}
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let msg = match transport::recv_timeout(sock.as_fd(), buf, left)? {
+        Some(msg) => msg,
+        // A server that closed the connection with our hello unread left us ECONNRESET,
+        // which the kernel reports before what is queued: its refusal may still be there.
+        None => match crate::sys::recv_with_fds(sock.as_fd(), buf, true) {
+            Ok(Some(msg)) => msg,
+            _ => return Ok(Err(Again::HungUp)),
+        },
+    };
+    if let Ok(Reply::Refused(Refusal::Crowded, _)) = Reply::decode(&buf[..msg.len]) {
+        return Ok(Err(Again::Crowded));
+    }
+    Ok(Ok((sock, msg)))
 }
 
 /// Why a write or drain returned early.

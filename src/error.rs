@@ -89,6 +89,25 @@ pub enum Error {
     /// The server closed the connection or stopped advancing.
     #[error("the server went away")]
     ServerGone,
+    /// Too many connections were waiting to say hello to the server at `socket` until our
+    /// hello timeout (a flood of slow connections): it closed ours, more than once, or its
+    /// listen queue stayed full.
+    #[error("{socket}: server busy: too many connections waiting to say hello (gave up after {waited_s} s)")]
+    Crowded {
+        /// The server's socket.
+        socket: PathBuf,
+        /// How long we kept trying.
+        waited_s: u64,
+    },
+    /// Writing to stdout failed. The only error that can be a broken pipe a tool treats as
+    /// success (its reader went away: `dmix-stat | head`): a socket's EPIPE is the server
+    /// hanging up, never success.
+    #[error("write stdout: {source}")]
+    Stdout {
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// A system call failed.
     #[error("{call}: {source}")]
     Sys {
@@ -111,6 +130,8 @@ impl Error {
             Error::Invalid { .. } | Error::Input { .. } => ErrorKind::InvalidInput,
             Error::Device { .. } => ErrorKind::Device,
             Error::ServerGone => ErrorKind::ServerGone,
+            Error::Crowded { .. } => ErrorKind::Busy,
+            Error::Stdout { .. } => ErrorKind::Io,
             Error::Sys { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => ErrorKind::Permission,
                 _ => ErrorKind::Io,
@@ -133,9 +154,28 @@ impl Error {
         Error::Input { path: path.into(), reason: reason.into() }
     }
 
-    /// True when this is a broken pipe on stdout, which a Unix tool treats as success.
+    /// A failed write to stdout.
+    pub fn stdout(source: io::Error) -> Error {
+        Error::Stdout { source }
+    }
+
+    /// True when a send found the peer gone (EPIPE, ECONNRESET): for a client, the server
+    /// hung up.
+    pub fn is_hang_up(&self) -> bool {
+        matches!(self, Error::Sys { source, .. }
+            if matches!(source.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset))
+    }
+
+    /// True when a wait ran out of time (the server's reply, admission).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Sys { source, .. } if source.kind() == io::ErrorKind::TimedOut)
+    }
+
+    /// True when this is a broken pipe on stdout, which a Unix tool treats as success. Only
+    /// [`Error::Stdout`] qualifies: an EPIPE from a socket (the server hung up on our hello)
+    /// once passed for success here, and dmix-play exited 0 having played nothing.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Sys { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self, Error::Stdout { source } if source.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 
@@ -161,5 +201,24 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::Device => 9,
         ErrorKind::ServerGone => 10,
         ErrorKind::Io => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_only_stdout_broken_pipe_is_a_broken_pipe() {
+        let pipe = || io::Error::from(io::ErrorKind::BrokenPipe);
+        assert!(Error::stdout(pipe()).is_broken_pipe());
+        assert!(!Error::stdout(io::Error::from(io::ErrorKind::WriteZero)).is_broken_pipe());
+        // A socket's EPIPE (sendmsg to a server that hung up) is no success.
+        assert!(!Error::sys("sendmsg", pipe()).is_broken_pipe());
+        assert!(!Error::from(nix::Error::EPIPE).is_broken_pipe());
+        // ...it is the server hanging up.
+        assert!(Error::sys("sendmsg", pipe()).is_hang_up());
+        assert!(Error::from(nix::Error::ECONNRESET).is_hang_up());
+        assert!(!Error::stdout(pipe()).is_hang_up());
     }
 }

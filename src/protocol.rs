@@ -35,7 +35,10 @@
 //!  72  monitor_bytes   u64
 //!  80  capture_bytes   u64
 //!  88  reserved        [u8; 8]
-//! status != 0 (refusal): 12..  a UTF-8 reason, at most 244 bytes; no fds
+//! status != 0 (refusal): 12..  a UTF-8 reason, at most 244 bytes; no fds. The codes:
+//!   1 incompatible, 2 full, 3 denied, 4 bad request, 5 busy, 6 stopping,
+//!   7 crowded (too many connections waiting to say hello: the oldest silent one is
+//!     closed with this code; a client retries within its hello timeout)
 //! status 0 and 12 bytes long: "done" (the answer to a share request)
 //!
 //! ShareRequest (dmix-share -> server, after its welcome), 16 + 68 * count bytes
@@ -140,6 +143,9 @@ pub enum Refusal {
     Busy = 5,
     /// The server is shutting down.
     Stopping = 6,
+    /// Too many connections were waiting to say hello: this one, the oldest still silent,
+    /// was closed to make room. A client that meant to say hello retries.
+    Crowded = 7,
 }
 
 impl Refusal {
@@ -150,6 +156,7 @@ impl Refusal {
             3 => Refusal::Denied,
             5 => Refusal::Busy,
             6 => Refusal::Stopping,
+            7 => Refusal::Crowded,
             _ => Refusal::BadRequest,
         }
     }
@@ -163,6 +170,7 @@ impl Refusal {
             Refusal::BadRequest => ErrorKind::InvalidInput,
             Refusal::Busy => ErrorKind::Busy,
             Refusal::Stopping => ErrorKind::ServerGone,
+            Refusal::Crowded => ErrorKind::Busy,
         }
     }
 }
@@ -571,9 +579,21 @@ mod tests {
         let (b, n) = w.encode();
         assert_eq!(n, WELCOME_BYTES);
         assert_eq!(Reply::decode(&b[..n]).unwrap(), w);
-        let r = Reply::Refused(Refusal::Full, "server full: 64 clients".into());
-        let (b, n) = r.encode();
-        assert_eq!(Reply::decode(&b[..n]).unwrap(), r);
+        // Every refusal code survives the trip (7, crowded, was added for issue 14).
+        for code in [
+            Refusal::Incompatible,
+            Refusal::Full,
+            Refusal::Denied,
+            Refusal::BadRequest,
+            Refusal::Busy,
+            Refusal::Stopping,
+            Refusal::Crowded,
+        ] {
+            let r = Reply::Refused(code, "server full: 64 clients".into());
+            let (b, n) = r.encode();
+            assert_eq!(Reply::decode(&b[..n]).unwrap(), r);
+        }
+        assert_eq!(Refusal::Crowded as u32, 7);
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub fn share(
     // The server checks everything again; checking here too gives the same message
     // before any socket is touched.
     ShareRequest::decode(&request.encode(), conn.params().channels)?;
-    transport::send(conn.socket(), &request.encode(), &[])?;
+    // A server that hung up on us is gone; its EPIPE must never pass for success.
+    transport::send(conn.socket(), &request.encode(), &[])
+        .map_err(|e| if e.is_hang_up() { Error::ServerGone } else { e })?;
     let mut buf = [0u8; MAX_REPLY_BYTES];
     let Some(msg) = transport::recv_timeout(conn.socket().as_fd(), &mut buf, Duration::from_secs(5))? else {
         return Err(Error::ServerGone);

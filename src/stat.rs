@@ -125,7 +125,7 @@ pub struct ClientSnapshot {
     pub name: String,
     /// play, tee, share, stat or capture.
     pub role: String,
-    /// Channels the client asked for (0: all).
+    /// Channels the client plays or reads: its sub-device's width, else the server's.
     pub channels: u32,
     /// How far ahead of hw_ptr the client has queued audio, ms (players); how far behind
     /// the capture pointer a capture reader is, ms.
@@ -393,6 +393,7 @@ pub fn render_text(s: &Snapshot) -> String {
         };
         let latency = c.latency_ms.map_or("-".to_string(), |q| format!("{q:.1} ms"));
         let peaks: Vec<String> = c.peak_dbfs.iter().map(|p| p.map_or("-inf".into(), |d| format!("{d:.1}"))).collect();
+        // A server from before issue 14 wrote the hello's 0 ("the server's") here.
         let ch = if c.channels == 0 { v.channels } else { c.channels };
         let _ = writeln!(
             o,

@@ -114,8 +114,7 @@ impl Out {
             TeeOutput::Stdout => {
                 let mut out = BufWriter::new(std::io::stdout());
                 if !cfg.raw {
-                    out.write_all(&stream_wav_header(format, rate, channels))
-                        .map_err(|e| Error::sys("write stdout", e))?;
+                    out.write_all(&stream_wav_header(format, rate, channels)).map_err(Error::stdout)?;
                 }
                 Ok(Out::Stream(out))
             }
@@ -136,7 +135,7 @@ impl Out {
                 let mut b = [0u8; 4];
                 for &m in samples {
                     format.mix_to_le_bytes(m, &mut b[..format.bytes()]);
-                    out.write_all(&b[..format.bytes()]).map_err(|e| Error::sys("write stdout", e))?;
+                    out.write_all(&b[..format.bytes()]).map_err(Error::stdout)?;
                 }
                 Ok(())
             }
@@ -150,7 +149,7 @@ impl Out {
                 let _ = crate::sink::repair_wav(&path);
                 Error::Device { sink: path.display().to_string(), reason: format!("finalize failed: {e}") }
             }),
-            Out::Stream(mut out) => out.flush().map_err(|e| Error::sys("write stdout", e)),
+            Out::Stream(mut out) => out.flush().map_err(Error::stdout),
         }
     }
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, bind, connect, getsockopt, listen, sendmsg,
-    socket, sockopt,
+    setsockopt, socket, sockopt,
 };
+use nix::sys::time::TimeVal;
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Received};
@@ -142,9 +143,30 @@ impl Drop for Listener {
 /// Connects to the server socket at `path` (blocking socket).
 pub fn connect_socket(path: &Path) -> Result<OwnedFd> {
     let fd = seqpacket(false)?;
+    connect_fd(&fd, path)?;
+    Ok(fd)
+}
+
+/// Connects as [`connect_socket`] does, but waits at most `timeout` for room in the
+/// server's listen queue (a unix connect otherwise waits as long as the queue stays full,
+/// which a flood of connections can make forever). `Ok(None)`: it stayed full.
+pub fn connect_within(path: &Path, timeout: Duration) -> Result<Option<OwnedFd>> {
+    let fd = seqpacket(false)?;
+    // A unix connect waits for the send timeout (0 would be forever: at least 1 ms).
+    let us = timeout.as_micros().clamp(1000, 3_600_000_000) as i64;
+    let tv = TimeVal::new(us / 1_000_000, (us % 1_000_000) as _);
+    setsockopt(&fd, sockopt::SendTimeout, &tv).map_err(|e| Error::sys("SO_SNDTIMEO", e))?;
+    match connect_fd(&fd, path) {
+        Ok(()) => Ok(Some(fd)),
+        Err(Error::Sys { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn connect_fd(fd: &OwnedFd, path: &Path) -> Result<()> {
     let addr = UnixAddr::new(path).map_err(|e| Error::sys(format!("socket address {}", path.display()), e))?;
     match connect(fd.as_raw_fd(), &addr) {
-        Ok(()) => Ok(fd),
+        Ok(()) => Ok(()),
         Err(nix::Error::ENOENT) | Err(nix::Error::ECONNREFUSED) => {
             Err(Error::NotRunning { socket: path.to_path_buf() })
         }

@@ -287,6 +287,20 @@ fn alsa_plugin_server_killed_mid_stream_is_an_error_not_a_hang() {
     assert!(!r.status.success(), "aplay exited 0 after its server died");
 }
 
+/// A server that hangs up on every connection before its welcome (issue 14): aplay fails
+/// to open the PCM with the plugin's one line, after the client's retries, never plays
+/// "successfully" into nothing.
+#[test]
+fn alsa_plugin_a_server_that_hangs_up_at_once_fails_the_open() {
+    let env = plugin_env();
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(4800, 2, 440.0, 0.3, 14));
+    let fake = HangUpServer::start(&env.socket("default"), None);
+    let r = run_tool(&env, "aplay", "alsa-utils", &["-q", "-D", "dmixrs", "a.wav"]);
+    assert!(!r.status.success(), "aplay exited 0 against a server that hangs up: {}", r.stderr);
+    assert!(r.stderr.contains("dmixrs: the server went away"), "{}", r.stderr);
+    assert!(fake.accepted() >= 2, "the plugin never tried again");
+}
+
 /// The application's buffer is its latency: aplay --buffer-time=100000 shows as 100 ms in
 /// dmix-stat, and its queue stays within it.
 #[test]

@@ -31,12 +31,15 @@ fn stat_json_reports_both_players_with_kernel_pids() {
         assert_eq!(c["role"], "play");
         assert_eq!(c["pid"], p.pid(), "{name}: the pid must be the client's own");
         assert_eq!(c["peak_dbfs"].as_array().unwrap().len(), 2);
+        // The channels it plays, as the table shows them; its hello's 0 ("the server's")
+        // once showed here as 0.
+        assert_eq!(c["channels"], 2, "{c}");
         // Held at hw_ptr 0, each has filled the whole ring (2048 frames), its freewheel latency.
         assert!((c["queued_ms"].as_f64().unwrap() - 42.67).abs() < 0.1, "{c}");
         assert!((c["latency_ms"].as_f64().unwrap() - 42.67).abs() < 0.1, "{c}");
     }
     // The inspector itself shows as role stat, and holds nothing back.
-    assert!(clients.iter().any(|c| c["role"] == "stat"));
+    assert!(clients.iter().any(|c| c["role"] == "stat" && c["channels"] == 2), "{v}");
     let text = env.run("dmix-stat", &[]);
     assert!(text.stdout.contains("first") && text.stdout.contains("second"), "{}", text.stdout);
 }

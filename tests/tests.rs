@@ -1,6 +1,7 @@
 mod alsa_plugin;
 mod badinput;
 mod capture;
+mod flooder;
 mod generated;
 mod play;
 mod props;

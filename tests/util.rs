@@ -454,3 +454,56 @@ pub fn wait_for_snapshot(
         stat.ring().wait_any(Duration::from_millis(20));
     }
 }
+
+/// A fake server at `path` that accepts every connection and closes it at once, unread (a
+/// server dropping excess connections, seen from a client), after sending the refusal
+/// `say` if any; stopped and joined on drop.
+pub struct HangUpServer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HangUpServer {
+    pub fn start(path: &Path, say: Option<dmix::protocol::Refusal>) -> HangUpServer {
+        use std::os::fd::AsFd;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let listener = dmix::transport::Listener::bind(path, 0o600).unwrap();
+        let (stop, accepted) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (s, a) = (Arc::clone(&stop), Arc::clone(&accepted));
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let mut pfd = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(20u8));
+                // Closed unread: a hello that came first is thrown away.
+                while let Ok(Some(conn)) = listener.accept() {
+                    if let Some(r) = say {
+                        let (b, n) = dmix::protocol::Reply::Refused(r, "test".into()).encode();
+                        let _ = dmix::transport::send(conn.as_fd(), &b[..n], &[]);
+                    }
+                    drop(conn);
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        HangUpServer { stop, accepted, thread: Some(thread) }
+    }
+
+    /// Connections accepted and closed so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for HangUpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -54,7 +54,7 @@ fn open(a: &Args) -> Result<(Connection, std::path::PathBuf)> {
 fn print_json(s: &impl serde::Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let line = serde_json::to_string(s).map_err(|e| Error::invalid("json", e.to_string()))?;
-    writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| Error::sys("write stdout", e))
+    writeln!(out, "{line}").and_then(|_| out.flush()).map_err(Error::stdout)
 }
 
 fn run(a: &Args) -> Result<()> {
@@ -66,7 +66,7 @@ fn run(a: &Args) -> Result<()> {
         let mut out = std::io::stdout().lock();
         for s in servers {
             let state = if s.running { "running" } else { "stale" };
-            writeln!(out, "{:<20} {:<8} {}", s.name, state, s.socket).map_err(|e| Error::sys("write stdout", e))?;
+            writeln!(out, "{:<20} {:<8} {}", s.name, state, s.socket).map_err(Error::stdout)?;
         }
         return Ok(());
     }
@@ -80,7 +80,7 @@ fn run(a: &Args) -> Result<()> {
             print_json(&s)
         } else {
             let mut out = std::io::stdout().lock();
-            out.write_all(render_text(&s).as_bytes()).map_err(|e| Error::sys("write stdout", e))
+            out.write_all(render_text(&s).as_bytes()).map_err(Error::stdout)
         };
     }
     let interval = Duration::from_millis(a.interval);
@@ -314,7 +314,7 @@ mod watch {
 const EXTRA: &[(&str, &str)] = &[
     (
         "JSON FIELDS",
-        "--json prints one object (with --watch, one per line): server, with name, socket, pid, sink (the sink playing; while lost, the one lost), sink_state (\"running\", or \"lost\": no sink plays, the clients play on unheard while the server reopens one), sink_lost_s (seconds since the loss; null while running), sink_losses (times a sink in use was lost), sinks (every --sink in order of preference, objects with name and state: \"in use\", \"waiting\" (being retried) or \"fallback\" (tried only if the one in use is lost)), rate_hz, channels, format, period_frames, period_ms, buffer_frames, buffer_ms (the mix ring), device_buffer_frames (an ALSA sink's buffer: the latency the device adds after hw_ptr; null for wav and null sinks), hw_ptr, uptime_s, mode (\"freewheel\" or \"real time\"), xruns, periods, late_periods, max_period_work_us, capture (null, or an object with source, state (\"waiting\", \"running\" or \"ended\"), cap_ptr, ring_frames, overruns); and clients, a list of objects with id, slot, pid, uid, name, role (play, tee, share, stat or capture), channels (0: all), queued_ms (players: ms queued ahead of hw_ptr; capture readers: ms behind the capture pointer; null otherwise), latency_ms (players: how far ahead of hw_ptr they write at most, their --latency; null otherwise), started (players: whether it has written a frame; one that has not, such as a device probe, is no player for --wait-clients, --exit-when-idle or a freewheel render, and the table shows it as opened; null otherwise), underruns, late_frames, peak_dbfs (one per channel; null for silence).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, latency_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with name, socket, running. These names are stable.",
+        "--json prints one object (with --watch, one per line): server, with name, socket, pid, sink (the sink playing; while lost, the one lost), sink_state (\"running\", or \"lost\": no sink plays, the clients play on unheard while the server reopens one), sink_lost_s (seconds since the loss; null while running), sink_losses (times a sink in use was lost), sinks (every --sink in order of preference, objects with name and state: \"in use\", \"waiting\" (being retried) or \"fallback\" (tried only if the one in use is lost)), rate_hz, channels, format, period_frames, period_ms, buffer_frames, buffer_ms (the mix ring), device_buffer_frames (an ALSA sink's buffer: the latency the device adds after hw_ptr; null for wav and null sinks), hw_ptr, uptime_s, mode (\"freewheel\" or \"real time\"), xruns, periods, late_periods, max_period_work_us, capture (null, or an object with source, state (\"waiting\", \"running\" or \"ended\"), cap_ptr, ring_frames, overruns); and clients, a list of objects with id, slot, pid, uid, name, role (play, tee, share, stat or capture), channels (the channels it plays or reads: a sub-device's width, else the server's), queued_ms (players: ms queued ahead of hw_ptr; capture readers: ms behind the capture pointer; null otherwise), latency_ms (players: how far ahead of hw_ptr they write at most, their --latency; null otherwise), started (players: whether it has written a frame; one that has not, such as a device probe, is no player for --wait-clients, --exit-when-idle or a freewheel render, and the table shows it as opened; null otherwise), underruns, late_frames, peak_dbfs (one per channel; null for silence).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, latency_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with name, socket, running. These names are stable.",
     ),
     (
         "LIVE VIEW",

@@ -25,8 +25,13 @@ use crate::transport::{self, Listener, PeerCred};
 
 /// How long a new connection may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections that have not said hello yet, at most; more are closed at once.
+/// Connections that have not said hello yet, at most; beyond it the oldest is closed.
 const MAX_PENDING: usize = 32;
+/// Connections accepted in one pass of the loop, at most: a flood that keeps the listen
+/// queue full must not keep the loop from the connections it holds.
+const ACCEPT_BURST: usize = 16;
+/// What a connection closed to make room is told (refusal 7).
+const CROWDED: &str = "server busy: too many connections waiting to say hello";
 
 enum ConnState {
     /// Waiting for the hello until the deadline.
@@ -71,7 +76,7 @@ pub(super) struct Control<'a> {
     uid: u32,
     /// `--group`: peers in it are admitted too.
     group: Option<u32>,
-    /// Connections dropped for want of a pending place since the last log line.
+    /// Silent connections closed to make room since the flood began.
     dropped: u64,
     /// When the last line about a refused client was logged, and how many were not since.
     last_log: Option<Instant>,
@@ -165,30 +170,64 @@ impl<'a> Control<'a> {
         Ok(())
     }
 
+    /// Accepts up to [`ACCEPT_BURST`] connections. A prompt client's hello is usually
+    /// queued before we accept (a unix client may send as soon as its connect returns): it
+    /// is answered right here, so a flood of silent connections never stands between a
+    /// client and its welcome, and garbage is refused at once. A silent one waits, and
+    /// makes room for itself if need be (see [`Control::make_room`]).
     fn accept_all(&mut self, sub: Option<usize>) -> Result<()> {
-        loop {
+        for _ in 0..ACCEPT_BURST {
             let accepted = match sub {
                 None => self.listener.accept()?,
                 Some(i) => self.subs[i].listener.accept()?,
             };
             let Some(fd) = accepted else { return Ok(()) };
-            let pending = self.conns.iter().filter(|c| matches!(c.state, ConnState::Pending(_))).count();
-            if pending >= MAX_PENDING {
-                // Too many silent connections: drop the new one rather than grow without
-                // bound. One log line per flood, not one per connection.
-                if self.dropped == 0 {
-                    eprintln!(
-                        "dmix-serve: more than {MAX_PENDING} connections waiting to say hello; dropping new ones"
-                    );
-                }
-                self.dropped += 1;
-                continue;
-            }
-
             let id = self.next_conn_id;
             self.next_conn_id += 1;
             let via = sub.map(|i| self.subs[i].name.clone());
             self.conns.push(Conn { id, fd, state: ConnState::Pending(Instant::now() + HELLO_TIMEOUT), via });
+            self.service(self.conns.len() - 1);
+            self.make_room();
+        }
+        Ok(())
+    }
+
+    /// Keeps at most [`MAX_PENDING`] connections waiting for their hello, closing the
+    /// oldest silent one rather than refusing the newest: a program that leaks connections,
+    /// or a slowloris, then cannot keep a prompt client out (refusing the newest did: a
+    /// player arriving during a flood of 300 was dropped in 10 runs of 12). The evicted one
+    /// is told why (refusal 7, crowded) so that a client that was merely slow tries again; a
+    /// hello that reached it since the last poll is answered instead.
+    fn make_room(&mut self) {
+        // Each pass removes one pending connection or turns it active: bounded.
+        loop {
+            let mut pending = 0;
+            let mut oldest: Option<(Instant, u64)> = None;
+            for c in &self.conns {
+                if let ConnState::Pending(deadline) = c.state {
+                    pending += 1;
+                    if oldest.is_none_or(|(t, _)| deadline < t) {
+                        oldest = Some((deadline, c.id));
+                    }
+                }
+            }
+            let Some((_, id)) = oldest.filter(|_| pending > MAX_PENDING) else { return };
+            let at = |conns: &[Conn]| conns.iter().position(|c| c.id == id && matches!(c.state, ConnState::Pending(_)));
+            if let Some(i) = at(&self.conns) {
+                self.service(i);
+            }
+            let Some(i) = at(&self.conns) else { continue };
+            let conn = self.conns.swap_remove(i);
+            if self.dropped == 0 {
+                // One log line per flood, not one per connection.
+                eprintln!(
+                    "dmix-serve: more than {MAX_PENDING} connections waiting to say hello; closing the oldest silent ones"
+                );
+            }
+            self.dropped += 1;
+            let (b, n) = Reply::Refused(Refusal::Crowded, CROWDED.into()).encode();
+            // Non-blocking; a peer that cannot take it is closed all the same.
+            let _ = transport::send(conn.fd.as_fd(), &b[..n], &[]);
         }
     }
 
@@ -381,7 +420,7 @@ impl<'a> Control<'a> {
         let slot = free.trailing_zeros() as usize;
         let client_id = self.next_client_id;
         self.next_client_id = self.next_client_id.wrapping_add(1).max(1);
-        self.fill_slot(slot, client_id, &hello, cred, map.as_deref());
+        self.fill_slot(slot, client_id, &hello, width, cred, map.as_deref());
         let welcome = Reply::Welcome(Welcome {
             slot: slot as u32,
             client_id,
@@ -437,13 +476,16 @@ impl<'a> Control<'a> {
             .fold(0, |a, b| a | b)
     }
 
-    fn fill_slot(&self, slot: usize, client_id: u32, hello: &Hello, cred: PeerCred, map: Option<&[u8]>) {
+    /// Writes the slot's entry in the table. `width` is the channels the client writes or
+    /// reads: a sub-device's, else the server's (its hello's 0 means "the server's", which
+    /// dmix-stat must not show as 0).
+    fn fill_slot(&self, slot: usize, client_id: u32, hello: &Hello, width: u32, cred: PeerCred, map: Option<&[u8]>) {
         let info = &self.shared.ring.status().slots[slot];
         info.role.store(hello.role.code(), Ordering::Relaxed);
         info.client_id.store(client_id, Ordering::Relaxed);
         info.pid.store(cred.pid, Ordering::Relaxed);
         info.uid.store(cred.uid, Ordering::Relaxed);
-        info.channels.store(map.map_or(hello.channels, |m| m.len() as u32), Ordering::Relaxed);
+        info.channels.store(width, Ordering::Relaxed);
         info.start_frame.store(0, Ordering::Relaxed);
         info.joined_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
         let name = crate::protocol::truncate_name(&hello.name, NAME_BYTES).as_bytes();
