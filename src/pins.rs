@@ -13,9 +13,14 @@
 #[cfg(test)]
 const LAYOUT: &[(u32, u64)] = &[(2, 0xb2c3_da49_971a_70a3)];
 
+/// (PROTOCOL_VERSION, wire_fingerprint()) likewise.
+#[cfg(test)]
+const PROTOCOL: &[(u32, u64)] = &[(2, 0xa835_84c4_ece2_9e2f)];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{PROTOCOL_VERSION, wire_fingerprint};
     use crate::ring::layout::{RING_LAYOUT_VERSION, layout_fingerprint};
 
     fn check(what: &str, history: &[(u32, u64)], version: u32, fingerprint: u64) {
@@ -35,5 +40,10 @@ mod tests {
     #[test]
     fn pins_layout_version_matches_its_fingerprint() {
         check("the ring layout", LAYOUT, RING_LAYOUT_VERSION, layout_fingerprint());
+    }
+
+    #[test]
+    fn pins_protocol_version_matches_its_fingerprint() {
+        check("the wire protocol", PROTOCOL, PROTOCOL_VERSION, wire_fingerprint());
     }
 }

@@ -55,8 +55,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::SampleFormat;
 use crate::ring::RingParams;
 
-/// The protocol version. Bump on any change to the messages above.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version. Bump on any change to the messages above: [`wire_fingerprint`]
+/// covers them, and the version pins (src/pins.rs) fail when it changes under one version.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Hello magic.
 pub const HELLO_MAGIC: [u8; 4] = *b"DMXh";
@@ -98,9 +99,12 @@ impl Role {
         }
     }
 
+    /// Every role.
+    pub const ALL: [Role; 5] = [Role::Play, Role::Tee, Role::Share, Role::Stat, Role::Capture];
+
     /// Decodes a wire code.
     pub fn from_code(code: u32) -> Option<Role> {
-        [Role::Play, Role::Tee, Role::Share, Role::Stat, Role::Capture].into_iter().find(|r| r.code() == code)
+        Role::ALL.into_iter().find(|r| r.code() == code)
     }
 
     /// The name dmix-stat shows.
@@ -149,16 +153,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal.
+    pub const ALL: [Refusal; 7] = [
+        Refusal::Incompatible,
+        Refusal::Full,
+        Refusal::Denied,
+        Refusal::BadRequest,
+        Refusal::Busy,
+        Refusal::Stopping,
+        Refusal::Crowded,
+    ];
+
+    /// Decodes a wire code; an unknown one (from a newer server) is a bad request.
     fn from_code(code: u32) -> Refusal {
-        match code {
-            1 => Refusal::Incompatible,
-            2 => Refusal::Full,
-            3 => Refusal::Denied,
-            5 => Refusal::Busy,
-            6 => Refusal::Stopping,
-            7 => Refusal::Crowded,
-            _ => Refusal::BadRequest,
-        }
+        Refusal::ALL.into_iter().find(|r| *r as u32 == code).unwrap_or(Refusal::BadRequest)
     }
 
     /// The error kind a client reports for it.
@@ -486,6 +494,76 @@ impl ShareRequest {
     }
 }
 
+/// What the wire format is, as one number: every message encoded from fixed values (with
+/// the version field zeroed: the version is what the pins compare this against), the sizes,
+/// magics and codes. Peers whose fingerprints differ may misread each other;
+/// [`PROTOCOL_VERSION`] says so in every message, and the pins (src/pins.rs) make sure it
+/// changes whenever this does.
+pub fn wire_fingerprint() -> u64 {
+    let mut h = crate::ring::layout::Fnv::new();
+    let mut message = |name: &str, bytes: &[u8]| {
+        let mut b = bytes.to_vec();
+        b[4..8].fill(0);
+        h.str(name).bytes(&b);
+    };
+    let hello = Hello { version: PROTOCOL_VERSION, role: Role::Capture, channels: 6, name: "fingerprint é".into() };
+    message("hello", &hello.encode());
+    let params = RingParams {
+        rate_hz: 44100,
+        channels: 6,
+        format: SampleFormat::FloatLe,
+        period_frames: 128,
+        ring_frames: 1024,
+        monitor_frames: 22528,
+        capture_frames: 22528,
+        freewheel: true,
+    };
+    let welcome = Reply::Welcome(Welcome {
+        slot: 5,
+        client_id: 0x0102_0304,
+        layout_version: 0x0a0b_0c0d,
+        params,
+        region_bytes: [1, 2, 3, 4],
+    });
+    let (b, n) = welcome.encode();
+    message("welcome", &b[..n]);
+    let (b, n) = Reply::Done.encode();
+    message("done", &b[..n]);
+    for r in Refusal::ALL {
+        let (b, n) = Reply::Refused(r, "why".into()).encode();
+        message("refused", &b[..n]);
+    }
+    let share = ShareRequest {
+        exclusive: true,
+        subs: vec![
+            SubDevice { name: "front".into(), map: vec![0, 1] },
+            SubDevice { name: "rear".into(), map: vec![5, 4, 3] },
+        ],
+    };
+    message("share", &share.encode());
+    for r in Role::ALL {
+        h.str(r.name()).num(u64::from(r.code()));
+    }
+    for f in SampleFormat::ALL {
+        h.str(f.name()).num(u64::from(f.code()));
+    }
+    for (name, value) in [
+        ("HELLO_MAGIC", u64::from(u32::from_le_bytes(HELLO_MAGIC))),
+        ("REPLY_MAGIC", u64::from(u32::from_le_bytes(REPLY_MAGIC))),
+        ("SHARE_MAGIC", u64::from(u32::from_le_bytes(SHARE_MAGIC))),
+        ("HELLO_BYTES", HELLO_BYTES as u64),
+        ("WELCOME_BYTES", WELCOME_BYTES as u64),
+        ("MAX_REPLY_BYTES", MAX_REPLY_BYTES as u64),
+        ("NAME_WIRE_BYTES", NAME_WIRE_BYTES as u64),
+        ("MAX_SUBDEVICES", MAX_SUBDEVICES as u64),
+        ("MAX_SHARE_BYTES", MAX_SHARE_BYTES as u64),
+        ("MAX_FDS", crate::sys::MAX_FDS as u64),
+    ] {
+        h.str(name).num(value);
+    }
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,7 +641,7 @@ mod tests {
         // A future server's reply of any length is reported the same way.
         let mut r = [0u8; 12];
         r[0..4].copy_from_slice(&REPLY_MAGIC);
-        r[4..8].copy_from_slice(&2u32.to_le_bytes());
+        r[4..8].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
         assert_eq!(Reply::decode(&r).unwrap_err().kind(), ErrorKind::Incompatible);
     }
 
