@@ -22,7 +22,7 @@ pub fn notify(state: &str) {
         Ok(())
     })();
     if let Err(e) = sent {
-        eprintln!(
+        crate::say!(
             "dmix-serve: could not tell the service manager {state} (NOTIFY_SOCKET={}): {e}",
             target.to_string_lossy()
         );

@@ -257,3 +257,74 @@ fn terminal_serve_tee_share_and_json_watch_stop_when_their_terminal_goes_away() 
     let (spec, _) = read_wav(&out);
     assert_eq!(spec.sample_rate, 48000);
 }
+
+/// A child whose stderr is a pipe nobody reads any more (as when its terminal or its log
+/// reader went away); killed and reaped on drop.
+struct Mute {
+    pid: i32,
+    exits: std::sync::mpsc::Receiver<std::process::ExitStatus>,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Mute {
+    fn spawn(env: &Env, name: &str, args: &[&str]) -> Mute {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let mut child = env
+            .command(name)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(write))
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let (tx, exits) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(s) = child.wait() {
+                let _ = tx.send(s);
+            }
+        });
+        Mute { pid, exits, status: None }
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        if self.status.is_none() {
+            self.status = Some(self.exits.recv_timeout(DEADLINE).expect("still running"));
+        }
+        self.status.expect("set above")
+    }
+}
+
+impl Drop for Mute {
+    fn drop(&mut self) {
+        if self.status.is_none() && self.exits.try_recv().is_err() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), Signal::SIGKILL);
+            let _ = self.exits.recv_timeout(DEADLINE);
+        }
+    }
+}
+
+/// A line to a stderr that cannot be written is lost, not a panic: eprintln! panics then,
+/// which made a tool exit 101 instead of its documented code, and would have killed the
+/// server's control thread at its next log line. dmix-play without a server still exits 4;
+/// a server logging refusals to a dead stderr keeps serving.
+#[test]
+fn terminal_a_dead_stderr_is_no_panic() {
+    let env = Env::new();
+    let mut play = Mute::spawn(&env, "dmix-play", &["nothing.wav"]);
+    assert_eq!(play.wait().code(), Some(4), "dmix-play with nowhere to say 'no server'");
+    let mut server = Mute::spawn(&env, "dmix-serve", &["--sink", "null"]);
+    assert!(env.run("dmix-stat", &["--wait", "10"]).status.success());
+    // Refused hellos are logged (the first one at once).
+    for _ in 0..3 {
+        let sock = dmix::transport::connect_socket(&env.socket("default")).expect("connect");
+        dmix::transport::send(std::os::fd::AsFd::as_fd(&sock), b"garbage", &[]).expect("send");
+        let mut buf = [0u8; 256];
+        let _ = dmix::transport::recv_timeout(std::os::fd::AsFd::as_fd(&sock), &mut buf, DEADLINE);
+    }
+    let r = env.run("dmix-stat", &["--json"]);
+    assert!(r.status.success(), "the server died logging to a dead stderr: {}", r.stderr);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid), Signal::SIGTERM).unwrap();
+    assert_eq!(server.wait().code(), Some(0));
+}

@@ -209,7 +209,7 @@ fn report(what: &str) {
         // strings are NUL-terminated and live across the call, and "%s" consumes exactly the
         // one string argument given.
         Some(h) => unsafe { h(c"pcm_dmixrs".as_ptr(), 0, c"open".as_ptr(), 0, c"%s".as_ptr(), text.as_ptr()) },
-        None => eprintln!("ALSA lib {}", text.to_string_lossy()),
+        None => dmix::say!("ALSA lib {}", text.to_string_lossy()),
     }
 }
 

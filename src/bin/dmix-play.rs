@@ -145,7 +145,7 @@ impl Progress {
     fn say(&self, line: String) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => dmix::say!("{line}"),
         }
     }
 }
@@ -191,7 +191,7 @@ fn main() -> ExitCode {
                 if inputs > 1 {
                     let skipped = if args.strict { inputs.saturating_sub(s.played + s.failed.len()) } else { 0 };
                     let rest = if skipped > 0 { format!("; --strict: {skipped} not tried") } else { String::new() };
-                    eprintln!("dmix-play: {} of {inputs} inputs could not be played{rest}", s.failed.len());
+                    dmix::say!("dmix-play: {} of {inputs} inputs could not be played{rest}", s.failed.len());
                 }
                 ExitCode::from(dmix::error::exit_code(e.kind()))
             }

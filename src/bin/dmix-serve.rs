@@ -236,25 +236,25 @@ fn main() -> ExitCode {
     let stop = dmix::cli::stop_flag();
     let result = config(&args).and_then(|(cfg, notes)| {
         if !args.quiet {
-            notes.iter().for_each(|n| eprintln!("dmix-serve: {n}"));
+            notes.iter().for_each(|n| dmix::say!("dmix-serve: {n}"));
         }
         let p = cfg.params;
         server::run(&cfg, stop, |ready| {
             if let Err(why) = &ready.realtime {
                 // A warning, not an error: -q does not hide it (it explains dropouts).
-                eprintln!(
+                dmix::say!(
                     "dmix-serve: no real-time scheduling ({why}): periods may be late under load; allow it \
                      (an rtprio limit, CAP_SYS_NICE) or pass --rt-priority 0"
                 );
             }
             if let Err(why) = &ready.locked {
-                eprintln!(
+                dmix::say!(
                     "dmix-serve: the ring is not locked in memory ({why}): a page out to swap would \
                      make a period late; raise the memlock limit (ulimit -l)"
                 );
             }
             if !args.quiet {
-                eprintln!(
+                dmix::say!(
                     "dmix-serve: serving on {}{}: {}, {} Hz, {} ch, {}, period {} frames ({:.1} ms), buffer {} frames ({:.1} ms){}, {}{}",
                     ready.listener.path().display(),
                     if ready.activated { " (socket activation)" } else { "" },

@@ -47,7 +47,7 @@ fn run(a: &Args) -> Result<()> {
         if !quiet {
             for s in &shown {
                 let chans: Vec<String> = s.map.iter().map(u8::to_string).collect();
-                eprintln!(
+                dmix::say!(
                     "dmix-share: {} -> channels {} of {} ({})",
                     s.name,
                     chans.join(","),

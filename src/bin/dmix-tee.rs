@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     let quiet = args.quiet;
     let mut warn = |lost: u64| {
         if !quiet {
-            eprintln!("dmix-tee: fell behind the server: {lost} frames lost");
+            dmix::say!("dmix-tee: fell behind the server: {lost} frames lost");
         }
     };
     match config(&args).and_then(|cfg| record(&cfg, &stop, &mut warn)) {

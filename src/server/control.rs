@@ -156,7 +156,7 @@ impl<'a> Control<'a> {
             }
             self.expire_pending();
             if self.dropped > 0 && !self.conns.iter().any(|c| matches!(c.state, ConnState::Pending(_))) {
-                eprintln!("dmix-serve: the flood is over; {} connections were dropped", self.dropped);
+                crate::say!("dmix-serve: the flood is over; {} connections were dropped", self.dropped);
                 self.dropped = 0;
             }
         }
@@ -220,7 +220,7 @@ impl<'a> Control<'a> {
             let conn = self.conns.swap_remove(i);
             if self.dropped == 0 {
                 // One log line per flood, not one per connection.
-                eprintln!(
+                crate::say!(
                     "dmix-serve: more than {MAX_PENDING} connections waiting to say hello; closing the oldest silent ones"
                 );
             }
@@ -288,7 +288,7 @@ impl<'a> Control<'a> {
                 0 => String::new(),
                 n => format!(" ({n} more refused since the last line)"),
             };
-            eprintln!("dmix-serve: refused pid {pid}: {reason}{more}");
+            crate::say!("dmix-serve: refused pid {pid}: {reason}{more}");
             self.last_log = Some(now);
         } else {
             self.unlogged += 1;

@@ -239,7 +239,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
                 let _ = opened_tx.send(Ok(()));
                 // A failing input ends the capture (its readers are told), never the playback.
                 if let Err(e) = capture::CaptureLoop::new(shared, source.as_mut(), cfg.wait_readers).run() {
-                    eprintln!("dmix-serve: capture stopped: {e}");
+                    crate::say!("dmix-serve: capture stopped: {e}");
                 }
             });
             let opened = match spawned {

@@ -130,14 +130,14 @@ pub fn start(specs: Vec<SinkSpec>, cfg: SinkConfig, wait: bool) -> Result<Starte
     }
     let now = Instant::now();
     if opened.is_none() {
-        eprintln!(
+        crate::say!(
             "dmix-serve: no sink opens ({}); clients play unheard until one does; retrying",
             failures.iter().map(Error::to_string).collect::<Vec<_>>().join("; ")
         );
     } else if let Some((index, _)) = opened
         && index > 0
     {
-        eprintln!(
+        crate::say!(
             "dmix-serve: playing on {} ({}); retrying the preferred every {} s",
             specs[index],
             failures.iter().map(Error::to_string).collect::<Vec<_>>().join("; "),
@@ -196,7 +196,7 @@ impl Keeper {
                         self.lost_at = Some(now);
                         self.retry = FIRST_RETRY;
                         let others = if self.specs.len() > 1 { " or a fallback opens" } else { "" };
-                        eprintln!(
+                        crate::say!(
                             "dmix-serve: {error}: sink lost; clients play on unheard while it is reopened{others}"
                         );
                         self.schedule(now);
@@ -232,13 +232,16 @@ impl Keeper {
                     let gap = self.lost_at.take().map(|t| t.elapsed().as_secs_f64());
                     match (self.current, gap) {
                         (Some(from), _) => {
-                            eprintln!(
+                            crate::say!(
                                 "dmix-serve: {} is back: moving from {} to it",
-                                self.specs[index], self.specs[from]
+                                self.specs[index],
+                                self.specs[from]
                             )
                         }
-                        (None, Some(gap)) => eprintln!("dmix-serve: playing on {} after {gap:.1} s", self.specs[index]),
-                        (None, None) => eprintln!("dmix-serve: playing on {}", self.specs[index]),
+                        (None, Some(gap)) => {
+                            crate::say!("dmix-serve: playing on {} after {gap:.1} s", self.specs[index])
+                        }
+                        (None, None) => crate::say!("dmix-serve: playing on {}", self.specs[index]),
                     }
                     self.current = Some(index);
                     break;
@@ -247,10 +250,13 @@ impl Keeper {
                 Err(f) => {
                     let why = f.error.to_string();
                     if self.told[index].as_ref() != Some(&why) {
-                        eprintln!(
+                        crate::say!(
                             "dmix-serve: {} is there but cannot play this server's stream ({} Hz, {} ch, {}): {why}; \
                              retrying",
-                            self.specs[index], self.cfg.rate_hz, self.cfg.channels, self.cfg.format
+                            self.specs[index],
+                            self.cfg.rate_hz,
+                            self.cfg.channels,
+                            self.cfg.format
                         );
                         self.told[index] = Some(why);
                     }
