@@ -51,7 +51,8 @@ pub fn report(tool: &str, e: &Error) -> ExitCode {
 }
 
 /// The process's stop flag, raised by SIGINT, SIGTERM or SIGHUP, for loops that check it.
-/// The same flag every time: signals are process-wide.
+/// The same flag every time: signals are process-wide. A SIGHUP that was ignored when we
+/// started stays ignored: `nohup dmix-serve &` must outlive its terminal.
 pub fn stop_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     Arc::clone(FLAG.get_or_init(register_stop))
@@ -59,7 +60,8 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 
 fn register_stop() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    let hup = Some(signal_hook::consts::SIGHUP).filter(|&s| !crate::sys::signal_ignored(s));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM].into_iter().chain(hup) {
         // Registration fails only for forbidden signals, which these are not.
         let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
     }

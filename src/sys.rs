@@ -6,7 +6,9 @@
 //!   exactly once, close-on-exec from birth, and the listening socket a service manager
 //!   passes at start (socket activation: fd 3, once);
 //! - the peer's supplementary groups (`SO_PEERGROUPS`), which nix does not wrap;
-//! - real-time scheduling of the calling thread (`sched_setscheduler`), which nix does not wrap.
+//! - real-time scheduling of the calling thread (`sched_setscheduler`), which nix does not wrap;
+//! - whether a signal was ignored when we started (`sigaction` without changing it), which
+//!   nix cannot ask without setting a handler.
 //!
 //! What this module upholds: every fd it returns is owned by nobody else; every futex call
 //! passes a pointer to a live, 4-byte aligned word and a valid timespec. It never blocks
@@ -194,6 +196,17 @@ pub fn set_realtime(priority: u32) -> io::Result<()> {
     // calling thread; the call reads the struct and changes only this thread's policy.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// True when `signal` is ignored (SIG_IGN): inherited so from our parent, as `nohup` leaves
+/// SIGHUP. Reads the disposition without changing it.
+pub fn signal_ignored(signal: libc::c_int) -> bool {
+    // SAFETY: an all-zero sigaction is a valid value to be overwritten (a plain C struct).
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`, a valid, writable
+    // sigaction that outlives the call.
+    let rc = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
+    rc == 0 && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// `SO_PEERGROUPS` (Linux 4.13): the peer's supplementary groups, as the kernel recorded them

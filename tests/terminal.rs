@@ -328,3 +328,29 @@ fn terminal_a_dead_stderr_is_no_panic() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid), Signal::SIGTERM).unwrap();
     assert_eq!(server.wait().code(), Some(0));
 }
+
+/// `nohup dmix-serve &`: a SIGHUP ignored when the tool starts stays ignored, so the server
+/// outlives the terminal it was started from; SIGTERM still stops it. (signal-hook installs
+/// its handler over an inherited SIG_IGN: the server stopped on the terminal's hang-up.)
+#[test]
+fn terminal_nohup_keeps_sighup_ignored() {
+    let env = Env::new();
+    let serve = bin("dmix-serve");
+    let mut s = Proc::spawn(
+        "dmix-serve",
+        env.program("sh")
+            .args(["-c", "trap '' HUP; exec \"$0\" --sink null"])
+            .arg(&serve)
+            .stdin(std::process::Stdio::null()),
+    );
+    s.wait_for_stderr("serving on");
+    let stat = stat_conn(&env, "default");
+    s.signal(Signal::SIGHUP);
+    // A stopping server takes no more periods: three more mean it is still serving.
+    let hw = stat.ring().hw_ptr();
+    wait_hw_ptr(&env, "default", hw + 3 * 256);
+    assert!(s.exited().is_none(), "the server stopped on an ignored SIGHUP: {}", s.finished_stderr());
+    drop(stat);
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait().success(), "{}", s.finished_stderr());
+}

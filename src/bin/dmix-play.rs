@@ -157,7 +157,7 @@ const EXTRA: &[(&str, &str)] = &[
     ),
     (
         "STOPPING",
-        "SIGINT, SIGTERM and SIGHUP (which the terminal's going away sends) stop dmix-play: what it queued but the server had not yet played is retracted, so it is silent at once, and it exits with 130 (128 + SIGINT, as a shell reports an interrupted job): the input was not played to its end.",
+        "SIGINT, SIGTERM and SIGHUP (which the terminal's going away sends) stop dmix-play: what it queued but the server had not yet played is retracted, so it is silent at once, and it exits with 130 (128 + SIGINT, as a shell reports an interrupted job): the input was not played to its end. Started with SIGHUP ignored (nohup dmix-play ... &), it keeps playing when the terminal goes away.",
     ),
     (
         "EXAMPLES",

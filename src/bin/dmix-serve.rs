@@ -217,7 +217,7 @@ const EXTRA: &[(&str, &str)] = &[
     ),
     (
         "FILES",
-        "$XDG_RUNTIME_DIR/dmix/NAME.sock, or /tmp/dmix-$UID/NAME.sock when XDG_RUNTIME_DIR is unset: the socket (mode 0600, in a directory of mode 0700). A socket left by a dead server is replaced; a live one is refused. Nothing else is left behind: the shared memory is sealed memfds that vanish with the last process holding them.",
+        "$XDG_RUNTIME_DIR/dmix/NAME.sock, or /tmp/dmix-$UID/NAME.sock when XDG_RUNTIME_DIR is unset: the socket (mode 0600, in a directory of mode 0700). A socket left by a dead server is replaced; a live one is refused. Nothing else is left behind: the shared memory is sealed memfds that vanish with the last process holding them.\n\nSIGINT, SIGTERM and SIGHUP stop the server (finalizing a WAV sink); started with SIGHUP ignored (nohup dmix-serve &), it outlives the terminal it was started from.",
     ),
     (
         "EXAMPLES",
