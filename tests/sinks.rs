@@ -84,9 +84,12 @@ fn sinks_a_lost_device_keeps_the_clients_and_plays_on_when_it_is_back() {
     server.signal(Signal::SIGTERM);
     assert!(server.wait().success(), "{}", server.finished_stderr());
     let log = server.finished_stderr();
-    // ENODEV or EIO, as the plugin's write or pointer callback sees the server gone first.
-    assert!(log.contains("dmix-serve: alsa:up: write: ") && log.contains("sink lost"), "{log}");
-    assert!(log.contains("dmix-serve: playing on alsa:up after"), "{log}");
+    // One line when it is lost (ENODEV or EIO, as the plugin's write or pointer callback
+    // sees the server gone first), one when it is back, nothing between.
+    let lines: Vec<&str> = log.lines().skip(1).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].starts_with("dmix-serve: alsa:up: write: ") && lines[0].contains("sink lost"), "{log}");
+    assert!(lines[1].starts_with("dmix-serve: playing on alsa:up after"), "{log}");
     second.signal(Signal::SIGTERM);
     assert!(second.wait().success(), "{}", second.finished_stderr());
     let (_, got) = read_wav(&env.path("up.wav"));
@@ -210,4 +213,38 @@ fn sinks_on_sink_loss_exit_stops_the_server_and_tells_the_clients() {
     let log = server.finished_stderr();
     assert!(log.contains("dmix-serve: alsa:up: write: "), "{log}");
     assert_eq!(player.wait().code(), Some(10), "{}", player.finished_stderr());
+}
+
+/// A device that comes back unable to play the server's stream (here an upstream server of
+/// one channel, which the plugin cannot give two) is named once with the reason, however
+/// often it is retried, and the server waits on; the right device back, it plays.
+#[test]
+fn sinks_a_device_back_with_other_parameters_is_told_once() {
+    let env = plugin_env_with("pcm.up { type dmixrs server \"upstream\" }");
+    let mut first = env.serve(&["--name", "upstream", "--sink", "null"]);
+    let mut server = env.serve(&["--sink", "alsa:up"]);
+    first.signal(Signal::SIGKILL);
+    first.wait();
+    snapshot(&env, "default", "the sink was never shown lost", |s| s.server.sink_state == "lost");
+    let mut mono = env.serve(&["--name", "upstream", "--sink", "null", "--channels", "1"]);
+    let told = server.wait_for_stderr("cannot play this server's stream");
+    assert!(told.starts_with("dmix-serve: alsa:up: "), "{told}");
+    assert!(
+        told.contains("the device is there but cannot play this server's stream (48000 Hz, 2 ch, S16_LE)"),
+        "{told}"
+    );
+    // 2.5 s of the mono server's clock: the server retries at least every 2 s. Each attempt
+    // is a connection to it (client ids count them), and none is told again.
+    let first_id = stat_conn(&env, "upstream").client_id();
+    wait_hw_ptr(&env, "upstream", stat_conn(&env, "upstream").ring().hw_ptr() + 120_000);
+    let attempts = stat_conn(&env, "upstream").client_id() - first_id - 3;
+    assert!(attempts >= 1, "the server stopped retrying");
+    assert_eq!(server.stderr().matches("cannot play").count(), 1, "{}", server.stderr());
+    assert_eq!(snapshot(&env, "default", "", |_| true).server.sink_state, "lost");
+    mono.signal(Signal::SIGTERM);
+    assert!(mono.wait().success(), "{}", mono.finished_stderr());
+    let _second = env.serve(&["--name", "upstream", "--sink", "null"]);
+    snapshot(&env, "default", "the right device never played", |s| s.server.sink_state == "running");
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait().success(), "{}", server.finished_stderr());
 }

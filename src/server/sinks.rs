@@ -116,40 +116,43 @@ pub fn start(specs: Vec<SinkSpec>, cfg: SinkConfig, wait: bool) -> Result<Starte
                 opened = Some((index, buffer));
                 break;
             }
-            Err(f) => failures.push(f.error),
+            Err(f) => failures.push((index, f)),
         }
     }
+    let reasons = || failures.iter().map(|(_, f)| f.error.to_string()).collect::<Vec<_>>().join("; ");
     if opened.is_none() && !wait {
         return Err(match failures.len() {
-            1 => failures.remove(0),
-            _ => Error::Device {
-                sink: "no sink opens".into(),
-                reason: failures.iter().map(Error::to_string).collect::<Vec<_>>().join("; "),
-            },
+            1 => failures.remove(0).1.error,
+            _ => Error::Device { sink: "no sink opens".into(), reason: reasons() },
         });
     }
     let now = Instant::now();
     if opened.is_none() {
-        crate::say!(
-            "dmix-serve: no sink opens ({}); clients play unheard until one does; retrying",
-            failures.iter().map(Error::to_string).collect::<Vec<_>>().join("; ")
-        );
+        crate::say!("dmix-serve: no sink opens ({}); clients play unheard until one does; retrying", reasons());
     } else if let Some((index, _)) = opened
         && index > 0
     {
         crate::say!(
             "dmix-serve: playing on {} ({}); retrying the preferred every {} s",
             specs[index],
-            failures.iter().map(Error::to_string).collect::<Vec<_>>().join("; "),
+            reasons(),
             MAX_RETRY.as_secs()
         );
+    }
+    // What the start line already said about a device that is there but refuses us is not
+    // said again at the first retry.
+    let mut told = vec![None; specs.len()];
+    for (index, f) in &failures {
+        if !f.absent {
+            told[*index] = Some(f.error.to_string());
+        }
     }
     let mut keeper = Keeper {
         current: opened.map(|(i, _)| i),
         lost_at: opened.is_none().then_some(now),
         retry: FIRST_RETRY,
         next_try: None,
-        told: vec![None; specs.len()],
+        told,
         specs,
         cfg,
         to_loop,
@@ -251,9 +254,8 @@ impl Keeper {
                     let why = f.error.to_string();
                     if self.told[index].as_ref() != Some(&why) {
                         crate::say!(
-                            "dmix-serve: {} is there but cannot play this server's stream ({} Hz, {} ch, {}): {why}; \
-                             retrying",
-                            self.specs[index],
+                            "dmix-serve: {why}: the device is there but cannot play this server's stream ({} Hz, {} \
+                             ch, {}); retrying",
                             self.cfg.rate_hz,
                             self.cfg.channels,
                             self.cfg.format
