@@ -658,15 +658,7 @@ mod tests {
         assert_eq!(n, WELCOME_BYTES);
         assert_eq!(Reply::decode(&b[..n]).unwrap(), w);
         // Every refusal code survives the trip (7, crowded, was added for issue 14).
-        for code in [
-            Refusal::Incompatible,
-            Refusal::Full,
-            Refusal::Denied,
-            Refusal::BadRequest,
-            Refusal::Busy,
-            Refusal::Stopping,
-            Refusal::Crowded,
-        ] {
+        for code in Refusal::ALL {
             let r = Reply::Refused(code, "server full: 64 clients".into());
             let (b, n) = r.encode();
             assert_eq!(Reply::decode(&b[..n]).unwrap(), r);

@@ -42,17 +42,7 @@ fn params() -> impl Strategy<Value = RingParams> {
 fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
         Just(Reply::Done),
-        (1u32..=6, "[ -~]{0,200}").prop_map(|(code, reason)| {
-            let r = [
-                Refusal::Incompatible,
-                Refusal::Full,
-                Refusal::Denied,
-                Refusal::BadRequest,
-                Refusal::Busy,
-                Refusal::Stopping,
-            ][code as usize - 1];
-            Reply::Refused(r, reason)
-        }),
+        (0..Refusal::ALL.len(), "[ -~]{0,200}").prop_map(|(i, reason)| Reply::Refused(Refusal::ALL[i], reason)),
         (0u32..64, 1u32.., params(), any::<[u64; 4]>()).prop_map(|(slot, client_id, params, region_bytes)| {
             Reply::Welcome(Welcome {
                 slot,
