@@ -696,3 +696,29 @@ pa.terminate()
     );
     assert!(n + 2 * 4096 >= want.len(), "only {} of {} frames of PortAudio's stream played", n / 2, want.len() / 2);
 }
+
+/// The shared input ends before the recording asked for does (arecord -s beyond a file
+/// input): arecord reads all there was, exactly, then fails the read (EIO) and exits non-zero,
+/// rather than waiting for ever. Before: poll said "not yet" for the last frames (fewer than
+/// avail_min) while the waiter thread said "readable", and the two spun at 100 % of a core
+/// for ever, deaf to SIGTERM; the same end of input, reached with the capture racing the
+/// reader, made alsa_plugin_arecord_source_capture_records_the_shared_input hang about one
+/// run in 200 under load.
+#[test]
+fn alsa_plugin_arecord_past_the_end_of_the_shared_input_is_an_error_not_a_hang() {
+    let env = plugin_env_with("pcm.mic { type dmixrs source capture }");
+    let input = signal(48000, 2, 330.0, 0.4, 83);
+    write_wav_i16(&env.path("in.wav"), 48000, 2, &input);
+    let _server = env.serve(&["--sink", "null", "--freewheel", "--capture", "wav:in.wav", "--wait-readers", "1"]);
+    let r = run_tool(
+        &env,
+        "arecord",
+        "alsa-utils",
+        &["-q", "-D", "mic", "-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2", "-s", "72000", "rec.raw"],
+    );
+    assert!(!r.status.success(), "arecord claimed 72000 frames of a 48000-frame input: {}", r.stderr);
+    assert!(r.stderr.contains("read error"), "{}", r.stderr);
+    let got = std::fs::read(env.path("rec.raw")).unwrap();
+    let want: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert!(got == want, "the recording is not the input ({} of {} bytes)", got.len(), want.len());
+}

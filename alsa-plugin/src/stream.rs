@@ -615,6 +615,9 @@ pub struct Recorder {
     started_once: bool,
     /// Stream frames captured up to a stop or pause.
     captured: u64,
+    /// The read position at which poll was told, after the input ended, that what is left
+    /// is readable (`u64::MAX`: not yet).
+    end_told_at: AtomicU64,
 }
 
 /// What an idle recorder publishes as its read position: nobody waits for it.
@@ -638,6 +641,7 @@ impl Recorder {
             ring_frames: u64::from(ring_frames),
             started_once: false,
             captured: 0,
+            end_told_at: AtomicU64::new(u64::MAX),
         };
         if !p.freewheel {
             r.publish_read(READ_EVERYTHING);
@@ -806,8 +810,33 @@ impl Recorder {
     }
 
     /// poll_revents: POLLIN when avail_min frames wait, POLLERR once the server is gone.
+    ///
+    /// Once the shared input has ended (a file ran out), what is left is all there will be,
+    /// however little: alsa-lib waits for avail_min only while the application asks for more
+    /// than is there, so fewer than avail_min frames are readable now (an application that
+    /// asked for exactly what is left reads it; seen: arecord waiting for its last 137 frames
+    /// for ever, poll and the waiter thread spinning). Waited for again at the same read
+    /// position, the application asked for more than will ever come: POLLERR, which alsa-lib
+    /// turns into -EIO, rather than a wait that never ends.
     pub fn revents(&self) -> i16 {
-        self.shared.revents(self.delay(), libc::POLLIN)
+        let waiting = self.delay();
+        if self.shared.running.load(Ordering::Acquire)
+            && self.input_ended()
+            && waiting < self.shared.avail_min.load(Ordering::Acquire)
+        {
+            let read = self.shared.written.load(Ordering::Acquire);
+            if waiting > 0 && self.end_told_at.swap(read, Ordering::AcqRel) != read {
+                return libc::POLLIN;
+            }
+            return libc::POLLIN | libc::POLLERR;
+        }
+        self.shared.revents(waiting, libc::POLLIN)
+    }
+
+    /// The shared input has ended and everything it held was captured (`cap_ptr` is final).
+    fn input_ended(&self) -> bool {
+        self.shared.direction == Direction::Capture
+            && self.conn.ring().capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED
     }
 
     fn update_event(&self) {
