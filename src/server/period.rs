@@ -70,6 +70,9 @@ pub struct PeriodLoop<'a> {
     exit_when_idle: bool,
     freewheel: bool,
     period_ns: u64,
+    /// When the next period is due, on the monotonic clock (0: not started), while the
+    /// clock paces the loop (a wav or null sink, or none).
+    deadline_ns: u64,
 }
 
 impl<'a> PeriodLoop<'a> {
@@ -101,6 +104,7 @@ impl<'a> PeriodLoop<'a> {
             exit_when_idle,
             freewheel: p.freewheel,
             period_ns: p.period_ns(),
+            deadline_ns: 0,
         }
     }
 
@@ -123,7 +127,6 @@ impl<'a> PeriodLoop<'a> {
 
     fn run_periods(&mut self) -> Result<LoopEnd> {
         let period = u64::from(self.shared.ring.params().period_frames);
-        let mut deadline_ns = 0u64;
         loop {
             // In freewheel or while held, wait here (on the doorbell) until the period may
             // be taken; the doorbell value is read before the checks so no ring is lost.
@@ -142,7 +145,7 @@ impl<'a> PeriodLoop<'a> {
                     self.released = true;
                     // The player that released us was admitted just now: give it one period
                     // to write before the clock takes its first frames.
-                    deadline_ns = monotonic_ns() + self.period_ns;
+                    self.deadline_ns = monotonic_ns() + self.period_ns;
                 } else {
                     crate::sys::futex_wait(self.shared.ring.doorbell(), bell, IDLE_WAIT);
                     continue;
@@ -155,18 +158,18 @@ impl<'a> PeriodLoop<'a> {
                 }
             } else if self.sink.as_ref().is_none_or(|s| !s.sink.paces_itself()) {
                 // A wav or null sink, or none while the device is lost: the clock paces.
-                if deadline_ns == 0 {
-                    deadline_ns = monotonic_ns();
+                if self.deadline_ns == 0 {
+                    self.deadline_ns = monotonic_ns();
                 }
                 // Interrupted (a signal): the stop flag is re-checked next period.
-                sleep_until_monotonic(deadline_ns);
-                deadline_ns += self.period_ns;
+                sleep_until_monotonic(self.deadline_ns);
+                self.deadline_ns += self.period_ns;
                 let now = monotonic_ns();
                 // More than a buffer late (the machine stalled us): count it and restart the
                 // clock rather than rushing out periods to catch up.
-                if now > deadline_ns + 4 * self.period_ns {
+                if now > self.deadline_ns + 4 * self.period_ns {
                     self.shared.ring.status().stats.0.late_periods.fetch_add(1, Ordering::Relaxed);
-                    deadline_ns = now;
+                    self.deadline_ns = now;
                 }
             }
             let started = monotonic_ns();
@@ -179,14 +182,8 @@ impl<'a> PeriodLoop<'a> {
                 if self.exit_on_loss || !s.sink.reopenable() {
                     return Err(error);
                 }
-                // The device went away: hand it back to be closed off this thread, and pace
-                // by the clock from now on (the next deadline is one period from here).
-                let Installed { index, sink } = self.sink.take().expect("matched Some above");
-                self.past_xruns += sink.xruns();
-                let now = monotonic_ns();
-                self.shared.ring.publish_sink_lost(now);
-                self.port.give_back(Returned::Lost { index, sink, error });
-                deadline_ns = now + self.period_ns;
+                let lost = self.sink.take().expect("matched Some above");
+                self.lose(lost, error);
             }
             let stats = &self.shared.ring.status().stats.0;
             stats.periods.fetch_add(1, Ordering::Relaxed);
@@ -195,13 +192,45 @@ impl<'a> PeriodLoop<'a> {
         }
     }
 
+    /// The device went away: hand it back to be closed off this thread, and pace by the
+    /// clock from now on (the next deadline is one period from here).
+    fn lose(&mut self, lost: Installed, error: crate::Error) {
+        let Installed { index, sink } = lost;
+        self.past_xruns += sink.xruns();
+        let now = monotonic_ns();
+        self.shared.ring.publish_sink_lost(now);
+        self.port.give_back(Returned::Lost { index, sink, error });
+        self.deadline_ns = now + self.period_ns;
+    }
+
     /// Plays on the sink the keeper opened, if it opened one: a device back after a loss, or
     /// a preferred one back while a fallback played (which goes back to be closed).
+    ///
+    /// A device starts once its buffer is full. Filled from the ring, that buffer would be
+    /// taken in one burst, hw_ptr leaping a device buffer ahead of the clock the clients
+    /// sleep on: a player sleeping until the period it needs wakes too late and is heard to
+    /// gap (seen: a break 9472 frames after every return of a device with an 8192-frame
+    /// buffer). So a paced device is first filled with silence, all but the period the loop
+    /// writes next: the ring is then taken at the device's pace from the start.
     fn install_sink(&mut self) {
-        let Some(new) = self.port.take_installed() else { return };
+        let Some(mut new) = self.port.take_installed() else { return };
         if let Some(old) = self.sink.take() {
             self.past_xruns += old.sink.xruns();
             self.port.give_back(Returned::Replaced { sink: old.sink });
+        }
+        if new.sink.paces_itself() && !self.freewheel {
+            let periods = new.sink.device_buffer_frames() / self.shared.ring.params().period_frames;
+            self.buf.fill(0);
+            for _ in 1..periods {
+                if let Err(error) = new.sink.write_period(&self.buf) {
+                    if self.exit_on_loss || !new.sink.reopenable() {
+                        // The next write fails the same way and ends the loop with it.
+                        break;
+                    }
+                    self.lose(new, error);
+                    return;
+                }
+            }
         }
         self.shared.ring.publish_sink_running(new.index, new.sink.device_buffer_frames());
         self.sink = Some(new);
