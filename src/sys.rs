@@ -245,7 +245,7 @@ pub fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
 }
 
 /// A counting global allocator for the test build: proves the period loop allocates
-/// nothing (`period_loop_allocates_nothing`).
+/// nothing (`period_loop_allocates_nothing_and_survives_a_lost_sink`).
 #[cfg(test)]
 pub mod alloc_count {
     use std::alloc::{GlobalAlloc, Layout, System};
