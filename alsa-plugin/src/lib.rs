@@ -1,7 +1,7 @@
 //! `libasound_module_pcm_dmixrs.so`: the ALSA PCM type `dmixrs`, so that unmodified ALSA
 //! programs (aplay, speaker-test, GStreamer's alsasink, anything through `plug`) play into a
-//! dmix server. alsa-lib's ioplug SDK drives it; [`ffi`] is the only file that touches
-//! alsa-lib's C structures (and the only `unsafe`), [`stream`] is the plugin itself.
+//! dmix server. alsa-lib's ioplug SDK drives it; `ffi` is the only file that touches
+//! alsa-lib's C structures (and the only `unsafe`), `stream` is the plugin itself.
 //!
 //! ```text
 //! pcm_type.dmixrs { lib "/usr/local/lib/alsa-lib/libasound_module_pcm_dmixrs.so" }

@@ -43,7 +43,7 @@ pub struct Field {
     pub size: usize,
 }
 
-/// A shared block: its fields in declaration order, listed by [`shared_block!`] from the
+/// A shared block: its fields in declaration order, listed by `shared_block!` from the
 /// declaration itself, so that no field can be added, moved or retyped unseen.
 pub trait SharedBlock {
     /// The block's name.
