@@ -393,7 +393,13 @@ fn open_handle(name: &str, pcm_name: &str, dir: alsa::Direction) -> Result<alsa:
     let _quiet = alsa::Output::local_error_handler();
     alsa::PCM::new(pcm_name, dir, false).map_err(|e| {
         let mut reason = alsa_reason("cannot open", &e);
-        if e.errno() == libc::ENOENT || e.errno() == libc::ENODEV || !std::path::Path::new("/dev/snd").exists() {
+        if e.errno() == libc::EDEADLK {
+            // The dmixrs plugin refuses to connect to the process it is loaded in.
+            reason.push_str(
+                "; this is the dmixrs plugin pointing back at this server (is dmixrs the default device?): give \
+                 the server a device, e.g. --sink alsa:sysdefault",
+            );
+        } else if e.errno() == libc::ENOENT || e.errno() == libc::ENODEV || !std::path::Path::new("/dev/snd").exists() {
             reason.push_str(match dir {
                 alsa::Direction::Playback => "; no sound card here? use --sink wav:PATH or --sink null",
                 alsa::Direction::Capture => "; no sound card here? use --capture wav:PATH",

@@ -256,3 +256,17 @@ fn sinks_a_device_back_with_other_parameters_is_told_once() {
     server.signal(Signal::SIGTERM);
     assert!(server.wait().success(), "{}", server.finished_stderr());
 }
+
+/// A server whose sink is the dmixrs plugin pointing back at itself (dmixrs made the default
+/// device, the server left on alsa:default) says so at once and exits 9, naming the way out;
+/// before, the plugin's hello waited out its 5 s timeout on a server that answers no one
+/// until its sink is open, and the server said only "cannot open".
+#[test]
+fn sinks_a_server_whose_sink_is_itself_says_so() {
+    let env = plugin_env_with("pcm.self { type dmixrs }");
+    let r = env.run("dmix-serve", &["--sink", "alsa:self"]);
+    assert_eq!(r.status.code(), Some(9), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("this is the dmixrs plugin pointing back at this server"), "{}", r.stderr);
+    assert!(r.stderr.contains("--sink alsa:sysdefault"), "{}", r.stderr);
+}

@@ -239,6 +239,10 @@ pub unsafe extern "C" fn _snd_pcm_dmixrs_open(
                 return -libc::EINVAL;
             }
         };
+        if let Err(e) = cfg.refuse_self() {
+            report(&e);
+            return -libc::EDEADLK;
+        }
         let opened = if stream == STREAM_PLAYBACK {
             Stream::open(&cfg).map(Pcm::Play)
         } else {

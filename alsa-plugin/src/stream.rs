@@ -52,6 +52,24 @@ impl Config {
         self.server.clone().unwrap_or_else(|| dmix::paths::DEFAULT_NAME.to_string())
     }
 
+    /// Refuses a server that is this very process: a dmix-serve whose sink is this plugin
+    /// pointing back at it (dmixrs made the default device, the server left on
+    /// alsa:default). That server answers no hello until its sink is open, so the open would
+    /// wait out the hello timeout and fail anyway; answered, it would play its own mix into
+    /// itself. The kernel's word on the peer (SO_PEERCRED) tells.
+    pub fn refuse_self(&self) -> Result<(), String> {
+        let Ok(path) = dmix::paths::resolve_device(&self.server()) else { return Ok(()) };
+        let Ok(sock) = dmix::transport::connect_socket(&path) else { return Ok(()) };
+        match dmix::transport::peer_cred(std::os::fd::AsFd::as_fd(&sock)) {
+            Ok(peer) if peer.pid == std::process::id() => Err(format!(
+                "{} is the server of this very process: a dmix server cannot play into itself (give it a \
+                 device, e.g. --sink alsa:sysdefault)",
+                path.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Connects to the configured server in `role`, under the configured name.
     fn connect(&self, role: Role) -> Result<Connection, String> {
         let name = self.name.clone().unwrap_or_else(program_name);
