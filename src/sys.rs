@@ -8,7 +8,8 @@
 //! - the peer's supplementary groups (`SO_PEERGROUPS`), which nix does not wrap;
 //! - real-time scheduling of the calling thread (`sched_setscheduler`), which nix does not wrap;
 //! - whether a signal was ignored when we started (`sigaction` without changing it), which
-//!   nix cannot ask without setting a handler.
+//!   nix cannot ask without setting a handler;
+//! - how many bytes wait in a pipe (`FIONREAD`), which nix wraps only as an `unsafe fn`.
 //!
 //! What this module upholds: every fd it returns is owned by nobody else; every futex call
 //! passes a pointer to a live, 4-byte aligned word and a valid timespec. It never blocks
@@ -207,6 +208,16 @@ pub fn signal_ignored(signal: libc::c_int) -> bool {
     // sigaction that outlives the call.
     let rc = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
     rc == 0 && old.sa_sigaction == libc::SIG_IGN
+}
+
+/// The bytes waiting in a pipe or FIFO (`FIONREAD`), asked through either end: how far a
+/// writer is ahead of its reader.
+pub fn pipe_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is a live descriptor for the call (borrowed); FIONREAD writes one c_int
+    // through the pointer, which points to `n`, aligned and alive across the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(n.max(0) as usize) }
 }
 
 /// `SO_PEERGROUPS` (Linux 4.13): the peer's supplementary groups, as the kernel recorded them

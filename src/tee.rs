@@ -1,14 +1,21 @@
 //! `dmix-tee`'s engine: records the monitor ring (the final, clamped mix), or the capture
 //! ring (the shared input of `dmix-serve --capture`), from the frame at which it was
-//! admitted, to a WAV file or to stdout, until a duration, a stop, the end of the input, or
-//! the server going away. The output is always finalized.
+//! admitted, to a file (WAV or raw) or to stdout, until a duration, a stop, the end of the
+//! input, or the server going away. The output is always finalized.
 //!
 //! A recorder publishes how far it has read; a freewheel server waits for it, so a
 //! recording of an offline render is complete and exact. A paced server does not wait: a
 //! recorder that falls more than the ring behind loses frames, and says so.
+//!
+//! A FIFO is no recording but a live bridge (to snapserver's pipe source, for one): its
+//! reader may come, go and stall, and the bridge outlives it. It never holds the server
+//! back, and what its reader hears is always the live mix, a fixed few tens of milliseconds
+//! behind it: see [`Bridge`]. It ends only on a stop or when the server goes away.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -22,10 +29,45 @@ use crate::ring::layout::{CAPTURE_ENDED, SERVER_STOPPING};
 /// Where the recording goes.
 #[derive(Clone, Debug)]
 pub enum TeeOutput {
-    /// A WAV file.
+    /// A file, WAV (finalized at the end) or raw.
     File(PathBuf),
     /// Standard output.
     Stdout,
+    /// A FIFO: a live bridge to whoever reads it, which may come and go ([`Bridge`]).
+    Fifo(PathBuf),
+}
+
+impl TeeOutput {
+    /// The output a user named: `-` is stdout, an existing FIFO a bridge, anything else a
+    /// file (created or truncated).
+    pub fn from_arg(arg: &str) -> TeeOutput {
+        if arg == "-" {
+            return TeeOutput::Stdout;
+        }
+        let path = PathBuf::from(arg);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.file_type().is_fifo() => TeeOutput::Fifo(path),
+            _ => TeeOutput::File(path),
+        }
+    }
+}
+
+/// What a recording tells its caller as it goes, for its warnings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeeEvent {
+    /// The recorder fell more than the ring behind a paced server: frames lost.
+    Lost(u64),
+    /// A reader opened the FIFO: its stream starts at the live mix.
+    ReaderCame,
+    /// The FIFO's reader closed it (snapserver stopped or restarted): the bridge waits for
+    /// the next one, holding nothing back.
+    ReaderGone,
+    /// The FIFO's reader fell behind (it stalled, or its clock runs slower than the
+    /// server's): the bridge skipped frames until it was back near the live mix.
+    Skipped(u64),
+    /// The FIFO's reader emptied it (its clock runs faster than the server's): the bridge
+    /// added frames of silence so that its next read is whole.
+    Padded(u64),
 }
 
 /// What is recorded.
@@ -46,7 +88,7 @@ pub struct TeeConfig {
     pub name: String,
     /// Destination.
     pub output: TeeOutput,
-    /// Raw PCM instead of WAV (stdout only).
+    /// Raw PCM instead of WAV.
     pub raw: bool,
     /// Sample format written [default: the server's].
     pub format: Option<SampleFormat>,
@@ -72,7 +114,9 @@ pub struct TeeSummary {
 
 enum Out {
     Wav { path: PathBuf, writer: hound::WavWriter<BufWriter<File>> },
+    Raw { path: PathBuf, writer: BufWriter<File> },
     Stream(BufWriter<std::io::Stdout>),
+    Bridge(Bridge),
 }
 
 /// The 44-byte header of a WAV of unknown length, for a stream: sizes at their maximum, as
@@ -100,6 +144,15 @@ fn stream_wav_header(format: SampleFormat, rate: u32, channels: u16) -> Vec<u8> 
 impl Out {
     fn open(cfg: &TeeConfig, format: SampleFormat, rate: u32, channels: u16) -> Result<Out> {
         match &cfg.output {
+            TeeOutput::File(path) if cfg.raw => {
+                let file = File::create(path)
+                    .map_err(|e| Error::input(path.display().to_string(), format!("cannot create: {e}")))?;
+                Ok(Out::Raw { path: path.clone(), writer: BufWriter::new(file) })
+            }
+            TeeOutput::Fifo(path) => {
+                let header = (!cfg.raw).then(|| stream_wav_header(format, rate, channels));
+                Ok(Out::Bridge(Bridge::new(path.clone(), header, format.bytes() * usize::from(channels), rate)))
+            }
             TeeOutput::File(path) => {
                 let (bits, sample_format) = match format {
                     SampleFormat::S16Le => (16, hound::SampleFormat::Int),
@@ -121,7 +174,15 @@ impl Out {
         }
     }
 
-    fn write(&mut self, format: SampleFormat, samples: &[i32]) -> Result<()> {
+    /// Writes `samples`; `live` when they reach the live end of the ring (a bridge judges
+    /// its reader's level only then, not while it writes a new reader's first frames).
+    fn write(
+        &mut self,
+        format: SampleFormat,
+        samples: &[i32],
+        live: bool,
+        on_event: &mut dyn FnMut(TeeEvent),
+    ) -> Result<()> {
         match self {
             Out::Wav { path, writer } => {
                 let r = match format {
@@ -131,6 +192,17 @@ impl Out {
                 };
                 r.map_err(|e| Error::Device { sink: path.display().to_string(), reason: format!("write failed: {e}") })
             }
+            Out::Raw { path, writer } => {
+                let mut b = [0u8; 4];
+                for &m in samples {
+                    format.mix_to_le_bytes(m, &mut b[..format.bytes()]);
+                    writer.write_all(&b[..format.bytes()]).map_err(|e| Error::Device {
+                        sink: path.display().to_string(),
+                        reason: format!("write failed: {e}"),
+                    })?;
+                }
+                Ok(())
+            }
             Out::Stream(out) => {
                 let mut b = [0u8; 4];
                 for &m in samples {
@@ -139,6 +211,7 @@ impl Out {
                 }
                 Ok(())
             }
+            Out::Bridge(b) => b.write(format, samples, live, on_event),
         }
     }
 
@@ -149,14 +222,260 @@ impl Out {
                 let _ = crate::sink::repair_wav(&path);
                 Error::Device { sink: path.display().to_string(), reason: format!("finalize failed: {e}") }
             }),
+            Out::Raw { path, mut writer } => writer
+                .flush()
+                .map_err(|e| Error::Device { sink: path.display().to_string(), reason: format!("write failed: {e}") }),
             Out::Stream(mut out) => out.flush().map_err(Error::stdout),
+            // Nothing is buffered: what a reader did not take is not worth keeping.
+            Out::Bridge(_) => Ok(()),
         }
     }
 }
 
-/// Records until the duration passes, `stop` is raised or the server goes away.
-/// `on_lost` hears of every burst of lost frames (for a warning).
-pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_lost: &mut dyn FnMut(u64)) -> Result<TeeSummary> {
+/// The live mix the bridge keeps in the FIFO ahead of its reader. snapserver reads the pipe
+/// on a timer, 20 ms at a time (its default `chunk_ms`), and pads a short read with
+/// silence: the FIFO must hold a whole read whenever it reads, whatever two schedulers do,
+/// so the bridge starts each reader this far behind the live mix and keeps it there.
+pub const BRIDGE_TARGET_MS: u32 = 60;
+/// Below this after a write the reader has drained the FIFO (its clock runs faster than the
+/// server's): silence brings it back to the target, one short gap rather than a padded
+/// read every 20 ms from then on.
+const BRIDGE_LOW_MS: u32 = 25;
+/// Above this the reader has fallen behind (it stalled, or its clock runs slower): the
+/// bridge writes nothing until it is back at the target, so that it never hears more than
+/// this of old audio.
+pub const BRIDGE_HIGH_MS: u32 = 120;
+/// Writes of at most this many bytes into a pipe are atomic: whole or not at all (POSIX
+/// PIPE_BUF), so a full pipe never cuts a frame in two.
+const PIPE_BUF: usize = 4096;
+
+/// A FIFO with a reader that comes and goes: a live bridge.
+///
+/// - It holds the write end even while no reader is there (opened behind a reader of its
+///   own, closed at once), so that a reader that opens the FIFO finds a writer and waits for
+///   data: snapserver, finding no writer, reads end of file and opens it again every 100 ms,
+///   a window too short for a writer to find.
+/// - A reader is there when the write end polls without POLLERR. From then on every write
+///   is non-blocking and whole frames. The reader's stream starts with [`BRIDGE_TARGET_MS`]
+///   of silence, then the live mix from the moment it came (with a WAV header first when
+///   the type is wav: each reader gets a stream of its own).
+/// - The reader gone (EPIPE: Rust ignores SIGPIPE, so the write fails instead of killing
+///   us), the write end is closed, which frees what the pipe still held: the next reader
+///   (snapserver restarted) finds no stale audio. Until it comes the bridge reads nothing,
+///   and publishes that it holds nothing back.
+/// - How much the reader has not yet read (FIONREAD) keeps it at the target: above
+///   [`BRIDGE_HIGH_MS`] nothing is written until it is back at the target, below
+///   [`BRIDGE_LOW_MS`] silence fills it up.
+pub struct Bridge {
+    path: PathBuf,
+    writer: Option<File>,
+    connected: bool,
+    header: Option<Vec<u8>>,
+    frame_bytes: usize,
+    target_bytes: usize,
+    low_bytes: usize,
+    high_bytes: usize,
+    /// Frames skipped since the reader fell behind (`Some` while it is behind).
+    skipping: Option<u64>,
+    /// Frames written since the reader last held less than the low mark: a reader that
+    /// holds the margin for a second reads on a clock of its own (snapserver), and one that
+    /// then runs dry is padded. One that reads all there is at once (cat, sox) never holds
+    /// it, and is never padded.
+    held_frames: u64,
+    held_enough: u64,
+    bytes: Vec<u8>,
+}
+
+impl Bridge {
+    fn new(path: PathBuf, header: Option<Vec<u8>>, frame_bytes: usize, rate_hz: u32) -> Bridge {
+        let bytes_for = |ms: u32| (u64::from(rate_hz) * u64::from(ms) / 1000) as usize * frame_bytes;
+        Bridge {
+            path,
+            writer: None,
+            connected: false,
+            header,
+            frame_bytes,
+            target_bytes: bytes_for(BRIDGE_TARGET_MS),
+            low_bytes: bytes_for(BRIDGE_LOW_MS),
+            high_bytes: bytes_for(BRIDGE_HIGH_MS),
+            skipping: None,
+            held_frames: 0,
+            held_enough: u64::from(rate_hz),
+            bytes: Vec::new(),
+        }
+    }
+
+    fn what(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Opens the write end if it is not open: behind a reader of our own, so that the open
+    /// neither blocks nor fails for want of a reader (ENXIO). A FIFO removed meanwhile is
+    /// waited for (snapserver's `mode=create` makes it again).
+    fn open_writer(&mut self) -> Result<()> {
+        if self.writer.is_some() {
+            return Ok(());
+        }
+        let nonblock = |read: bool| {
+            std::fs::OpenOptions::new().read(read).write(!read).custom_flags(libc::O_NONBLOCK).open(&self.path)
+        };
+        let own_reader = match nonblock(true) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::sys(format!("open {}", self.what()), e)),
+        };
+        let is_fifo = own_reader.metadata().is_ok_and(|m| m.file_type().is_fifo());
+        if !is_fifo {
+            return Err(Error::invalid(self.what(), "no longer a FIFO"));
+        }
+        let writer = nonblock(false).map_err(|e| Error::sys(format!("open {}", self.what()), e))?;
+        // Room for more than the high mark, however wide the frames: a full pipe is then
+        // always a reader far behind, never a pipe too small. Best effort: the kernel's
+        // pipe-max-size may refuse, and a full pipe is handled anyway.
+        let want = (2 * self.high_bytes).clamp(65536, 1 << 20);
+        let _ = nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETPIPE_SZ(want as libc::c_int));
+        drop(own_reader);
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    /// True when a reader has the FIFO open and the bridge has not started it yet: the
+    /// caller starts it with [`Bridge::start`].
+    fn reader_came(&mut self) -> Result<bool> {
+        if self.connected {
+            return Ok(false);
+        }
+        self.open_writer()?;
+        self.has_reader()
+    }
+
+    /// True when the FIFO has a reader: its write end polls POLLERR while it has none.
+    fn has_reader(&self) -> Result<bool> {
+        let Some(w) = &self.writer else { return Ok(false) };
+        let mut pfd = [nix::poll::PollFd::new(w.as_fd(), nix::poll::PollFlags::POLLOUT)];
+        nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO)
+            .map_err(|e| Error::sys(format!("poll {}", self.what()), e))?;
+        Ok(pfd[0].revents().is_some_and(|r| !r.contains(nix::poll::PollFlags::POLLERR)))
+    }
+
+    /// A new reader's stream begins: its header, if any, then the margin it is kept behind
+    /// the live mix, as silence: nothing that played before it came.
+    fn start(&mut self) -> Result<()> {
+        self.connected = true;
+        self.skipping = None;
+        self.held_frames = 0;
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        bytes.extend_from_slice(self.header.as_deref().unwrap_or_default());
+        bytes.resize(bytes.len() + self.target_bytes, 0);
+        let r = self.write_bytes(&bytes);
+        self.bytes = bytes;
+        r.map(|_| ())
+    }
+
+    /// The reader went: close the write end, which frees what it left in the pipe.
+    fn reader_gone(&mut self) {
+        self.writer = None;
+        self.connected = false;
+    }
+
+    fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Writes whole frames as far as the pipe takes them; false when it was full.
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<bool> {
+        let Some(mut w) = self.writer.as_ref() else { return Ok(false) };
+        let piece = (PIPE_BUF / self.frame_bytes).max(1) * self.frame_bytes;
+        for chunk in bytes.chunks(piece) {
+            match w.write_all(chunk) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    self.reader_gone();
+                    return Ok(false);
+                }
+                Err(e) => return Err(Error::Device { sink: self.what(), reason: format!("write failed: {e}") }),
+            }
+        }
+        Ok(true)
+    }
+
+    fn write(
+        &mut self,
+        format: SampleFormat,
+        samples: &[i32],
+        live: bool,
+        on_event: &mut dyn FnMut(TeeEvent),
+    ) -> Result<()> {
+        let Some(w) = &self.writer else { return Ok(()) };
+        let frames = (samples.len() * format.bytes() / self.frame_bytes) as u64;
+        let queued =
+            crate::sys::pipe_bytes(w.as_fd()).map_err(|e| Error::sys(format!("FIONREAD {}", self.what()), e))?;
+        let behind = match self.skipping {
+            Some(_) => queued > self.target_bytes,
+            None => queued > self.high_bytes,
+        };
+        if behind {
+            // Nothing is written, so no EPIPE would tell that the reader went.
+            if !self.has_reader()? {
+                self.reader_gone();
+                return Ok(());
+            }
+            *self.skipping.get_or_insert(0) += frames;
+            return Ok(());
+        }
+        if let Some(skipped) = self.skipping.take() {
+            on_event(TeeEvent::Skipped(skipped));
+        }
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        let mut b = [0u8; 4];
+        for &m in samples {
+            format.mix_to_le_bytes(m, &mut b[..format.bytes()]);
+            bytes.extend_from_slice(&b[..format.bytes()]);
+        }
+        let after = queued + bytes.len();
+        let whole = self.write_bytes(&bytes);
+        self.bytes = bytes;
+        if !whole? {
+            if self.connected {
+                // Full: a reader far behind. Skip until it is back at the target.
+                self.skipping = Some(frames);
+            }
+            return Ok(());
+        }
+        if after >= self.low_bytes {
+            self.held_frames += frames;
+            return Ok(());
+        }
+        if !live {
+            return Ok(());
+        }
+        let clocked = self.held_frames >= self.held_enough;
+        self.held_frames = 0;
+        if clocked {
+            // It held the margin for a second and no longer does: it reads faster than the
+            // server plays. Refill, and watch it hold the margin again.
+            self.held_frames = self.held_enough;
+            let pad = (self.target_bytes - after) / self.frame_bytes * self.frame_bytes;
+            self.bytes.clear();
+            self.bytes.resize(pad, 0);
+            let silence = std::mem::take(&mut self.bytes);
+            let r = self.write_bytes(&silence);
+            self.bytes = silence;
+            if r? {
+                on_event(TeeEvent::Padded((pad / self.frame_bytes) as u64));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records until the duration passes, `stop` is raised or the server goes away (or, from
+/// the capture ring, the input ends). `on_event` hears of lost frames and of a FIFO's
+/// reader (for warnings).
+pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_event: &mut dyn FnMut(TeeEvent)) -> Result<TeeSummary> {
     let role = match cfg.source {
         TeeSource::Monitor => Role::Tee,
         TeeSource::Capture => Role::Capture,
@@ -165,7 +484,7 @@ pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_lost: &mut dyn FnMut(u64)) 
     let p = *conn.params();
     let format = cfg.format.unwrap_or(p.format);
     let mut out = Out::open(cfg, format, p.rate_hz, p.channels as u16)?;
-    let result = record_into(&conn, cfg, format, stop, on_lost, &mut out);
+    let result = record_into(&conn, cfg, format, stop, on_event, &mut out);
     // Finalize whatever happened: what was recorded stays readable.
     let finished = out.finish();
     let summary = result?;
@@ -175,6 +494,10 @@ pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_lost: &mut dyn FnMut(u64)) 
     }
     Ok(summary)
 }
+
+/// The read position of a recorder nobody waits for (a bridge without a reader): far
+/// beyond any frame a server will reach, as the ALSA plugin's idle recorder publishes.
+const READ_EVERYTHING: u64 = u64::MAX >> 1;
 
 /// The ring a recorder copies from, with its write pointer and its end.
 struct Feed<'a> {
@@ -214,7 +537,7 @@ fn record_into(
     cfg: &TeeConfig,
     format: SampleFormat,
     stop: &AtomicBool,
-    on_lost: &mut dyn FnMut(u64),
+    on_event: &mut dyn FnMut(TeeEvent),
     out: &mut Out,
 ) -> Result<TeeSummary> {
     let ring = conn.ring();
@@ -230,11 +553,14 @@ fn record_into(
     };
     let counters = ring.counters(conn.slot());
     let limit = cfg.duration_s.map(|s| (s * f64::from(p.rate_hz)).round() as u64);
-    let mut pos = conn.start_frame();
+    let start = conn.start_frame();
+    let mut pos = start;
     let mut summary = TeeSummary::default();
     let mut buf = vec![0i32; p.period_frames as usize * ch];
     loop {
-        if limit.is_some_and(|l| summary.frames >= l) {
+        // A bridge's duration is the mix's, heard or not; a recording's what it holds.
+        let done = if matches!(out, Out::Bridge(_)) { pos.saturating_sub(start) } else { summary.frames };
+        if limit.is_some_and(|l| done >= l) {
             return Ok(summary);
         }
         // The end states are read before the write pointer: after them, the pointer we read
@@ -242,17 +568,35 @@ fn record_into(
         let stopping = ring.server_state() == SERVER_STOPPING;
         let ended = feed.ended();
         let wp = feed.write_ptr();
+        if let Out::Bridge(b) = out
+            && !b.connected()
+        {
+            if b.reader_came()? {
+                on_event(TeeEvent::ReaderCame);
+                // From the live mix on, behind the margin of silence `start` wrote.
+                b.start()?;
+                pos = wp;
+            } else {
+                // Nobody listens: read everything as it comes, holding nothing back (a
+                // freewheel server waits for nobody's position).
+                pos = wp;
+                counters.appl_ptr.store(READ_EVERYTHING, Ordering::Release);
+                if ring.freewheel() {
+                    ring.ring_doorbell();
+                }
+            }
+        }
         if pos + feed.frames < wp {
             let lost = wp - feed.frames - pos;
             summary.lost_frames += lost;
             counters.late_frames.store(summary.lost_frames, Ordering::Relaxed);
-            on_lost(lost);
+            on_event(TeeEvent::Lost(lost));
             pos = wp - feed.frames;
         }
         if pos < wp {
             let mut n = ((wp - pos) as usize).min(p.period_frames as usize);
             if let Some(l) = limit {
-                n = n.min((l - summary.frames) as usize);
+                n = n.min((l - done) as usize);
             }
             for f in 0..n {
                 let at = ((pos + f as u64) % feed.frames) as usize * ch;
@@ -267,11 +611,18 @@ fn record_into(
             if overwritten > 0 {
                 summary.lost_frames += overwritten as u64;
                 counters.late_frames.store(summary.lost_frames, Ordering::Relaxed);
-                on_lost(overwritten as u64);
+                on_event(TeeEvent::Lost(overwritten as u64));
             }
-            out.write(format, &buf[overwritten * ch..n * ch])?;
+            let live = pos + n as u64 >= wp;
+            out.write(format, &buf[overwritten * ch..n * ch], live, on_event)?;
             summary.frames += (n - overwritten) as u64;
             pos += n as u64;
+            if let Out::Bridge(b) = out
+                && !b.connected()
+            {
+                on_event(TeeEvent::ReaderGone);
+                continue;
+            }
             // Release: pairs with the freewheel barrier's Acquire of our read position.
             counters.appl_ptr.store(pos, Ordering::Release);
             if ring.freewheel() {

@@ -10,6 +10,7 @@ mod reliability;
 mod serve;
 mod share;
 mod sinks;
+mod snapcast;
 mod stat;
 mod tee;
 mod terminal;
