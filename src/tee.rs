@@ -576,6 +576,11 @@ fn record_into(
                 // From the live mix on, behind the margin of silence `start` wrote.
                 b.start()?;
                 pos = wp;
+                if !b.connected() {
+                    // It went while its first bytes were written (a reader that takes the
+                    // header and closes): said here, since no write of the mix will say it.
+                    on_event(TeeEvent::ReaderGone);
+                }
             } else {
                 // Nobody listens: read everything as it comes, holding nothing back (a
                 // freewheel server waits for nobody's position).
