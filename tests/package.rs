@@ -127,6 +127,7 @@ fn package_deb_holds_the_tools_plugin_snippets_and_units() {
         "usr/share/doc/dmix/examples/99-dmixrs-default.conf",
         "usr/lib/systemd/user/dmix-serve.service",
         "usr/lib/systemd/user/dmix-serve.socket",
+        "usr/lib/systemd/user/dmix-snapcast.service",
         "usr/share/doc/dmix/README.md",
         "usr/share/doc/dmix/copyright",
         "usr/share/doc/dmix/changelog.Debian.gz",
@@ -174,14 +175,21 @@ fn package_deb_holds_the_tools_plugin_snippets_and_units() {
     // The units start the packaged server.
     let service = std::fs::read_to_string(root.join("usr/lib/systemd/user/dmix-serve.service")).unwrap();
     assert!(service.contains("ExecStart=/usr/bin/dmix-serve $DMIX_SERVE_ARGS"), "{service}");
+    let bridge = std::fs::read_to_string(root.join("usr/lib/systemd/user/dmix-snapcast.service")).unwrap();
+    assert!(bridge.contains("ExecStart=/usr/bin/dmix-tee --name snapcast -t raw"), "{bridge}");
     let verify = Command::new("systemd-analyze")
         .arg("verify")
-        .args(["dmix-serve.service", "dmix-serve.socket"].map(|u| root.join("usr/lib/systemd/user").join(u)))
+        .args(
+            ["dmix-serve.service", "dmix-serve.socket", "dmix-snapcast.service"]
+                .map(|u| root.join("usr/lib/systemd/user").join(u)),
+        )
         .output()
         .unwrap_or_else(|e| panic!("systemd-analyze not runnable ({e}): install the Debian package systemd"));
-    // verify checks that ExecStart exists: /usr/bin/dmix-serve is not installed here.
+    // verify checks that ExecStart exists: /usr/bin/dmix-serve and dmix-tee are not
+    // installed here.
     let err = String::from_utf8_lossy(&verify.stderr);
-    let other: Vec<&str> = err.lines().filter(|l| !l.contains("/usr/bin/dmix-serve")).collect();
+    let other: Vec<&str> =
+        err.lines().filter(|l| !l.contains("/usr/bin/dmix-serve") && !l.contains("/usr/bin/dmix-tee")).collect();
     assert!(other.is_empty(), "{err}");
 }
 
