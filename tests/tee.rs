@@ -290,3 +290,37 @@ fn tee_fifo_reader_that_stalls_hears_the_live_mix_again() {
     let line = tee.wait_for_stderr("frames skipped");
     assert!(line.contains("the reader fell behind"), "{line}");
 }
+
+/// A reader whose clock runs faster than the server's (a snapserver on another machine's
+/// clock; here a reader taking 5 ms of audio every 4.9 ms, 2 % fast) drains the margin the
+/// bridge keeps; once it held the margin for a second and then runs dry, the bridge fills it
+/// up with silence, one short gap, rather than let every later read come short. The reader
+/// paces itself with sleeps: they are its clock, the thing under test, not a synchronisation.
+#[test]
+fn tee_fifo_reader_faster_than_the_server_is_padded_once() {
+    let (env, fifo) = fifo_env();
+    let _s = env.serve(&["--sink", "null"]);
+    let mut tee = env.spawn("dmix-tee", &["-t", "raw", "-f", "S16_LE", "fifo"]);
+    wait_for_clients(&env, "default", "tee", 1);
+    let mut r = FifoReader::open(&fifo);
+    tee.wait_for_stderr("a reader opened it");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut reads = 0u32;
+            // At most 10 s: the margin (60 ms) is drained at 0.1 ms every 4.9, about 3 s.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 2000 {
+                r.bytes(240 * 4);
+                reads += 1;
+                let due = start + std::time::Duration::from_micros(4900) * reads;
+                std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            }
+        })
+    };
+    let line = tee.wait_for_stderr("frames of silence added");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap();
+    assert!(line.contains("the reader ran ahead of the server"), "{line}");
+}
