@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dmix::format::SampleFormat;
-use dmix::protocol::PROTOCOL_VERSION;
 use dmix::ring::{ClientRing, RingParams, ServerRing};
 
 fn ring(period: u32) -> (ServerRing, ClientRing) {
@@ -22,7 +21,7 @@ fn ring(period: u32) -> (ServerRing, ClientRing) {
         capture_frames: 0,
         freewheel: true,
     };
-    let server = ServerRing::create(params, PROTOCOL_VERSION).expect("ring");
+    let server = ServerRing::create(params).expect("ring");
     let f = server.client_fds(true);
     let fds = [f.status, f.mix, f.monitor, f.capture].map(|fd| fd.try_clone_to_owned().expect("dup"));
     let client = ClientRing::attach(params, [&fds[0], &fds[1], &fds[2], &fds[3]], true).expect("attach");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dmix::client::Connection;
 use dmix::protocol::Role;
-use dmix::ring::monotonic_ns;
+use dmix::sys::monotonic_ns;
 
 fn main() -> dmix::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -37,7 +37,7 @@
 //!     rate_hz: 48000, channels: 2, format: SampleFormat::S16Le,
 //!     period_frames: 64, ring_frames: 256, monitor_frames: 1024, capture_frames: 0, freewheel: true,
 //! };
-//! let server = ServerRing::create(params, dmix::protocol::PROTOCOL_VERSION)?;
+//! let server = ServerRing::create(params)?;
 //! let attach = || -> dmix::Result<ClientRing> {
 //!     let f = server.client_fds(true);
 //!     let fds = [f.status, f.mix, f.monitor, f.capture].map(|fd| fd.try_clone_to_owned().unwrap());

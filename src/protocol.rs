@@ -54,6 +54,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::SampleFormat;
 use crate::ring::RingParams;
+use crate::ring::layout::truncate_name;
 
 /// The protocol version. Bump on any change to the messages above: [`wire_fingerprint`]
 /// covers them, and the version pins (src/pins.rs) fail when it changes under one version.
@@ -225,15 +226,6 @@ fn put_u32(b: &mut [u8], at: usize, v: u32) {
 
 fn put_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Cuts a name to at most `max` bytes on a character boundary.
-pub fn truncate_name(name: &str, max: usize) -> &str {
-    let mut end = name.len().min(max);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    &name[..end]
 }
 
 impl Hello {

@@ -15,8 +15,9 @@ use crate::client::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
 use crate::protocol::Role;
+use crate::ring::ClientRing;
 use crate::ring::layout::{CAPTURE_ENDED, FLAG_FREEWHEEL, MAX_SINKS, MAX_SLOTS, SINK_RUNNING, SLOT_ACTIVE};
-use crate::ring::{ClientRing, monotonic_ns, unix_now_ns};
+use crate::sys::{monotonic_ns, unix_now_ns};
 
 /// Everything `dmix-stat` shows about one server at one moment.
 #[derive(Clone, Debug, Serialize)]

@@ -11,6 +11,9 @@
 //!   nix cannot ask without setting a handler;
 //! - how many bytes wait in a pipe (`FIONREAD`), which nix wraps only as an `unsafe fn`.
 //!
+//! It also holds the clocks every process compares (safe code: CLOCK_MONOTONIC, the Unix
+//! epoch, an absolute sleep).
+//!
 //! What this module upholds: every fd it returns is owned by nobody else; every futex call
 //! passes a pointer to a live, 4-byte aligned word and a valid timespec. It never blocks
 //! without a deadline.
@@ -34,6 +37,23 @@ pub enum Wake {
     Woken,
     /// The deadline passed.
     TimedOut,
+}
+
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// CLOCK_MONOTONIC in ns (the clock the paced server runs by; comparable across processes).
+pub fn monotonic_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| Duration::from(t).as_nanos() as u64).unwrap_or(0)
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (see [`monotonic_ns`]). False when a
+/// signal cut the sleep short (EINTR): the caller re-checks its stop flag.
+pub fn sleep_until_monotonic(deadline_ns: u64) -> bool {
+    let ts = nix::sys::time::TimeSpec::from(Duration::from_nanos(deadline_ns));
+    nix::time::clock_nanosleep(ClockId::CLOCK_MONOTONIC, nix::time::ClockNanosleepFlags::TIMER_ABSTIME, &ts).is_ok()
 }
 
 /// Waits while `*word == expected`, for at most `timeout`, woken only by wakes whose bitset

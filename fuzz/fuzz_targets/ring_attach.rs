@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dmix::format::SampleFormat;
-use dmix::protocol::PROTOCOL_VERSION;
 use dmix::ring::{ClientRing, RingParams, ServerRing};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -203,7 +202,7 @@ fn exercise(ring: &ClientRing, writable: bool, ops: &[Op]) {
 
 fuzz_target!(|input: Input| {
     let p = params(&input.geometry);
-    let server = ServerRing::create(p, PROTOCOL_VERSION).expect("a valid geometry creates a ring");
+    let server = ServerRing::create(p).expect("a valid geometry creates a ring");
     let sizes = server.region_bytes();
     let f = server.client_fds(true);
     let fds: Vec<OwnedFd> = [f.status, f.mix, f.monitor, f.capture]

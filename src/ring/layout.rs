@@ -24,7 +24,7 @@
 //!   (`dmix-serve --capture`), whose write position is [`CaptureStatus::cap_ptr`].
 
 use std::mem::{align_of, size_of};
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Bump on any change to a block below: [`layout_fingerprint`] covers every field, and the
 /// version pins (src/pins.rs) fail when it changes under the same version.
@@ -443,6 +443,31 @@ impl Default for Fnv {
     fn default() -> Fnv {
         Fnv::new()
     }
+}
+
+/// Cuts a name to at most `max` bytes on a character boundary.
+pub fn truncate_name(name: &str, max: usize) -> &str {
+    let mut end = name.len().min(max);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Writes `name` into a NUL-padded name field, cut to fit on a character boundary. Relaxed:
+/// the writer publishes the field with a Release store of a state word after it.
+pub fn store_name(field: &[AtomicU8], name: &str) {
+    let bytes = truncate_name(name, field.len()).as_bytes();
+    for (i, b) in field.iter().enumerate() {
+        b.store(bytes.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+/// Reads a NUL-padded name field. Untrusted (a slot may be reused while it is read): bytes
+/// that are not UTF-8 are replaced, never trusted.
+pub fn load_name(field: &[AtomicU8]) -> String {
+    let raw: Vec<u8> = field.iter().map(|b| b.load(Ordering::Relaxed)).take_while(|&b| b != 0).collect();
+    String::from_utf8_lossy(&raw).into_owned()
 }
 
 fn block<B: SharedBlock>(h: &mut Fnv) {

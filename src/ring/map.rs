@@ -4,7 +4,7 @@
 //! What this module upholds, so that no peer can make us fault or read out of bounds:
 //! - a region is mapped only after its seals (no shrink, no grow) and its size were checked,
 //!   so the mapping can never lose pages under us (a shrunk memfd would SIGBUS);
-//! - a view is handed out only for a type made of atomics alone ([`Shared`]): every bit
+//! - a view is handed out only for a type made of atomics alone ([`AtomicsOnly`]): every bit
 //!   pattern is a valid value and concurrent writes by other processes are atomic accesses,
 //!   never data races on plain memory;
 //! - every view is bounds- and alignment-checked against the mapping, and borrows it;
@@ -32,18 +32,18 @@ use crate::error::{Error, Result};
 /// # Safety
 /// Implementors must be `#[repr(C)]` (or an atomic), contain only atomics (and arrays or
 /// `repr(C)` structs of atomics), so that any bit pattern is valid and every access is atomic.
-pub unsafe trait Shared {}
+pub unsafe trait AtomicsOnly {}
 
 // SAFETY: each is a repr(C) struct made only of atomics and arrays of atomics (see layout.rs).
-unsafe impl Shared for StatusBlock {}
+unsafe impl AtomicsOnly for StatusBlock {}
 // SAFETY: as above.
-unsafe impl Shared for MixHeader {}
+unsafe impl AtomicsOnly for MixHeader {}
 // SAFETY: as above.
-unsafe impl Shared for MonitorHeader {}
+unsafe impl AtomicsOnly for MonitorHeader {}
 // SAFETY: an atomic integer: any bit pattern is valid.
-unsafe impl Shared for AtomicU64 {}
+unsafe impl AtomicsOnly for AtomicU64 {}
 // SAFETY: an atomic integer: any bit pattern is valid.
-unsafe impl Shared for AtomicI32 {}
+unsafe impl AtomicsOnly for AtomicI32 {}
 
 /// The seals every shared region carries.
 const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW).union(SealFlag::F_SEAL_SEAL);
@@ -109,18 +109,18 @@ impl Region {
     }
 
     /// A typed view of the block at `offset`, checked for bounds and alignment.
-    pub fn block<T: Shared>(&self, offset: usize) -> Result<&T> {
+    pub fn block<T: AtomicsOnly>(&self, offset: usize) -> Result<&T> {
         self.check(offset, size_of::<T>(), align_of::<T>())?;
         // SAFETY: `check` proved [offset, offset + size_of::<T>()) lies inside the mapping and
         // is aligned for T; the memfd is sealed against shrinking (create/attach), so those
         // pages stay valid for the mapping's life, which the returned borrow cannot outlive;
-        // T: Shared is made of atomics only, so any content is a valid T and all access,
+        // T: AtomicsOnly is made of atomics only, so any content is a valid T and all access,
         // including other processes' writes, is atomic.
         Ok(unsafe { &*(self.map.as_ptr().add(offset) as *const T) })
     }
 
     /// A typed view of `count` consecutive `T`s at `offset`, checked like [`Region::block`].
-    pub fn slice<T: Shared>(&self, offset: usize, count: usize) -> Result<&[T]> {
+    pub fn slice<T: AtomicsOnly>(&self, offset: usize, count: usize) -> Result<&[T]> {
         let bytes = count.checked_mul(size_of::<T>()).ok_or_else(|| Error::invalid("mapping", "size overflows"))?;
         self.check(offset, bytes, align_of::<T>())?;
         // SAFETY: as in `block`: bounds and alignment checked for all `count` elements, the

@@ -20,7 +20,7 @@ use crate::capture::Source;
 use crate::error::Result;
 use crate::protocol::Role;
 use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING, SLOT_ACTIVE};
-use crate::ring::{monotonic_ns, sleep_until_monotonic};
+use crate::sys::{monotonic_ns, sleep_until_monotonic};
 
 /// How long a held or freewheel capture sleeps before re-checking its stop flag.
 const IDLE_WAIT: Duration = Duration::from_millis(50);

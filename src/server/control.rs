@@ -19,8 +19,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::protocol::{Hello, MAX_SHARE_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, ShareRequest, Welcome};
-use crate::ring::layout::{MAX_SLOTS, NAME_BYTES, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_JOINING};
-use crate::ring::unix_now_ns;
+use crate::ring::layout::{MAX_SLOTS, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_JOINING};
+use crate::sys::unix_now_ns;
 use crate::transport::{self, Listener, PeerCred};
 
 /// How long a new connection may take to send its hello.
@@ -488,10 +488,7 @@ impl<'a> Control<'a> {
         info.channels.store(width, Ordering::Relaxed);
         info.start_frame.store(0, Ordering::Relaxed);
         info.joined_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
-        let name = crate::protocol::truncate_name(&hello.name, NAME_BYTES).as_bytes();
-        for (i, b) in info.name.iter().enumerate() {
-            b.store(name.get(i).copied().unwrap_or(0), Ordering::Relaxed);
-        }
+        crate::ring::layout::store_name(&info.name, &hello.name);
         let map = map.unwrap_or(&[]);
         info.map_len.store(map.len() as u32, Ordering::Relaxed);
         for (i, b) in info.map.iter().enumerate() {

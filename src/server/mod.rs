@@ -156,7 +156,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
     }
     let p = cfg.params;
     let shared = Shared {
-        ring: ServerRing::create(p, PROTOCOL_VERSION)?,
+        ring: ServerRing::create(p)?,
         stop,
         join_mask: AtomicU64::new(0),
         leave_mask: AtomicU64::new(0),
@@ -166,6 +166,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         capture_mask: AtomicU64::new(0),
         loop_done: AtomicBool::new(false),
     };
+    shared.ring.set_protocol_version(PROTOCOL_VERSION);
     let locked =
         if p.freewheel { Ok(()) } else { shared.ring.lock_memory().map_err(|e| format!("mlock of the ring: {e}")) };
     if cfg.sinks.is_empty() || cfg.sinks.len() > crate::ring::layout::MAX_SINKS {

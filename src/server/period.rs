@@ -28,7 +28,7 @@ use super::Shared;
 use super::sinks::{Installed, Returned, SinkPort};
 use crate::error::Result;
 use crate::ring::layout::{CLIENT_DRAINING, NOT_PLAYING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
-use crate::ring::{monotonic_ns, sleep_until_monotonic};
+use crate::sys::{monotonic_ns, sleep_until_monotonic};
 
 /// How long a freewheel or held server sleeps before re-checking its stop flag.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -443,7 +443,7 @@ mod tests {
         };
         // Leaked: the probe sink, which the loop owns, refers to it.
         Box::leak(Box::new(Shared {
-            ring: ServerRing::create(params, 1).unwrap(),
+            ring: ServerRing::create(params).unwrap(),
             stop: Arc::new(AtomicBool::new(false)),
             join_mask: AtomicU64::new(0),
             leave_mask: AtomicU64::new(0),

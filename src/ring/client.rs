@@ -1,0 +1,327 @@
+//! A client's side of the ring: attach and validate the regions, then the typed operations
+//! of a player (adding into the mix) and of a reader (copying out of the monitor or capture
+//! ring).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::layout::*;
+use super::map::Region;
+use super::params::{AddOutcome, RingParams};
+use crate::error::{Error, Result};
+use crate::sys::{self, Wake, monotonic_ns, sleep_until_monotonic};
+
+/// A client's side of the ring: the four mappings, validated.
+pub struct ClientRing {
+    params: RingParams,
+    status: Region,
+    mix: Region,
+    monitor: Region,
+    capture: Region,
+    mix_writable: bool,
+}
+
+impl ClientRing {
+    /// Maps the regions received from the server and checks seals, sizes, magics, versions
+    /// and that they agree with `params` (from the welcome message).
+    pub fn attach(params: RingParams, fds: [&OwnedFd; 4], mix_writable: bool) -> Result<ClientRing> {
+        params.validate()?;
+        let status = Region::attach("status region", fds[0].as_fd(), status_bytes(), false)?;
+        let mix =
+            Region::attach("mix region", fds[1].as_fd(), mix_bytes(params.ring_frames, params.channels), mix_writable)?;
+        let monitor = Region::attach(
+            "monitor region",
+            fds[2].as_fd(),
+            monitor_bytes(params.monitor_frames, params.channels),
+            false,
+        )?;
+        let capture = Region::attach(
+            "capture region",
+            fds[3].as_fd(),
+            monitor_bytes(params.capture_frames, params.channels),
+            false,
+        )?;
+        let ring = ClientRing { params, status, mix, monitor, capture, mix_writable };
+        ring.check_headers()?;
+        Ok(ring)
+    }
+
+    fn check_headers(&self) -> Result<()> {
+        let version = |what: &str, magic_ok: bool, v: u32| -> Result<()> {
+            if !magic_ok {
+                return Err(Error::invalid(what, "bad magic: not a dmix region"));
+            }
+            if v != RING_LAYOUT_VERSION {
+                return Err(Error::Version { what: "ring layout", ours: RING_LAYOUT_VERSION, theirs: v });
+            }
+            Ok(())
+        };
+        let h = &self.status()?.header.0;
+        // Acquire: pairs with the Release store in `ServerRing::init`.
+        let v = h.layout_version.load(Ordering::Acquire);
+        version("status region", h.magic.load(Ordering::Relaxed) == STATUS_MAGIC, v)?;
+        let p = &self.params;
+        let agree = h.rate_hz.load(Ordering::Relaxed) == p.rate_hz
+            && h.channels.load(Ordering::Relaxed) == p.channels
+            && h.format.load(Ordering::Relaxed) == p.format.code()
+            && h.period_frames.load(Ordering::Relaxed) == p.period_frames
+            && h.ring_frames.load(Ordering::Relaxed) == p.ring_frames
+            && h.monitor_frames.load(Ordering::Relaxed) == p.monitor_frames;
+        if !agree {
+            return Err(Error::invalid("status region", "parameters disagree with the welcome message"));
+        }
+        let m: &MixHeader = self.mix.block(0)?;
+        let v = m.layout_version.load(Ordering::Acquire);
+        version("mix region", m.magic.0.load(Ordering::Relaxed) == MIX_MAGIC, v)?;
+        if m.ring_frames.load(Ordering::Relaxed) != p.ring_frames || m.channels.load(Ordering::Relaxed) != p.channels {
+            return Err(Error::invalid("mix region", "geometry disagrees with the welcome message"));
+        }
+        let mon: &MonitorHeader = self.monitor.block(0)?;
+        let v = mon.layout_version.load(Ordering::Acquire);
+        version("monitor region", mon.magic.load(Ordering::Relaxed) == MONITOR_MAGIC, v)?;
+        let cap: &MonitorHeader = self.capture.block(0)?;
+        let v = cap.layout_version.load(Ordering::Acquire);
+        version("capture region", cap.magic.load(Ordering::Relaxed) == CAPTURE_MAGIC, v)?;
+        if cap.monitor_frames.load(Ordering::Relaxed) != p.capture_frames {
+            return Err(Error::invalid("capture region", "geometry disagrees with the welcome message"));
+        }
+        self.capture_ring()?;
+        self.sum_ring()?;
+        self.monitor_ring()?;
+        Ok(())
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &RingParams {
+        &self.params
+    }
+
+    /// The status block (read-only mapping: load only).
+    pub fn status(&self) -> Result<&StatusBlock> {
+        self.status.block(0)
+    }
+
+    fn status_ok(&self) -> &StatusBlock {
+        self.status.block(0).expect("status region size was checked at attach")
+    }
+
+    fn mix_header(&self) -> &MixHeader {
+        self.mix.block(0).expect("mix region size was checked at attach")
+    }
+
+    fn sum_ring(&self) -> Result<&[AtomicU64]> {
+        self.mix.slice(MIX_RING_OFFSET, self.params.ring_frames as usize * self.params.channels as usize)
+    }
+
+    /// The monitor samples (read-only mapping: load only).
+    pub fn monitor_ring(&self) -> Result<&[AtomicI32]> {
+        self.monitor.slice(MONITOR_RING_OFFSET, self.params.monitor_frames as usize * self.params.channels as usize)
+    }
+
+    /// The captured samples (read-only mapping: load only).
+    pub fn capture_ring(&self) -> Result<&[AtomicI32]> {
+        self.capture.slice(MONITOR_RING_OFFSET, self.params.capture_frames as usize * self.params.channels as usize)
+    }
+
+    /// The shared input's progress.
+    pub fn capture_status(&self) -> &CaptureStatus {
+        &self.status_ok().capture.0
+    }
+
+    /// Sleeps until the capture pointer reaches `target`, the capture state changes, or
+    /// `timeout` (the caller re-checks).
+    pub fn wait_cap_ptr(&self, target: u64, timeout: Duration) -> Wake {
+        let cs = self.capture_status();
+        let seq = cs.cap_seq.load(Ordering::Acquire);
+        if cs.cap_ptr.load(Ordering::Acquire) >= target || cs.state.load(Ordering::Acquire) == CAPTURE_ENDED {
+            return Wake::Woken;
+        }
+        sys::futex_wait(&cs.cap_seq, seq, timeout)
+    }
+
+    /// Frames the server has taken so far.
+    pub fn hw_ptr(&self) -> u64 {
+        // Acquire: pairs with the Release store in `ServerRing::publish_hw_ptr`.
+        self.status_ok().hw_ptr.0.load(Ordering::Acquire)
+    }
+
+    /// The slot table entry of `slot`.
+    pub fn slot_info(&self, slot: usize) -> &SlotInfo {
+        &self.status_ok().slots[slot]
+    }
+
+    /// This process's self-reported counters (players only write them).
+    pub fn counters(&self, slot: usize) -> &ClientCounters {
+        &self.mix_header().clients[slot]
+    }
+
+    /// The server's state word.
+    pub fn server_state(&self) -> u32 {
+        self.status_ok().header.0.state.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until the server has taken frames up to at least `hw_target`, or `timeout`
+    /// passes (spurious returns are fine: the caller re-checks).
+    pub fn wait_hw_ptr(&self, hw_target: u64, timeout: Duration) -> Wake {
+        let s = self.status_ok();
+        let period = u64::from(self.params.period_frames);
+        let target_seq = hw_target.div_ceil(period) as u32;
+        let seq = s.wake_seq.0.load(Ordering::Acquire);
+        if self.hw_ptr() >= hw_target {
+            return Wake::Woken;
+        }
+        // Sleep on the bit of the period we need: the server's wake for every other period
+        // leaves us asleep.
+        sys::futex_wait_bitset(&s.wake_seq.0, seq, timeout, 1 << (target_seq % 32))
+    }
+
+    /// As [`ClientRing::wait_hw_ptr`], but on a paced server first sleeps on the client's
+    /// own clock until the server should have published `hw_target` (from the time it
+    /// published the current hw_ptr, `stats.hw_published_ns`), so that the server has
+    /// nobody to wake: its cost stays flat in the number of players. A server running late
+    /// is then waited for on the futex as before.
+    pub fn sleep_until_hw_ptr(&self, hw_target: u64, timeout: Duration) -> Wake {
+        /// Past the predicted publish: the server's own jitter (it runs SCHED_FIFO).
+        const SLACK_NS: u64 = 300_000;
+        if !self.params.freewheel {
+            let stats = &self.status_ok().stats.0;
+            let hw = self.hw_ptr();
+            if hw >= hw_target {
+                return Wake::Woken;
+            }
+            let published = stats.hw_published_ns.load(Ordering::Relaxed);
+            // A publish between the two loads would make the prediction a period late.
+            if published != 0 && self.hw_ptr() == hw {
+                let periods = (hw_target - hw).div_ceil(u64::from(self.params.period_frames));
+                let due = published + periods * self.params.period_ns() + SLACK_NS;
+                let now = monotonic_ns();
+                // Interrupted (a signal): the caller re-checks its stop flag.
+                if due > now
+                    && due - now < timeout.as_nanos() as u64
+                    && (!sleep_until_monotonic(due) || self.hw_ptr() >= hw_target)
+                {
+                    return Wake::Woken;
+                }
+            }
+        }
+        self.wait_hw_ptr(hw_target, timeout)
+    }
+
+    /// Sleeps until anything changes on the status futex, or `timeout`.
+    pub fn wait_any(&self, timeout: Duration) -> Wake {
+        let s = self.status_ok();
+        let seq = s.wake_seq.0.load(Ordering::Acquire);
+        sys::futex_wait(&s.wake_seq.0, seq, timeout)
+    }
+
+    /// Adds `samples` (interleaved frames at the mix scale) into the sum ring starting at
+    /// absolute frame `start`; with `negate`, subtracts them (retraction). Stops early at the
+    /// first frame the ring cannot hold yet (a lap ahead: the caller's window was wrong);
+    /// frames the server already took are dropped and counted as late.
+    pub fn mix_add(&self, start: u64, samples: &[i32], negate: bool) -> AddOutcome {
+        self.add(start, samples, negate, None)
+    }
+
+    /// [`ClientRing::mix_add`] that also stores each sample it visits in `history` at its
+    /// place in the ring (`history` has the sum ring's length, one i32 per sample), in the
+    /// same pass: a player keeps what it queued, for retraction, without copying it again.
+    pub fn mix_add_keeping(&self, start: u64, samples: &[i32], history: &mut [i32]) -> AddOutcome {
+        self.add(start, samples, false, Some(history))
+    }
+
+    /// Subtracts frames `[from, end)` again, as [`ClientRing::mix_add_keeping`] kept them in
+    /// `history`: newest frame first, so that whatever the server takes meanwhile (oldest
+    /// first) is a clean prefix of what was queued, never a hole followed by samples meant
+    /// to be taken back. Frames the server took already are skipped by the lap tags.
+    pub fn retract(&self, from: u64, end: u64, history: &[i32]) {
+        let ch = self.params.channels as usize;
+        let ring = u64::from(self.params.ring_frames);
+        for f in (from..end).rev() {
+            let at = (f % ring) as usize * ch;
+            if let Some(frame) = history.get(at..at + ch) {
+                self.mix_add(f, frame, true);
+            }
+        }
+    }
+
+    fn add(&self, start: u64, samples: &[i32], negate: bool, mut history: Option<&mut [i32]>) -> AddOutcome {
+        debug_assert!(self.mix_writable, "mix_add on a read-only mix mapping");
+        let p = &self.params;
+        let ch = p.channels as usize;
+        let Ok(ring) = self.sum_ring() else {
+            return AddOutcome::default();
+        };
+        let mut out = AddOutcome::default();
+        let mut at = p.sum_cursor(start);
+        'frames: for frame in samples.chunks_exact(ch) {
+            let (lap, base) = (at.lap, at.index);
+            at.advance();
+            for (c, &s) in frame.iter().enumerate() {
+                if let Some(kept) = history.as_deref_mut().and_then(|h| h.get_mut(base + c)) {
+                    *kept = s;
+                }
+                let s = if negate { s.wrapping_neg() } else { s };
+                let slot = &ring[base + c];
+                // Guess an empty slot of our lap instead of loading first: the line was last
+                // written by another core, and a load then a CAS fetch it twice (shared, then
+                // owned); a failed CAS brings it owned with the value to retry with.
+                let mut cur = slot.load(Ordering::Relaxed);
+                loop {
+                    let (tag, sum) = slot_parts(cur);
+                    if tag != lap {
+                        if tag == lap.wrapping_sub(1) {
+                            // Still the previous lap's frame: not ours to write yet.
+                            break 'frames;
+                        }
+                        // Taken already: never let it land a lap later.
+                        out.late_frames += 1;
+                        out.frames += 1;
+                        continue 'frames;
+                    }
+                    if s == 0 {
+                        break;
+                    }
+                    // wrapping_add: only another client scribbling could push a sum of at
+                    // most MAX_SLOTS full-scale samples near the i32 limits.
+                    match slot.compare_exchange_weak(
+                        cur,
+                        slot_word(lap, sum.wrapping_add(s)),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => cur = now,
+                    }
+                }
+            }
+            out.frames += 1;
+        }
+        out
+    }
+
+    /// Rings the freewheel doorbell after publishing progress.
+    pub fn ring_doorbell(&self) {
+        let d = &self.mix_header().doorbell.0;
+        d.fetch_add(1, Ordering::Release);
+        sys::futex_wake(d);
+    }
+
+    /// True when the server runs in freewheel.
+    pub fn freewheel(&self) -> bool {
+        self.params.freewheel
+    }
+
+    /// Frames the server's device holds beyond hw_ptr: an ALSA sink's buffer, which the
+    /// server keeps full (0 for wav and null sinks). A frame taken at hw_ptr is heard this
+    /// much later.
+    pub fn device_buffer_frames(&self) -> u64 {
+        self.status_ok().stats.0.device_buffer_frames.load(Ordering::Relaxed)
+    }
+
+    /// The hw_ptr at which the frames before `end` have been heard: paced, once the device
+    /// has played its buffer after them; in freewheel (no listener) once they were taken.
+    pub fn heard_at(&self, end: u64) -> u64 {
+        if self.freewheel() { end } else { end.saturating_add(self.device_buffer_frames()) }
+    }
+}

@@ -1,0 +1,329 @@
+//! The server's side of the ring: it creates and seals the regions, takes each period, and
+//! publishes what clients and inspectors read.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use super::layout::*;
+use super::map::{Region, reopen_read_only};
+use super::params::{Cursor, RingParams};
+use crate::error::Result;
+use crate::format::clamp_mix;
+use crate::sys::{self, monotonic_ns, unix_now_ns};
+
+/// The server's side of the ring: owns the memfds and the read-write mappings.
+pub struct ServerRing {
+    params: RingParams,
+    status: Region,
+    mix: Region,
+    monitor: Region,
+    status_ro: OwnedFd,
+    mix_rw: OwnedFd,
+    mix_ro: OwnedFd,
+    monitor_ro: OwnedFd,
+    // The read-write fds of status and monitor stay open only through their mappings' life;
+    // keeping them documents that nobody else ever holds a writable fd of these.
+    _status_rw: OwnedFd,
+    _monitor_rw: OwnedFd,
+    capture: Region,
+    capture_ro: OwnedFd,
+    _capture_rw: OwnedFd,
+}
+
+/// The fds a client receives: status and monitor always read-only; mix read-write for
+/// players only.
+pub struct ClientFds<'a> {
+    /// Status region, read-only.
+    pub status: std::os::fd::BorrowedFd<'a>,
+    /// Mix region.
+    pub mix: std::os::fd::BorrowedFd<'a>,
+    /// Monitor region, read-only.
+    pub monitor: std::os::fd::BorrowedFd<'a>,
+    /// Capture region, read-only.
+    pub capture: std::os::fd::BorrowedFd<'a>,
+}
+
+impl ServerRing {
+    /// Creates, initializes and seals the four regions. The layout version is stored last
+    /// in each (Release), so an opener that sees it (Acquire) sees everything else.
+    pub fn create(params: RingParams) -> Result<ServerRing> {
+        params.validate()?;
+        let (status_rw, status) = Region::create("dmix-status", status_bytes(), true)?;
+        let (mix_rw, mix) = Region::create("dmix-mix", mix_bytes(params.ring_frames, params.channels), false)?;
+        let (monitor_rw, monitor) =
+            Region::create("dmix-monitor", monitor_bytes(params.monitor_frames, params.channels), true)?;
+        let (capture_rw, capture) =
+            Region::create("dmix-capture", monitor_bytes(params.capture_frames, params.channels), true)?;
+        let ring = ServerRing {
+            params,
+            status_ro: reopen_read_only(status_rw.as_fd())?,
+            mix_ro: reopen_read_only(mix_rw.as_fd())?,
+            monitor_ro: reopen_read_only(monitor_rw.as_fd())?,
+            capture_ro: reopen_read_only(capture_rw.as_fd())?,
+            status,
+            mix,
+            monitor,
+            capture,
+            _capture_rw: capture_rw,
+            mix_rw,
+            _status_rw: status_rw,
+            _monitor_rw: monitor_rw,
+        };
+        ring.init();
+        Ok(ring)
+    }
+
+    fn init(&self) {
+        let p = &self.params;
+        let h = &self.status().header.0;
+        h.magic.store(STATUS_MAGIC, Ordering::Relaxed);
+        h.rate_hz.store(p.rate_hz, Ordering::Relaxed);
+        h.channels.store(p.channels, Ordering::Relaxed);
+        h.format.store(p.format.code(), Ordering::Relaxed);
+        h.period_frames.store(p.period_frames, Ordering::Relaxed);
+        h.ring_frames.store(p.ring_frames, Ordering::Relaxed);
+        h.monitor_frames.store(p.monitor_frames, Ordering::Relaxed);
+        h.flags.store(if p.freewheel { FLAG_FREEWHEEL } else { 0 }, Ordering::Relaxed);
+        h.max_slots.store(MAX_SLOTS as u32, Ordering::Relaxed);
+        h.server_pid.store(std::process::id(), Ordering::Relaxed);
+        h.state.store(SERVER_RUNNING, Ordering::Relaxed);
+        h.started_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
+
+        let m = self.mix_header();
+        m.magic.0.store(MIX_MAGIC, Ordering::Relaxed);
+        m.ring_frames.store(p.ring_frames, Ordering::Relaxed);
+        m.channels.store(p.channels, Ordering::Relaxed);
+        // A fresh memfd is zero: every sum slot already reads (lap 0, sum 0), the right tag
+        // for frames 0..ring_frames.
+
+        let mon = self.monitor_header();
+        mon.magic.store(MONITOR_MAGIC, Ordering::Relaxed);
+        mon.monitor_frames.store(p.monitor_frames, Ordering::Relaxed);
+        mon.channels.store(p.channels, Ordering::Relaxed);
+
+        let cap = self.capture_header();
+        cap.magic.store(CAPTURE_MAGIC, Ordering::Relaxed);
+        cap.monitor_frames.store(p.capture_frames, Ordering::Relaxed);
+        cap.channels.store(p.channels, Ordering::Relaxed);
+        self.status().capture.0.capture_frames.store(p.capture_frames, Ordering::Relaxed);
+
+        // Release: pairs with the Acquire load of layout_version in `ClientRing::attach`.
+        cap.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
+        mon.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
+        m.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
+        h.layout_version.store(RING_LAYOUT_VERSION, Ordering::Release);
+    }
+
+    /// Records the wire protocol the server speaks, for inspectors (the ring itself knows
+    /// nothing of the protocol). Call it before the first client can attach.
+    pub fn set_protocol_version(&self, version: u32) {
+        self.status().header.0.protocol_version.store(version, Ordering::Relaxed);
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &RingParams {
+        &self.params
+    }
+
+    /// Records the sinks' names for inspectors, in order of preference (at most
+    /// [`MAX_SINKS`]; each cut to fit on a character boundary), and that none is open yet.
+    pub fn set_sinks<S: AsRef<str>>(&self, sinks: &[S]) {
+        let st = &self.status().sink.0;
+        for (field, name) in st.names.iter().zip(sinks) {
+            store_name(field, name.as_ref());
+        }
+        st.count.store(sinks.len().min(MAX_SINKS) as u32, Ordering::Relaxed);
+        st.current.store(NO_SINK, Ordering::Relaxed);
+        st.lost_at_ns.store(monotonic_ns(), Ordering::Relaxed);
+        // Release: an inspector that sees the state sees the names.
+        st.state.store(SINK_LOST, Ordering::Release);
+    }
+
+    /// The period loop: sink `index` of the list now plays, and its device holds
+    /// `device_buffer_frames` beyond hw_ptr (what clients add to know when a frame is heard).
+    pub fn publish_sink_running(&self, index: usize, device_buffer_frames: u32) {
+        let s = self.status();
+        s.stats.0.device_buffer_frames.store(u64::from(device_buffer_frames), Ordering::Relaxed);
+        s.sink.0.current.store(index as u32, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `stat::snapshot_ring`.
+        s.sink.0.state.store(SINK_RUNNING, Ordering::Release);
+    }
+
+    /// The period loop: the sink in use was lost at `now_ns` (CLOCK_MONOTONIC). Nothing is
+    /// heard any more, so no device buffer delays it: a draining client is done when its last
+    /// frame was taken.
+    pub fn publish_sink_lost(&self, now_ns: u64) {
+        let s = self.status();
+        s.stats.0.device_buffer_frames.store(0, Ordering::Relaxed);
+        s.sink.0.lost_at_ns.store(now_ns, Ordering::Relaxed);
+        s.sink.0.losses.fetch_add(1, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `stat::snapshot_ring`.
+        s.sink.0.state.store(SINK_LOST, Ordering::Release);
+    }
+
+    /// Writes the capture source's description (once, before clients come).
+    pub fn set_capture_source(&self, source: &str) {
+        store_name(&self.status().capture.0.source, source);
+    }
+
+    /// The status block (written by the server only).
+    pub fn status(&self) -> &StatusBlock {
+        self.status.block(0).expect("status region was created with status_bytes()")
+    }
+
+    /// The mix header (client-writable: read it as self-reported).
+    pub fn mix_header(&self) -> &MixHeader {
+        self.mix.block(0).expect("mix region was created with mix_bytes()")
+    }
+
+    fn monitor_header(&self) -> &MonitorHeader {
+        self.monitor.block(0).expect("monitor region was created with monitor_bytes()")
+    }
+
+    fn capture_header(&self) -> &MonitorHeader {
+        self.capture.block(0).expect("capture region was created with monitor_bytes()")
+    }
+
+    /// Writes one period of captured frames (mix scale) at absolute frame `at`, then
+    /// publishes the new capture pointer and wakes the readers.
+    pub fn publish_capture(&self, at: u64, samples: &[i32]) {
+        let p = &self.params;
+        let ch = p.channels as usize;
+        let frames = u64::from(p.capture_frames);
+        if frames == 0 {
+            return;
+        }
+        let ring = self
+            .capture
+            .slice::<AtomicI32>(MONITOR_RING_OFFSET, p.capture_frames as usize * ch)
+            .expect("capture region was created with monitor_bytes()");
+        for (f, frame) in samples.chunks_exact(ch).enumerate() {
+            let base = ((at + f as u64) % frames) as usize * ch;
+            for (c, &v) in frame.iter().enumerate() {
+                ring[base + c].store(v, Ordering::Relaxed);
+            }
+        }
+        let end = at + (samples.len() / ch) as u64;
+        let cs = &self.status().capture.0;
+        // Release: pairs with the reader's Acquire of cap_ptr before it reads the samples.
+        cs.cap_ptr.store(end, Ordering::Release);
+        let seq = (end / u64::from(p.period_frames)) as u32;
+        cs.cap_seq.store(seq, Ordering::Release);
+        sys::futex_wake(&cs.cap_seq);
+    }
+
+    /// Sets the capture state and wakes the readers.
+    pub fn set_capture_state(&self, state: u32) {
+        let cs = &self.status().capture.0;
+        cs.state.store(state, Ordering::Release);
+        cs.cap_seq.fetch_add(0, Ordering::Release);
+        sys::futex_wake(&cs.cap_seq);
+    }
+
+    fn sum_ring(&self) -> &[AtomicU64] {
+        let n = self.params.ring_frames as usize * self.params.channels as usize;
+        self.mix.slice(MIX_RING_OFFSET, n).expect("mix region was created with mix_bytes()")
+    }
+
+    fn monitor_ring(&self) -> &[AtomicI32] {
+        let n = self.params.monitor_frames as usize * self.params.channels as usize;
+        self.monitor.slice(MONITOR_RING_OFFSET, n).expect("monitor region was created with monitor_bytes()")
+    }
+
+    /// Locks the four regions in memory (mlock): the period loop must never fault on a page
+    /// that went to swap. Fails past RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+    pub fn lock_memory(&self) -> std::io::Result<()> {
+        [&self.status, &self.mix, &self.monitor, &self.capture].into_iter().try_for_each(Region::lock)
+    }
+
+    /// The fds for a client; `writable_mix` for players.
+    pub fn client_fds(&self, writable_mix: bool) -> ClientFds<'_> {
+        ClientFds {
+            status: self.status_ro.as_fd(),
+            mix: if writable_mix { self.mix_rw.as_fd() } else { self.mix_ro.as_fd() },
+            monitor: self.monitor_ro.as_fd(),
+            capture: self.capture_ro.as_fd(),
+        }
+    }
+
+    /// Byte sizes of the four regions, as the welcome message states them.
+    pub fn region_bytes(&self) -> [u64; 4] {
+        [self.status.len() as u64, self.mix.len() as u64, self.monitor.len() as u64, self.capture.len() as u64]
+    }
+
+    /// Takes the period starting at absolute frame `hw`: for each sample, one atomic swap
+    /// reads the sum and re-arms the slot for the next lap with a zero sum; the sum is
+    /// clamped into `out` (`period_frames * channels` samples) and copied to the monitor ring.
+    /// Allocates nothing, takes no lock.
+    pub fn take_period(&self, hw: u64, out: &mut [i32]) {
+        let p = &self.params;
+        let ch = p.channels as usize;
+        let ring = self.sum_ring();
+        let monitor = self.monitor_ring();
+        let mut at = p.sum_cursor(hw);
+        let mut mon = Cursor::new(hw, p.monitor_frames, p.channels);
+        for frame_out in out.chunks_exact_mut(ch) {
+            let (lap, base) = (at.lap, at.index);
+            let mon_base = mon.index;
+            at.advance();
+            mon.advance();
+            for (c, o) in frame_out.iter_mut().enumerate() {
+                // AcqRel: the tag we store is what a client's CAS compares against; the
+                // Release store of hw_ptr after this loop publishes it to window checks.
+                let word = ring[base + c].swap(slot_word(lap.wrapping_add(1), 0), Ordering::AcqRel);
+                let (tag, sum) = slot_parts(word);
+                // A wrong tag can only come from a client scribbling on the ring: play silence
+                // for that sample rather than whatever it wrote.
+                let v = if tag == lap { clamp_mix(sum) } else { 0 };
+                *o = v;
+                monitor[mon_base + c].store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Publishes that frames up to `hw` were taken and wakes the clients waiting for that
+    /// period: one syscall whatever the number of clients.
+    pub fn publish_hw_ptr(&self, hw: u64) {
+        let s = self.status();
+        // Before hw_ptr: the Release below publishes it with hw_ptr.
+        s.stats.0.hw_published_ns.store(monotonic_ns(), Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `ClientRing::hw_ptr`; a client that sees
+        // this value sees the slots re-armed by `take_period`.
+        s.hw_ptr.0.store(hw, Ordering::Release);
+        let seq = (hw / u64::from(self.params.period_frames)) as u32;
+        s.wake_seq.0.store(seq, Ordering::Release);
+        sys::futex_wake_bitset(&s.wake_seq.0, 1 << (seq % 32));
+    }
+
+    /// Wakes every waiter on the status futex without changing it (admission, shutdown).
+    pub fn wake_all(&self) {
+        sys::futex_wake(&self.status().wake_seq.0);
+    }
+
+    /// The client counters of `slot` (self-reported).
+    pub fn counters(&self, slot: usize) -> &ClientCounters {
+        &self.mix_header().clients[slot]
+    }
+
+    /// Resets a slot's self-reported counters before it is handed to a new client.
+    pub fn reset_counters(&self, slot: usize, appl_ptr: u64) {
+        let c = self.counters(slot);
+        c.appl_ptr.store(appl_ptr, Ordering::Relaxed);
+        c.end_ptr.store(0, Ordering::Relaxed);
+        c.latency_frames.store(0, Ordering::Relaxed);
+        c.late_frames.store(0, Ordering::Relaxed);
+        c.underruns.store(0, Ordering::Relaxed);
+        for p in &c.peak {
+            p.store(0, Ordering::Relaxed);
+        }
+        c.started.store(0, Ordering::Relaxed);
+        // Release: the client's Acquire of its slot state (after ours in the status table)
+        // sees clean counters.
+        c.flags.store(0, Ordering::Release);
+    }
+
+    /// The freewheel doorbell word.
+    pub fn doorbell(&self) -> &AtomicU32 {
+        &self.mix_header().doorbell.0
+    }
+}

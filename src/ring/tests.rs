@@ -1,0 +1,261 @@
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::*;
+use crate::error::Error;
+use crate::format::{MIX_MAX, MIX_MIN, SampleFormat};
+use crate::sys::Wake;
+
+const P: u32 = 16;
+const R: u32 = 64;
+
+fn server() -> ServerRing {
+    let params = RingParams {
+        rate_hz: 48000,
+        channels: 2,
+        format: SampleFormat::S16Le,
+        period_frames: P,
+        ring_frames: R,
+        monitor_frames: 128,
+        capture_frames: 0,
+        freewheel: true,
+    };
+    ServerRing::create(params).unwrap()
+}
+
+fn client(s: &ServerRing) -> ClientRing {
+    let fds = s.client_fds(true);
+    let owned = [fds.status, fds.mix, fds.monitor, fds.capture].map(|f| f.try_clone_to_owned().unwrap());
+    ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2], &owned[3]], true).unwrap()
+}
+
+fn take(s: &ServerRing, hw: u64) -> Vec<i32> {
+    let mut out = vec![0; (P * 2) as usize];
+    s.take_period(hw, &mut out);
+    s.publish_hw_ptr(hw + u64::from(P));
+    out
+}
+
+fn ramp(frames: u32, k: i32) -> Vec<i32> {
+    (0..frames as i32 * 2).map(|i| (i + 1) * k).collect()
+}
+
+#[test]
+fn ring_server_only_regions_cannot_be_reopened_writable() {
+    use std::os::fd::AsRawFd;
+    let s = server();
+    let fds = s.client_fds(false);
+    let len = |what| match what {
+        "mix" => s.region_bytes()[1] as usize,
+        _ => 1,
+    };
+    for (what, fd) in [("status", fds.status), ("monitor", fds.monitor), ("capture", fds.capture), ("mix", fds.mix)] {
+        // What a hostile client would try: reopen its read-only fd read-write through
+        // /proc and map that shared and writable.
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let rw = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+        let mapped = rw.map_err(|e| Error::sys("reopen", e)).and_then(|f| {
+            let f = OwnedFd::from(f);
+            super::map::Region::attach(what, f.as_fd(), len(what), true).map(|_| ())
+        });
+        if what == "mix" {
+            assert!(mapped.is_ok(), "the mix region must stay writable for players: {mapped:?}");
+        } else {
+            assert!(mapped.is_err(), "the {what} region was mapped writable through /proc");
+        }
+    }
+}
+
+#[test]
+fn ring_mix_add_near_the_end_of_time_does_not_panic() {
+    // Fuzz finding (fuzz/fuzz_targets/ring_attach.rs): a status region claiming hw_ptr
+    // near u64::MAX made mix_add's frame arithmetic overflow.
+    let s = server();
+    s.publish_hw_ptr(u64::MAX - 10);
+    let c = client(&s);
+    let out = c.mix_add(c.hw_ptr(), &ramp(R, 1), false);
+    assert!(out.frames <= R as usize && out.late_frames <= out.frames);
+}
+
+#[test]
+fn ring_a_frame_is_heard_after_the_device_buffer_when_paced() {
+    let paced = ServerRing::create(RingParams { freewheel: false, ..*server().params() }).unwrap();
+    let freewheel = server();
+    for s in [&paced, &freewheel] {
+        assert_eq!(client(s).heard_at(100), 100, "no device buffer: heard when taken");
+        s.status().stats.0.device_buffer_frames.store(1024, Ordering::Relaxed);
+        assert_eq!(client(s).device_buffer_frames(), 1024);
+    }
+    assert_eq!(client(&paced).heard_at(100), 1124, "paced: after the device's buffer");
+    assert_eq!(client(&freewheel).heard_at(100), 100, "freewheel: nobody listens");
+    paced.status().stats.0.device_buffer_frames.store(u64::MAX, Ordering::Relaxed);
+    assert_eq!(client(&paced).heard_at(100), u64::MAX, "a garbage buffer does not overflow");
+}
+
+#[test]
+fn ring_paced_sleep_returns_once_the_target_is_published() {
+    let params = RingParams { freewheel: false, ..*server().params() };
+    let s = ServerRing::create(params).unwrap();
+    let c = client(&s);
+    s.publish_hw_ptr(u64::from(P));
+    assert_eq!(c.sleep_until_hw_ptr(u64::from(P), Duration::from_secs(5)), Wake::Woken, "already there");
+    // Far ahead and nothing published: the clock sleep is skipped (beyond the timeout)
+    // and the futex wait times out.
+    assert_eq!(c.sleep_until_hw_ptr(u64::from(P) * 1_000_000, Duration::from_millis(1)), Wake::TimedOut);
+    // The server publishes while (or before) the client sleeps: it returns, however the
+    // two interleave (bounded by the test's own deadline, never by a sleep).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let target = u64::from(P) * 3;
+            while c.hw_ptr() < target {
+                c.sleep_until_hw_ptr(target, Duration::from_secs(5));
+            }
+            tx.send(()).unwrap();
+        });
+        s.publish_hw_ptr(u64::from(P) * 2);
+        s.publish_hw_ptr(u64::from(P) * 3);
+        rx.recv_timeout(Duration::from_secs(10)).expect("the sleeper never returned");
+    });
+}
+
+#[test]
+fn ring_two_clients_sum_and_clamp() {
+    let s = server();
+    let (a, b) = (client(&s), client(&s));
+    assert_eq!(a.mix_add(0, &ramp(P, 3), false), AddOutcome { frames: P as usize, late_frames: 0 });
+    b.mix_add(0, &ramp(P, 5), false);
+    let out = take(&s, 0);
+    assert_eq!(out, ramp(P, 8));
+    // Clamped, never wrapped.
+    a.mix_add(u64::from(P), &vec![MIX_MAX; 2 * P as usize], false);
+    b.mix_add(u64::from(P), &vec![MIX_MAX; 2 * P as usize], false);
+    assert!(take(&s, u64::from(P)).iter().all(|&v| v == MIX_MAX));
+    a.mix_add(u64::from(2 * P), &vec![MIX_MIN; 2 * P as usize], false);
+    b.mix_add(u64::from(2 * P), &vec![MIX_MIN; 2 * P as usize], false);
+    assert!(take(&s, u64::from(2 * P)).iter().all(|&v| v == MIX_MIN));
+}
+
+#[test]
+fn ring_take_zeroes_so_nothing_plays_twice() {
+    let s = server();
+    let a = client(&s);
+    a.mix_add(0, &ramp(P, 1), false);
+    take(&s, 0);
+    // One lap later the same slots are silent.
+    let mut hw = u64::from(P);
+    while hw < u64::from(R + P) {
+        assert!(take(&s, hw).iter().all(|&v| v == 0), "frame {hw}");
+        hw += u64::from(P);
+    }
+}
+
+#[test]
+fn ring_late_sample_is_dropped_never_played_a_lap_later() {
+    let s = server();
+    let a = client(&s);
+    // The client read hw_ptr = 0 and stalled; meanwhile the server took period 0.
+    assert_eq!(a.hw_ptr(), 0);
+    take(&s, 0);
+    let out = a.mix_add(0, &ramp(P, 1), false);
+    assert_eq!(out, AddOutcome { frames: P as usize, late_frames: P as usize });
+    let mut hw = u64::from(P);
+    while hw <= u64::from(2 * R) {
+        assert!(take(&s, hw).iter().all(|&v| v == 0), "late samples surfaced at frame {hw}");
+        hw += u64::from(P);
+    }
+}
+
+#[test]
+fn ring_write_a_lap_ahead_is_refused() {
+    let s = server();
+    let a = client(&s);
+    // Frame R shares a slot with frame 0, which is not taken yet.
+    assert_eq!(a.mix_add(u64::from(R), &ramp(1, 1), false).frames, 0);
+    // After the take it is writable.
+    let mut hw = 0;
+    while hw < u64::from(P) {
+        take(&s, hw);
+        hw += u64::from(P);
+    }
+    assert_eq!(a.mix_add(u64::from(R), &ramp(1, 1), false).frames, 1);
+}
+
+#[test]
+fn ring_write_across_the_end_wraps() {
+    let s = server();
+    let a = client(&s);
+    let mut hw = 0;
+    while hw < u64::from(R - P) {
+        take(&s, hw);
+        hw += u64::from(P);
+    }
+    // From R - P to R + P: the last period of lap 0 and the first of lap 1.
+    let data = ramp(2 * P, 1);
+    assert_eq!(a.mix_add(hw, &data, false).frames, 2 * P as usize);
+    let first = take(&s, hw);
+    let second = take(&s, hw + u64::from(P));
+    assert_eq!([first, second].concat(), data);
+}
+
+#[test]
+fn ring_retraction_removes_only_what_was_not_taken() {
+    let s = server();
+    let (a, b) = (client(&s), client(&s));
+    let da = ramp(2 * P, 2);
+    let db = ramp(2 * P, 7);
+    a.mix_add(0, &da, false);
+    b.mix_add(0, &db, false);
+    let first = take(&s, 0);
+    // a retracts everything it wrote: the first period is gone already.
+    let r = a.mix_add(0, &da, true);
+    assert_eq!(r.late_frames, P as usize);
+    let second = take(&s, u64::from(P));
+    let half = (2 * P) as usize;
+    let expect_first: Vec<i32> = da[..half].iter().zip(&db[..half]).map(|(x, y)| x + y).collect();
+    assert_eq!(first, expect_first);
+    assert_eq!(second, db[half..].to_vec());
+}
+
+#[test]
+fn ring_monitor_holds_the_clamped_mix() {
+    let s = server();
+    let a = client(&s);
+    a.mix_add(0, &ramp(P, 1), false);
+    let out = take(&s, 0);
+    let mon = a.monitor_ring().unwrap();
+    let got: Vec<i32> = mon[..out.len()].iter().map(|v| v.load(Ordering::Relaxed)).collect();
+    assert_eq!(got, out);
+}
+
+#[test]
+fn ring_attach_refuses_a_wrong_version() {
+    let s = server();
+    // Simulate a server of another layout version.
+    s.status().header.0.layout_version.store(99, Ordering::Release);
+    let fds = s.client_fds(true);
+    let owned = [fds.status, fds.mix, fds.monitor, fds.capture].map(|f| f.try_clone_to_owned().unwrap());
+    let e = ClientRing::attach(*s.params(), [&owned[0], &owned[1], &owned[2], &owned[3]], true).err().unwrap();
+    assert_eq!(e.kind(), crate::ErrorKind::Incompatible);
+    assert!(e.to_string().contains("99"));
+}
+
+#[test]
+fn ring_client_cannot_map_status_writable() {
+    let s = server();
+    let fds = s.client_fds(false);
+    let ro = fds.status.try_clone_to_owned().unwrap();
+    assert!(map::Region::attach("status", ro.as_fd(), 4096, true).is_err());
+    let mix_ro = fds.mix.try_clone_to_owned().unwrap();
+    assert!(map::Region::attach("mix", mix_ro.as_fd(), 4096, true).is_err());
+    assert!(map::Region::attach("status", ro.as_fd(), 4096, false).is_ok());
+}
+
+#[test]
+fn ring_memfds_refuse_truncation() {
+    let s = server();
+    let fd = s.client_fds(true).mix.try_clone_to_owned().unwrap();
+    assert!(nix::unistd::ftruncate(&fd, 0).is_err());
+    assert!(nix::unistd::ftruncate(&fd, 1 << 30).is_err());
+}
