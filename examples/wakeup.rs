@@ -5,7 +5,6 @@
 //!
 //! Usage: wakeup DEVICE SECONDS
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dmix::client::Connection;
@@ -21,7 +20,6 @@ fn main() -> dmix::Result<()> {
     let conn = Connection::open(device, Role::Stat, "wakeup-probe", 0)?;
     let ring = conn.ring();
     let period = u64::from(ring.params().period_frames);
-    let stats = &ring.status()?.stats.0;
     let mut lat_ns: Vec<u64> = Vec::with_capacity((seconds * 48000 / period + 16) as usize);
     let mut missed = 0u64;
     let end = Instant::now() + Duration::from_secs(seconds);
@@ -33,7 +31,7 @@ fn main() -> dmix::Result<()> {
         }
         let woke = monotonic_ns();
         let hw = ring.hw_ptr();
-        let published = stats.hw_published_ns.load(Ordering::Relaxed);
+        let published = ring.hw_published_ns();
         // Only a wake for the period just published counts: if the server moved on
         // meanwhile, this wake was late by more than a period.
         if hw == target && ring.hw_ptr() == hw {

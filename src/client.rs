@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::paths::resolve_device;
 use crate::protocol::{Hello, MAX_REPLY_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, Welcome};
-use crate::ring::layout::{CLIENT_DRAINING, NOT_PLAYING, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_ACTIVE};
-use crate::ring::{ClientRing, RingParams};
+use crate::ring::layout::{MAX_CHANNELS, RING_LAYOUT_VERSION};
+use crate::ring::{ClientRing, RingParams, WriteStream};
 use crate::sys::Wake;
 use crate::transport;
 
@@ -100,13 +100,9 @@ impl Connection {
 
     fn wait_admitted(&self) -> Result<u64> {
         let deadline = Instant::now() + HELLO_TIMEOUT;
-        let info = self.ring.slot_info(self.slot());
         loop {
-            // Acquire: pairs with the period loop's Release of SLOT_ACTIVE.
-            if info.state.load(Ordering::Acquire) == SLOT_ACTIVE
-                && info.client_id.load(Ordering::Relaxed) == self.welcome.client_id
-            {
-                return Ok(info.start_frame.load(Ordering::Relaxed));
+            if let Some(start) = self.ring.admitted(self.slot(), self.welcome.client_id) {
+                return Ok(start);
             }
             self.check_alive()?;
             if Instant::now() >= deadline {
@@ -124,31 +120,25 @@ impl Connection {
     /// paced server, its start frame, or a period ahead of hw_ptr if the server has gone
     /// past it meanwhile (a slow first decode is not an underrun).
     pub fn begin_playing(&self) -> Result<u64> {
-        let ring = &self.ring;
-        // Release: pairs with the period loop's Acquire in `count_started`.
-        ring.counters(self.slot()).started.store(1, Ordering::Release);
-        // Wakes a server held for --wait-clients, or a freewheel server at its barrier.
-        ring.ring_doorbell();
-        if !ring.freewheel() {
-            let hw = ring.hw_ptr();
+        let w = self.writer();
+        w.begin();
+        if !w.freewheel() {
+            let hw = w.hw_ptr();
             let start = self.start_frame;
             return Ok(if start < hw { hw + u64::from(self.params().period_frames) } else { start });
         }
-        let info = ring.slot_info(self.slot());
         loop {
-            // Acquire: pairs with the period loop's Release of `playing_from`.
-            let from = info.playing_from.load(Ordering::Acquire);
-            if from != NOT_PLAYING {
+            if let Some(from) = w.playing_from() {
                 return Ok(from.max(self.start_frame));
             }
             self.check_alive()?;
-            ring.wait_any(GONE_CHECK);
+            self.ring.wait_any(GONE_CHECK);
         }
     }
 
     /// `Err(ServerGone)` if the server hung up or is stopping.
     pub fn check_alive(&self) -> Result<()> {
-        if transport::peer_hung_up(self.sock.as_fd()) || self.ring.server_state() == SERVER_STOPPING {
+        if transport::peer_hung_up(self.sock.as_fd()) || self.ring.server_stopping() {
             return Err(Error::ServerGone);
         }
         Ok(())
@@ -179,6 +169,16 @@ impl Connection {
         &self.ring
     }
 
+    /// The write operations of our slot (players).
+    pub fn writer(&self) -> WriteStream<'_> {
+        self.ring.writer(self.slot())
+    }
+
+    /// The read operations of our slot on the monitor or capture ring (recorders).
+    pub fn reader(&self, source: crate::ring::ReadSource) -> crate::ring::ReadStream<'_> {
+        self.ring.reader(self.slot(), source)
+    }
+
     /// Channels this client writes: the sub-device's when it came through one (dmix-share),
     /// else the server's.
     pub fn width(&self) -> u32 {
@@ -187,12 +187,7 @@ impl Connection {
 
     /// The server channel of each of our channels, when we came through a sub-device.
     pub fn channel_map(&self) -> Option<Vec<usize>> {
-        let info = self.ring.slot_info(self.slot());
-        let n = info.map_len.load(Ordering::Relaxed) as usize;
-        let channels = self.params().channels as usize;
-        let map: Vec<usize> = info.map.iter().take(n).map(|c| usize::from(c.load(Ordering::Relaxed))).collect();
-        // A map the server wrote is in range; anything else is ignored, not trusted.
-        (n > 0 && map.iter().all(|&c| c < channels)).then_some(map)
+        self.ring.channel_map(self.slot())
     }
 
     /// The connection to the server (its hang-up means the server is gone).
@@ -300,7 +295,7 @@ impl Player {
         let ring = u64::from(p.ring_frames);
         let window = latency.map_or(ring, |f| f.div_ceil(period).max(1).saturating_mul(period).min(ring));
         // Before the first write: dmix-stat never sees a player without its latency.
-        conn.ring.counters(conn.slot()).latency_frames.store(window as u32, Ordering::Relaxed);
+        conn.writer().set_latency(window);
         Player {
             pos: conn.start_frame(),
             history: vec![0; p.ring_frames as usize * p.channels as usize],
@@ -378,7 +373,7 @@ impl Player {
                 // We fell behind the server (stalled, or too slow): restart a period ahead
                 // rather than feed samples that can only be dropped.
                 self.underruns += 1;
-                self.counters().underruns.store(self.underruns, Ordering::Relaxed);
+                self.conn.writer().count_underrun();
                 self.pos = hw + period;
             }
             let limit = hw + self.window;
@@ -399,14 +394,11 @@ impl Player {
             if self.stop_before_add == Some(self.adds) {
                 let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
             }
-            let out = self.conn.ring.mix_add_keeping(self.pos, chunk, &mut self.history);
+            let out = self.conn.writer().add(self.pos, chunk, &mut self.history);
             self.pos += out.frames as u64;
             off += out.frames;
-            if out.late_frames > 0 {
-                self.late_frames += out.late_frames as u64;
-                self.counters().late_frames.store(self.late_frames, Ordering::Relaxed);
-            }
-            self.publish();
+            self.late_frames += out.late_frames as u64;
+            self.conn.writer().publish(self.pos);
             if out.frames < n {
                 // The ring said "not yet" despite the window: let the server move on.
                 self.conn.ring.wait_any(Duration::from_millis(1));
@@ -415,20 +407,8 @@ impl Player {
         Ok(Flow::Done)
     }
 
-    fn counters(&self) -> &crate::ring::layout::ClientCounters {
-        self.conn.ring.counters(self.conn.slot())
-    }
-
-    fn publish(&self) {
-        // Release: pairs with the server's Acquire in the freewheel barrier.
-        self.counters().appl_ptr.store(self.pos, Ordering::Release);
-        if self.conn.ring.freewheel() {
-            self.conn.ring.ring_doorbell();
-        }
-    }
-
     fn update_peaks(&self, samples: &[i32], ch: usize) {
-        let mut peaks = [0u32; crate::ring::layout::MAX_CHANNELS];
+        let mut peaks = [0u32; MAX_CHANNELS];
         let ch = ch.min(peaks.len());
         // One pass over the frames; with the channel count known at compile time (mono,
         // stereo) the pass vectorises: 3 ns a sample otherwise, a sixth of a player's CPU.
@@ -443,21 +423,15 @@ impl Player {
                 }
             }
         }
-        for (peak, &m) in self.counters().peak.iter().zip(&peaks[..ch]) {
-            peak.store(m, Ordering::Relaxed);
-        }
+        self.conn.writer().set_peaks(&peaks[..ch]);
     }
 
     /// Declares the end of the stream and waits until the server has taken its last frame.
     pub fn drain(&mut self, stop: &AtomicBool) -> Result<Flow> {
-        let c = self.counters();
-        c.end_ptr.store(self.pos, Ordering::Relaxed);
-        // Release: the server that sees DRAINING sees end_ptr.
-        c.flags.store(CLIENT_DRAINING, Ordering::Release);
-        self.publish();
+        self.conn.writer().ended_at(self.pos);
         // Done once the last frame was heard, not only taken: an ALSA sink's buffer plays
         // it after the server took it.
-        let heard = self.conn.ring.heard_at(self.pos);
+        let heard = self.conn.writer().heard_at(self.pos);
         loop {
             if self.conn.ring.hw_ptr() >= heard {
                 return Ok(Flow::Done);
@@ -476,13 +450,11 @@ impl Player {
     /// samples (they were being played); none can land a lap later.
     pub fn retract(&mut self) {
         let ring_frames = u64::from(self.conn.params().ring_frames);
-        let from = self.conn.ring.hw_ptr().max(self.pos.saturating_sub(ring_frames));
-        self.conn.ring.retract(from, self.pos, &self.history);
-        let c = self.counters();
-        c.end_ptr.store(from, Ordering::Relaxed);
-        c.flags.store(CLIENT_DRAINING, Ordering::Release);
+        let w = self.conn.writer();
+        let from = w.hw_ptr().max(self.pos.saturating_sub(ring_frames));
+        w.retract(from, self.pos, &self.history);
+        w.ended_at(from);
         self.pos = from;
-        self.publish();
     }
 }
 

@@ -6,7 +6,6 @@
 //! in the man page: rename nothing without saying so there.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -16,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
 use crate::protocol::Role;
 use crate::ring::ClientRing;
-use crate::ring::layout::{CAPTURE_ENDED, FLAG_FREEWHEEL, MAX_SINKS, MAX_SLOTS, SINK_RUNNING, SLOT_ACTIVE};
+use crate::ring::layout::{CAPTURE_ENDED, MAX_SLOTS};
 use crate::sys::{monotonic_ns, unix_now_ns};
 
 /// Everything `dmix-stat` shows about one server at one moment.
@@ -146,11 +145,6 @@ pub struct ClientSnapshot {
     pub peak_dbfs: Vec<Option<f64>>,
 }
 
-fn bytes_to_string(bytes: &[std::sync::atomic::AtomicU8]) -> String {
-    let raw: Vec<u8> = bytes.iter().map(|b| b.load(Ordering::Relaxed)).take_while(|&b| b != 0).collect();
-    String::from_utf8_lossy(&raw).into_owned()
-}
-
 /// Peak at the mix scale as dBFS; `None` for silence.
 pub fn peak_dbfs(peak: u32) -> Option<f64> {
     (peak > 0).then(|| 20.0 * (f64::from(peak) / f64::from(MIX_MAX)).log10())
@@ -166,116 +160,85 @@ pub fn snapshot(conn: &Connection, socket: &Path) -> Result<Snapshot> {
 /// fuzz/fuzz_targets/ring_attach.rs).
 pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
     let p = *ring.params();
-    let status = ring.status()?;
-    let h = &status.header.0;
-    let stats = &status.stats.0;
-    let hw = ring.hw_ptr();
-    let started = h.started_unix_ns.load(Ordering::Relaxed);
-    let sk = &status.sink.0;
-    // Acquire: pairs with the Release of the state in `ServerRing::publish_sink_*`.
-    let running = sk.state.load(Ordering::Acquire) == SINK_RUNNING;
-    let current = sk.current.load(Ordering::Relaxed);
-    let count = (sk.count.load(Ordering::Relaxed) as usize).min(MAX_SINKS);
-    let sinks: Vec<SinkEntry> = sk.names[..count]
+    let v = ring.server_view();
+    let hw = v.hw_ptr;
+    let sinks: Vec<SinkEntry> = v
+        .sinks
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let state = match (running, (i as u32).cmp(&current)) {
+            let state = match (v.sink_running, (i as u32).cmp(&v.sink_current)) {
                 (true, std::cmp::Ordering::Equal) => "in use",
                 (true, std::cmp::Ordering::Greater) => "fallback",
                 _ => "waiting",
             };
-            SinkEntry { name: bytes_to_string(name), state: state.into() }
+            SinkEntry { name: name.clone(), state: state.into() }
         })
         .collect();
+    let cap_ptr = v.capture.as_ref().map_or(0, |c| c.cap_ptr);
     let server = ServerSnapshot {
         name: socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         socket: socket.display().to_string(),
-        pid: h.server_pid.load(Ordering::Relaxed),
-        sink: sinks.get(current as usize).or(sinks.first()).map_or(String::new(), |s| s.name.clone()),
-        sink_state: if running { "running" } else { "lost" }.into(),
-        sink_lost_s: (!running)
-            .then(|| monotonic_ns().saturating_sub(sk.lost_at_ns.load(Ordering::Relaxed)) as f64 / 1e9),
-        sink_losses: sk.losses.load(Ordering::Relaxed),
+        pid: v.pid,
+        sink: sinks.get(v.sink_current as usize).or(sinks.first()).map_or(String::new(), |s| s.name.clone()),
+        sink_state: if v.sink_running { "running" } else { "lost" }.into(),
+        sink_lost_s: (!v.sink_running).then(|| monotonic_ns().saturating_sub(v.sink_lost_at_ns) as f64 / 1e9),
+        sink_losses: v.sink_losses,
         sinks,
         rate_hz: p.rate_hz,
         channels: p.channels,
-        format: SampleFormat::from_code(h.format.load(Ordering::Relaxed)).map_or("?", |f| f.name()).to_string(),
+        format: SampleFormat::from_code(v.format_code).map_or("?", |f| f.name()).to_string(),
         period_frames: p.period_frames,
         period_ms: p.frames_to_ms(u64::from(p.period_frames)),
         buffer_frames: p.ring_frames,
         buffer_ms: p.frames_to_ms(u64::from(p.ring_frames)),
-        device_buffer_frames: Some(stats.device_buffer_frames.load(Ordering::Relaxed)).filter(|&d| d != 0),
+        device_buffer_frames: Some(v.device_buffer_frames).filter(|&d| d != 0),
         hw_ptr: hw,
-        uptime_s: unix_now_ns().saturating_sub(started) as f64 / 1e9,
-        mode: if h.flags.load(Ordering::Relaxed) & FLAG_FREEWHEEL != 0 { "freewheel" } else { "real time" }.into(),
-        xruns: stats.xruns.load(Ordering::Relaxed),
-        periods: stats.periods.load(Ordering::Relaxed),
-        late_periods: stats.late_periods.load(Ordering::Relaxed),
-        max_period_work_us: stats.max_period_work_ns.load(Ordering::Relaxed) as f64 / 1000.0,
-        capture: (p.capture_frames != 0).then(|| {
-            let c = &status.capture.0;
-            let cap_ptr = c.cap_ptr.load(Ordering::Acquire);
-            let state = match c.state.load(Ordering::Acquire) {
+        uptime_s: unix_now_ns().saturating_sub(v.started_unix_ns) as f64 / 1e9,
+        mode: if v.freewheel { "freewheel" } else { "real time" }.into(),
+        xruns: v.xruns,
+        periods: v.periods,
+        late_periods: v.late_periods,
+        max_period_work_us: v.max_period_work_ns as f64 / 1000.0,
+        capture: v.capture.map(|c| CaptureSnapshot {
+            source: c.source,
+            state: match c.state {
                 CAPTURE_ENDED => "ended",
-                _ if cap_ptr == 0 => "waiting",
+                _ if c.cap_ptr == 0 => "waiting",
                 _ => "running",
-            };
-            CaptureSnapshot {
-                source: bytes_to_string(&c.source),
-                state: state.into(),
-                cap_ptr,
-                ring_frames: p.capture_frames,
-                overruns: c.overruns.load(Ordering::Relaxed),
             }
+            .into(),
+            cap_ptr: c.cap_ptr,
+            ring_frames: p.capture_frames,
+            overruns: c.overruns,
         }),
     };
-    let mut clients = Vec::new();
-    for slot in 0..MAX_SLOTS {
-        let info = ring.slot_info(slot);
-        // Acquire: pairs with the server's Release of the slot state.
-        if info.state.load(Ordering::Acquire) != SLOT_ACTIVE {
-            continue;
-        }
-        let id = info.client_id.load(Ordering::Relaxed);
-        let role = Role::from_code(info.role.load(Ordering::Relaxed));
-        let c = ring.counters(slot);
-        let appl = c.appl_ptr.load(Ordering::Relaxed);
-        let queued_ms = match role {
-            Some(Role::Play) => Some(p.frames_to_ms(appl.saturating_sub(hw))),
-            Some(Role::Capture) => {
-                let cap = status.capture.0.cap_ptr.load(Ordering::Acquire);
-                Some(p.frames_to_ms(cap.saturating_sub(appl)))
+    let mut clients: Vec<ClientSnapshot> = (0..MAX_SLOTS)
+        .filter_map(|slot| ring.slot_view(slot))
+        .map(|c| {
+            let role = Role::from_code(c.role_code);
+            let playing = role == Some(Role::Play);
+            ClientSnapshot {
+                id: c.client_id,
+                slot: c.slot as u32,
+                pid: c.pid,
+                uid: c.uid,
+                name: c.name,
+                role: role.map_or("?", Role::name).to_string(),
+                channels: c.channels,
+                queued_ms: match role {
+                    Some(Role::Play) => Some(p.frames_to_ms(c.appl_ptr.saturating_sub(hw))),
+                    Some(Role::Capture) => Some(p.frames_to_ms(cap_ptr.saturating_sub(c.appl_ptr))),
+                    _ => None,
+                },
+                latency_ms: playing.then(|| p.frames_to_ms(u64::from(c.latency_frames))),
+                started: playing.then_some(c.started),
+                underruns: c.underruns,
+                late_frames: c.late_frames,
+                peak_dbfs: if playing { c.peaks.iter().map(|&v| peak_dbfs(v)).collect() } else { Vec::new() },
             }
-            _ => None,
-        };
-        let client = ClientSnapshot {
-            id,
-            slot: slot as u32,
-            pid: info.pid.load(Ordering::Relaxed),
-            uid: info.uid.load(Ordering::Relaxed),
-            name: bytes_to_string(&info.name),
-            role: role.map_or("?", Role::name).to_string(),
-            channels: info.channels.load(Ordering::Relaxed),
-            queued_ms,
-            latency_ms: (role == Some(Role::Play))
-                .then(|| p.frames_to_ms(u64::from(c.latency_frames.load(Ordering::Relaxed)))),
-            started: (role == Some(Role::Play))
-                .then(|| info.playing_from.load(Ordering::Acquire) != crate::ring::layout::NOT_PLAYING),
-            underruns: c.underruns.load(Ordering::Relaxed),
-            late_frames: c.late_frames.load(Ordering::Relaxed),
-            peak_dbfs: if role == Some(Role::Play) {
-                c.peak.iter().take(p.channels as usize).map(|v| peak_dbfs(v.load(Ordering::Relaxed))).collect()
-            } else {
-                Vec::new()
-            },
-        };
-        // The slot may have been reused while we read it: keep it only if it still holds
-        // the same client.
-        if info.state.load(Ordering::Acquire) == SLOT_ACTIVE && info.client_id.load(Ordering::Relaxed) == id {
-            clients.push(client);
-        }
-    }
+        })
+        .collect();
     clients.sort_by_key(|c| c.id);
     Ok(Snapshot { server, clients })
 }

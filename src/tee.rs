@@ -17,14 +17,13 @@ use std::io::{BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::client::{Connection, GONE_CHECK};
 use crate::error::{Error, Result};
 use crate::format::{SampleFormat, mix_to_f32, mix_to_s16, mix_to_s32};
 use crate::protocol::Role;
-use crate::ring::ClientRing;
-use crate::ring::layout::{CAPTURE_ENDED, SERVER_STOPPING};
+use crate::ring::ReadSource;
 
 /// Where the recording goes.
 #[derive(Clone, Debug)]
@@ -495,43 +494,6 @@ pub fn record(cfg: &TeeConfig, stop: &AtomicBool, on_event: &mut dyn FnMut(TeeEv
     Ok(summary)
 }
 
-/// The read position of a recorder nobody waits for (a bridge without a reader): far
-/// beyond any frame a server will reach, as the ALSA plugin's idle recorder publishes.
-const READ_EVERYTHING: u64 = u64::MAX >> 1;
-
-/// The ring a recorder copies from, with its write pointer and its end.
-struct Feed<'a> {
-    ring: &'a ClientRing,
-    source: TeeSource,
-    samples: &'a [AtomicI32],
-    frames: u64,
-}
-
-impl Feed<'_> {
-    /// Frames written so far (absolute).
-    fn write_ptr(&self) -> u64 {
-        match self.source {
-            TeeSource::Monitor => self.ring.hw_ptr(),
-            // Acquire: pairs with the capture thread's Release after writing the frames.
-            TeeSource::Capture => self.ring.capture_status().cap_ptr.load(Ordering::Acquire),
-        }
-    }
-
-    /// True once the write pointer is final: read it after this.
-    fn ended(&self) -> bool {
-        self.source == TeeSource::Capture && self.ring.capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED
-    }
-
-    /// Sleeps until the write pointer passes `pos` or something changes; a timeout only
-    /// leads to the caller's checks.
-    fn wait_past(&self, pos: u64) {
-        match self.source {
-            TeeSource::Monitor => self.ring.wait_hw_ptr(pos + 1, GONE_CHECK),
-            TeeSource::Capture => self.ring.wait_cap_ptr(pos + 1, GONE_CHECK),
-        };
-    }
-}
-
 fn record_into(
     conn: &Connection,
     cfg: &TeeConfig,
@@ -543,15 +505,10 @@ fn record_into(
     let ring = conn.ring();
     let p = *ring.params();
     let ch = p.channels as usize;
-    let feed = match cfg.source {
-        TeeSource::Monitor => {
-            Feed { ring, source: cfg.source, samples: ring.monitor_ring()?, frames: u64::from(p.monitor_frames) }
-        }
-        TeeSource::Capture => {
-            Feed { ring, source: cfg.source, samples: ring.capture_ring()?, frames: u64::from(p.capture_frames) }
-        }
-    };
-    let counters = ring.counters(conn.slot());
+    let feed = conn.reader(match cfg.source {
+        TeeSource::Monitor => ReadSource::Monitor,
+        TeeSource::Capture => ReadSource::Capture,
+    });
     let limit = cfg.duration_s.map(|s| (s * f64::from(p.rate_hz)).round() as u64);
     let start = conn.start_frame();
     let mut pos = start;
@@ -565,7 +522,7 @@ fn record_into(
         }
         // The end states are read before the write pointer: after them, the pointer we read
         // is final and everything below it is in the ring.
-        let stopping = ring.server_state() == SERVER_STOPPING;
+        let stopping = ring.server_stopping();
         let ended = feed.ended();
         let wp = feed.write_ptr();
         if let Out::Bridge(b) = out
@@ -585,37 +542,27 @@ fn record_into(
                 // Nobody listens: read everything as it comes, holding nothing back (a
                 // freewheel server waits for nobody's position).
                 pos = wp;
-                counters.appl_ptr.store(READ_EVERYTHING, Ordering::Release);
-                if ring.freewheel() {
-                    ring.ring_doorbell();
-                }
+                feed.read_everything();
             }
         }
-        if pos + feed.frames < wp {
-            let lost = wp - feed.frames - pos;
+        if pos + feed.frames() < wp {
+            let lost = wp - feed.frames() - pos;
             summary.lost_frames += lost;
-            counters.late_frames.store(summary.lost_frames, Ordering::Relaxed);
+            feed.count_lost(lost);
             on_event(TeeEvent::Lost(lost));
-            pos = wp - feed.frames;
+            pos = wp - feed.frames();
         }
         if pos < wp {
             let mut n = ((wp - pos) as usize).min(p.period_frames as usize);
             if let Some(l) = limit {
                 n = n.min((l - done) as usize);
             }
-            for f in 0..n {
-                let at = ((pos + f as u64) % feed.frames) as usize * ch;
-                for c in 0..ch {
-                    buf[f * ch + c] = feed.samples[at + c].load(Ordering::Relaxed);
-                }
-            }
             // A paced server waits for no recorder and may have lapped us while we copied:
             // whatever it could have overwritten is counted lost, never kept as garbage.
-            let safe_from = feed.write_ptr().saturating_sub(feed.frames);
-            let overwritten = safe_from.saturating_sub(pos).min(n as u64) as usize;
+            let overwritten = feed.copy_out(pos, &mut buf[..n * ch]).min(n as u64) as usize;
             if overwritten > 0 {
                 summary.lost_frames += overwritten as u64;
-                counters.late_frames.store(summary.lost_frames, Ordering::Relaxed);
+                feed.count_lost(overwritten as u64);
                 on_event(TeeEvent::Lost(overwritten as u64));
             }
             let live = pos + n as u64 >= wp;
@@ -628,11 +575,7 @@ fn record_into(
                 on_event(TeeEvent::ReaderGone);
                 continue;
             }
-            // Release: pairs with the freewheel barrier's Acquire of our read position.
-            counters.appl_ptr.store(pos, Ordering::Release);
-            if ring.freewheel() {
-                ring.ring_doorbell();
-            }
+            feed.publish_read(pos);
             continue;
         }
         if ended {
@@ -641,7 +584,7 @@ fn record_into(
         }
         if stopping || crate::transport::peer_hung_up(conn.socket()) {
             // A stopping server says so before it hangs up: read the state again now.
-            let stopping = stopping || ring.server_state() == SERVER_STOPPING;
+            let stopping = stopping || ring.server_stopping();
             // Drain what the server wrote before it went: the mapping outlives it.
             if feed.write_ptr() > pos {
                 continue;
@@ -654,7 +597,9 @@ fn record_into(
         if stop.load(Ordering::Relaxed) {
             return Ok(summary);
         }
-        feed.wait_past(pos);
+        // Until the write pointer passes `pos` or something changes; a timeout only leads
+        // to the checks above.
+        feed.wait_until(pos + 1, GONE_CHECK);
     }
 }
 

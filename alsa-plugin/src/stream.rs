@@ -805,8 +805,7 @@ impl Recorder {
         let samples = match self.shared.direction {
             Direction::Capture => ring.capture_ring(),
             _ => ring.monitor_ring(),
-        }
-        .map_err(|_| Errno::EIO)?;
+        };
         let ch = self.channels;
         let width = self.format.bytes();
         for (f, frame_out) in out.chunks_exact_mut(width * ch).take(frames).enumerate() {

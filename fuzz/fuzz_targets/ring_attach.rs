@@ -8,11 +8,10 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dmix::format::SampleFormat;
-use dmix::ring::{ClientRing, RingParams, ServerRing};
+use dmix::ring::{ClientRing, ReadSource, RingParams, ServerRing};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -180,21 +179,20 @@ fn exercise(ring: &ClientRing, writable: bool, ops: &[Op]) {
                 assert!(out.frames <= usize::from(frames) && out.late_frames <= out.frames);
             }
             Op::Monitor { at } => {
-                let m = ring.monitor_ring().expect("monitor ring was checked at attach");
-                let _ = m[at as usize % m.len()].load(Ordering::Relaxed);
+                let mut frame = vec![0; p.channels as usize];
+                let _ = ring.reader(0, ReadSource::Monitor).copy_out(u64::from(at), &mut frame);
             }
             Op::Capture { at } => {
-                let c = ring.capture_ring().expect("capture ring was checked at attach");
-                if !c.is_empty() {
-                    let _ = c[at as usize % c.len()].load(Ordering::Relaxed);
-                }
-                let cs = ring.capture_status();
-                let _ = ring.wait_cap_ptr(cs.cap_ptr.load(Ordering::Relaxed).saturating_add(1), Duration::ZERO);
+                let mut frame = vec![0; p.channels as usize];
+                let r = ring.reader(0, ReadSource::Capture);
+                let _ = r.copy_out(u64::from(at), &mut frame);
+                let _ = r.ended();
+                let _ = r.wait_until(r.write_ptr().saturating_add(1), Duration::ZERO);
             }
             Op::Wait { ahead } => {
                 let _ = ring.wait_hw_ptr(ring.hw_ptr().saturating_add(u64::from(ahead)), Duration::ZERO);
                 let _ = ring.wait_any(Duration::ZERO);
-                let _ = ring.server_state();
+                let _ = ring.server_stopping();
             }
         }
     }

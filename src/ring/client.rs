@@ -57,7 +57,7 @@ impl ClientRing {
             }
             Ok(())
         };
-        let h = &self.status()?.header.0;
+        let h = &self.status.block::<StatusBlock>(0)?.header.0;
         // Acquire: pairs with the Release store in `ServerRing::init`.
         let v = h.layout_version.load(Ordering::Acquire);
         version("status region", h.magic.load(Ordering::Relaxed) == STATUS_MAGIC, v)?;
@@ -86,9 +86,11 @@ impl ClientRing {
         if cap.monitor_frames.load(Ordering::Relaxed) != p.capture_frames {
             return Err(Error::invalid("capture region", "geometry disagrees with the welcome message"));
         }
-        self.capture_ring()?;
-        self.sum_ring()?;
-        self.monitor_ring()?;
+        // The views handed out later are infallible: their sizes are checked here, once.
+        let samples = |frames: u32| frames as usize * p.channels as usize;
+        self.capture.slice::<AtomicI32>(MONITOR_RING_OFFSET, samples(p.capture_frames))?;
+        self.mix.slice::<AtomicU64>(MIX_RING_OFFSET, samples(p.ring_frames))?;
+        self.monitor.slice::<AtomicI32>(MONITOR_RING_OFFSET, samples(p.monitor_frames))?;
         Ok(())
     }
 
@@ -97,12 +99,10 @@ impl ClientRing {
         &self.params
     }
 
-    /// The status block (read-only mapping: load only).
-    pub fn status(&self) -> Result<&StatusBlock> {
-        self.status.block(0)
-    }
-
-    fn status_ok(&self) -> &StatusBlock {
+    /// The raw status block (read-only mapping: load only), for tests and the fuzzer: the
+    /// tools read it through the typed operations ([`ClientRing::writer`],
+    /// [`ClientRing::reader`], [`ClientRing::server_view`], [`ClientRing::slot_view`]).
+    pub fn status(&self) -> &StatusBlock {
         self.status.block(0).expect("status region size was checked at attach")
     }
 
@@ -110,23 +110,26 @@ impl ClientRing {
         self.mix.block(0).expect("mix region size was checked at attach")
     }
 
-    fn sum_ring(&self) -> Result<&[AtomicU64]> {
-        self.mix.slice(MIX_RING_OFFSET, self.params.ring_frames as usize * self.params.channels as usize)
+    fn sum_ring(&self) -> &[AtomicU64] {
+        let n = self.params.ring_frames as usize * self.params.channels as usize;
+        self.mix.slice(MIX_RING_OFFSET, n).expect("mix region size was checked at attach")
     }
 
     /// The monitor samples (read-only mapping: load only).
-    pub fn monitor_ring(&self) -> Result<&[AtomicI32]> {
-        self.monitor.slice(MONITOR_RING_OFFSET, self.params.monitor_frames as usize * self.params.channels as usize)
+    pub fn monitor_ring(&self) -> &[AtomicI32] {
+        let n = self.params.monitor_frames as usize * self.params.channels as usize;
+        self.monitor.slice(MONITOR_RING_OFFSET, n).expect("monitor region size was checked at attach")
     }
 
     /// The captured samples (read-only mapping: load only).
-    pub fn capture_ring(&self) -> Result<&[AtomicI32]> {
-        self.capture.slice(MONITOR_RING_OFFSET, self.params.capture_frames as usize * self.params.channels as usize)
+    pub fn capture_ring(&self) -> &[AtomicI32] {
+        let n = self.params.capture_frames as usize * self.params.channels as usize;
+        self.capture.slice(MONITOR_RING_OFFSET, n).expect("capture region size was checked at attach")
     }
 
     /// The shared input's progress.
     pub fn capture_status(&self) -> &CaptureStatus {
-        &self.status_ok().capture.0
+        &self.status().capture.0
     }
 
     /// Sleeps until the capture pointer reaches `target`, the capture state changes, or
@@ -143,28 +146,59 @@ impl ClientRing {
     /// Frames the server has taken so far.
     pub fn hw_ptr(&self) -> u64 {
         // Acquire: pairs with the Release store in `ServerRing::publish_hw_ptr`.
-        self.status_ok().hw_ptr.0.load(Ordering::Acquire)
+        self.status().hw_ptr.0.load(Ordering::Acquire)
     }
 
-    /// The slot table entry of `slot`.
+    /// The raw slot table entry of `slot`, for tests and the fuzzer (see [`ClientRing::status`]).
     pub fn slot_info(&self, slot: usize) -> &SlotInfo {
-        &self.status_ok().slots[slot]
+        &self.status().slots[slot]
     }
 
-    /// This process's self-reported counters (players only write them).
+    /// The raw self-reported counters of `slot`, for tests and the fuzzer (see
+    /// [`ClientRing::status`]).
     pub fn counters(&self, slot: usize) -> &ClientCounters {
         &self.mix_header().clients[slot]
     }
 
-    /// The server's state word.
-    pub fn server_state(&self) -> u32 {
-        self.status_ok().header.0.state.load(Ordering::Acquire)
+    /// When the server published the current hw_ptr, on CLOCK_MONOTONIC (0: not yet).
+    pub fn hw_published_ns(&self) -> u64 {
+        // Relaxed: stored before hw_ptr, whose Release publishes it; a reader that needs the
+        // pair consistent reads hw_ptr before and after (as `sleep_until_hw_ptr` does).
+        self.status().stats.0.hw_published_ns.load(Ordering::Relaxed)
+    }
+
+    /// True once the server has said it is stopping (it hangs up next).
+    pub fn server_stopping(&self) -> bool {
+        // Acquire: what the server published before it said so (the last hw_ptr, a
+        // recorder's last frames) is visible after this.
+        self.status().header.0.state.load(Ordering::Acquire) == SERVER_STOPPING
+    }
+
+    /// The first frame `slot` may write once the server has admitted it as client
+    /// `client_id`; `None` while it has not (or the slot holds someone else).
+    pub fn admitted(&self, slot: usize, client_id: u32) -> Option<u64> {
+        let info = self.slot_info(slot);
+        // Acquire: pairs with the period loop's Release of SLOT_ACTIVE, after which the
+        // slot's fields are the admitted client's.
+        (info.state.load(Ordering::Acquire) == SLOT_ACTIVE && info.client_id.load(Ordering::Relaxed) == client_id)
+            .then(|| info.start_frame.load(Ordering::Relaxed))
+    }
+
+    /// The server channel of each of `slot`'s channels, when it came through a sub-device.
+    /// A map the server wrote is in range; anything else is ignored, not trusted.
+    pub fn channel_map(&self, slot: usize) -> Option<Vec<usize>> {
+        let info = self.slot_info(slot);
+        // Relaxed: written before the slot's state was published, which `admitted` acquired.
+        let n = info.map_len.load(Ordering::Relaxed) as usize;
+        let channels = self.params.channels as usize;
+        let map: Vec<usize> = info.map.iter().take(n).map(|c| usize::from(c.load(Ordering::Relaxed))).collect();
+        (n > 0 && map.iter().all(|&c| c < channels)).then_some(map)
     }
 
     /// Sleeps until the server has taken frames up to at least `hw_target`, or `timeout`
     /// passes (spurious returns are fine: the caller re-checks).
     pub fn wait_hw_ptr(&self, hw_target: u64, timeout: Duration) -> Wake {
-        let s = self.status_ok();
+        let s = self.status();
         let period = u64::from(self.params.period_frames);
         let target_seq = hw_target.div_ceil(period) as u32;
         let seq = s.wake_seq.0.load(Ordering::Acquire);
@@ -185,12 +219,11 @@ impl ClientRing {
         /// Past the predicted publish: the server's own jitter (it runs SCHED_FIFO).
         const SLACK_NS: u64 = 300_000;
         if !self.params.freewheel {
-            let stats = &self.status_ok().stats.0;
             let hw = self.hw_ptr();
             if hw >= hw_target {
                 return Wake::Woken;
             }
-            let published = stats.hw_published_ns.load(Ordering::Relaxed);
+            let published = self.hw_published_ns();
             // A publish between the two loads would make the prediction a period late.
             if published != 0 && self.hw_ptr() == hw {
                 let periods = (hw_target - hw).div_ceil(u64::from(self.params.period_frames));
@@ -210,7 +243,7 @@ impl ClientRing {
 
     /// Sleeps until anything changes on the status futex, or `timeout`.
     pub fn wait_any(&self, timeout: Duration) -> Wake {
-        let s = self.status_ok();
+        let s = self.status();
         let seq = s.wake_seq.0.load(Ordering::Acquire);
         sys::futex_wait(&s.wake_seq.0, seq, timeout)
     }
@@ -249,9 +282,7 @@ impl ClientRing {
         debug_assert!(self.mix_writable, "mix_add on a read-only mix mapping");
         let p = &self.params;
         let ch = p.channels as usize;
-        let Ok(ring) = self.sum_ring() else {
-            return AddOutcome::default();
-        };
+        let ring = self.sum_ring();
         let mut out = AddOutcome::default();
         let mut at = p.sum_cursor(start);
         'frames: for frame in samples.chunks_exact(ch) {
@@ -316,7 +347,7 @@ impl ClientRing {
     /// server keeps full (0 for wav and null sinks). A frame taken at hw_ptr is heard this
     /// much later.
     pub fn device_buffer_frames(&self) -> u64 {
-        self.status_ok().stats.0.device_buffer_frames.load(Ordering::Relaxed)
+        self.status().stats.0.device_buffer_frames.load(Ordering::Relaxed)
     }
 
     /// The hw_ptr at which the frames before `end` have been heard: paced, once the device

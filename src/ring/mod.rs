@@ -13,18 +13,26 @@
 //!
 //! Who does what, one file each: [`params`] (what every process agrees on, and where a frame
 //! sits), [`server`] (the server's side: create, take, publish, the slot table),
-//! [`client`] (a client's side: attach, and the typed operations of a player and of a
-//! reader). Which ordering each shared word uses is decided here and nowhere else.
+//! [`client`] (a client's side: attach and validate, then infallible views), and the typed
+//! operations clients use: [`write`] (anything that adds into the mix), [`read`] (readers
+//! of the monitor and capture rings), [`view`] (inspectors). Which ordering each shared
+//! word uses is decided here and nowhere else: the tools above never name one.
 
 pub mod client;
 pub mod layout;
 mod map;
 pub mod params;
+pub mod read;
 pub mod server;
+pub mod view;
+pub mod write;
 
 pub use self::client::ClientRing;
 pub use self::params::{AddOutcome, MAX_RING_FRAMES, RingParams};
+pub use self::read::{READ_EVERYTHING, ReadSource, ReadStream};
 pub use self::server::{ClientFds, ServerRing};
+pub use self::view::{CaptureView, ServerView, SlotView};
+pub use self::write::WriteStream;
 
 #[cfg(test)]
 mod tests;
