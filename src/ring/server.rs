@@ -2,7 +2,7 @@
 //! publishes what clients and inspectors read.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use super::layout::*;
 use super::map::{Region, reopen_read_only};
@@ -300,15 +300,141 @@ impl ServerRing {
         sys::futex_wake(&self.status().wake_seq.0);
     }
 
-    /// The client counters of `slot` (self-reported).
+    /// The raw self-reported counters of `slot`, for tests.
     pub fn counters(&self, slot: usize) -> &ClientCounters {
         &self.mix_header().clients[slot]
     }
 
-    /// Resets a slot's self-reported counters before it is handed to a new client.
-    pub fn reset_counters(&self, slot: usize, appl_ptr: u64) {
-        let c = self.counters(slot);
-        c.appl_ptr.store(appl_ptr, Ordering::Relaxed);
+    /// The server's operations on `slot`'s words.
+    pub fn slot(&self, slot: usize) -> ServerSlot<'_> {
+        ServerSlot { ring: self, slot }
+    }
+
+    /// Tells clients and inspectors the server is stopping, and wakes every waiter.
+    pub fn set_stopping(&self) {
+        // Release: pairs with the Acquire in `ClientRing::server_stopping`: whatever the
+        // server published before (the last hw_ptr) is seen with it.
+        self.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
+        self.wake_all();
+    }
+
+    /// Counts a period that came more than a buffer late.
+    pub fn count_late_period(&self) {
+        // Relaxed: figures for inspectors, here and in `count_period`.
+        self.status().stats.0.late_periods.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a period taken: its work took `work_ns`; the device has had `xruns` in all.
+    pub fn count_period(&self, xruns: u64, work_ns: u64) {
+        let stats = &self.status().stats.0;
+        stats.periods.fetch_add(1, Ordering::Relaxed);
+        stats.xruns.store(xruns, Ordering::Relaxed);
+        stats.max_period_work_ns.fetch_max(work_ns, Ordering::Relaxed);
+    }
+
+    /// The shared input's overruns so far.
+    pub fn set_capture_overruns(&self, overruns: u64) {
+        // Relaxed: a figure for inspectors.
+        self.status().capture.0.overruns.store(overruns, Ordering::Relaxed);
+    }
+
+    /// Frames the shared input has captured so far.
+    pub fn cap_ptr(&self) -> u64 {
+        // Acquire: pairs with the capture thread's Release in `publish_capture`.
+        self.status().capture.0.cap_ptr.load(Ordering::Acquire)
+    }
+
+    /// The doorbell's value now: read it before the checks that may lead to
+    /// [`ServerRing::wait_doorbell`], so that no ring is lost in between.
+    pub fn doorbell_value(&self) -> u32 {
+        // Acquire: pairs with the clients' Release in `ring_doorbell`, after they published.
+        self.mix_header().doorbell.0.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until the doorbell rings past `seen` (from [`ServerRing::doorbell_value`]), or
+    /// `timeout`.
+    pub fn wait_doorbell(&self, seen: u32, timeout: std::time::Duration) -> sys::Wake {
+        sys::futex_wait(&self.mix_header().doorbell.0, seen, timeout)
+    }
+
+    /// Rings the doorbell from inside the server (the control thread, after an admission
+    /// or a departure): the period loop re-checks.
+    pub fn ring_doorbell(&self) {
+        let d = &self.mix_header().doorbell.0;
+        d.fetch_add(1, Ordering::Release);
+        sys::futex_wake(d);
+    }
+}
+
+/// What the server writes in a slot's table entry when it accepts a client.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotFill<'a> {
+    /// The client's role, as its code on the wire.
+    pub role_code: u32,
+    /// The server's id for it.
+    pub client_id: u32,
+    /// Its process and user id (from the kernel).
+    pub pid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Channels it plays or reads.
+    pub channels: u32,
+    /// The name it gave (cut to fit).
+    pub name: &'a str,
+    /// Through a sub-device: the server channel of each of its channels.
+    pub map: &'a [u8],
+}
+
+/// How far a player has supplied, as it says in its counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Supply {
+    /// It writes on: frames before this one are in the ring.
+    Until(u64),
+    /// It said it ended at this frame (draining, stopped or paused).
+    EndedAt(u64),
+}
+
+/// The server's operations on one slot: its table entry (written by the server only) and
+/// what it reads of the client's self-reported counters.
+#[derive(Clone, Copy)]
+pub struct ServerSlot<'a> {
+    ring: &'a ServerRing,
+    slot: usize,
+}
+
+impl ServerSlot<'_> {
+    fn info(&self) -> &SlotInfo {
+        &self.ring.status().slots[self.slot]
+    }
+
+    fn counters(&self) -> &ClientCounters {
+        self.ring.counters(self.slot)
+    }
+
+    /// The control thread accepted a client: writes its table entry, then says JOINING.
+    pub fn fill(&self, f: &SlotFill<'_>) {
+        let info = self.info();
+        info.role.store(f.role_code, Ordering::Relaxed);
+        info.client_id.store(f.client_id, Ordering::Relaxed);
+        info.pid.store(f.pid, Ordering::Relaxed);
+        info.uid.store(f.uid, Ordering::Relaxed);
+        info.channels.store(f.channels, Ordering::Relaxed);
+        info.start_frame.store(0, Ordering::Relaxed);
+        info.joined_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
+        store_name(&info.name, f.name);
+        info.map_len.store(f.map.len().min(MAX_CHANNELS) as u32, Ordering::Relaxed);
+        for (i, b) in info.map.iter().enumerate() {
+            b.store(f.map.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+        }
+        // Release: the period loop and inspectors that see JOINING see the fields above.
+        info.state.store(SLOT_JOINING, Ordering::Release);
+    }
+
+    /// The period loop admits the slot: clean counters, `start` as the first frame it may
+    /// write (or, for a reader, its read position), then ACTIVE.
+    pub fn admit(&self, start: u64) {
+        let c = self.counters();
+        c.appl_ptr.store(start, Ordering::Relaxed);
         c.end_ptr.store(0, Ordering::Relaxed);
         c.latency_frames.store(0, Ordering::Relaxed);
         c.late_frames.store(0, Ordering::Relaxed);
@@ -320,10 +446,54 @@ impl ServerRing {
         // Release: the client's Acquire of its slot state (after ours in the status table)
         // sees clean counters.
         c.flags.store(0, Ordering::Release);
+        let info = self.info();
+        info.start_frame.store(start, Ordering::Relaxed);
+        info.playing_from.store(NOT_PLAYING, Ordering::Relaxed);
+        // Release: pairs with the client's Acquire of its slot state (`ClientRing::admitted`).
+        info.state.store(SLOT_ACTIVE, Ordering::Release);
     }
 
-    /// The freewheel doorbell word.
-    pub fn doorbell(&self) -> &AtomicU32 {
-        &self.mix_header().doorbell.0
+    /// The client left: the slot is free.
+    pub fn free(&self) {
+        // Release: an inspector that sees FREE skips the slot.
+        self.info().state.store(SLOT_FREE, Ordering::Release);
+    }
+
+    /// True while the slot holds an admitted client of role `role_code`.
+    pub fn is_active(&self, role_code: u32) -> bool {
+        let info = self.info();
+        // Acquire: pairs with the period loop's Release of SLOT_ACTIVE, after it set the
+        // client's start position.
+        info.state.load(Ordering::Acquire) == SLOT_ACTIVE && info.role.load(Ordering::Relaxed) == role_code
+    }
+
+    /// The player has written its first frame ([`WriteStream::begin`](super::WriteStream::begin)).
+    pub fn started(&self) -> bool {
+        // Acquire: pairs with the client's Release of `started`.
+        self.counters().started.load(Ordering::Acquire) != 0
+    }
+
+    /// Tells the player from which frame it is counted (see `Connection::begin_playing`).
+    pub fn count_from(&self, hw: u64) {
+        // Release: pairs with the client's Acquire in `WriteStream::playing_from`.
+        self.info().playing_from.store(hw, Ordering::Release);
+    }
+
+    /// A reader's read position: everything before it was read.
+    pub fn read_pos(&self) -> u64 {
+        // Acquire: pairs with the reader's Release in `ReadStream::publish_read`.
+        self.counters().appl_ptr.load(Ordering::Acquire)
+    }
+
+    /// How far a player has supplied.
+    pub fn supply(&self) -> Supply {
+        let c = self.counters();
+        // Acquire: pairs with the client's Release of flags (after end_ptr, appl_ptr and its
+        // adds) in `WriteStream::ended_at`/`resume_at`, and of appl_ptr in `publish`.
+        if c.flags.load(Ordering::Acquire) & CLIENT_DRAINING != 0 {
+            Supply::EndedAt(c.end_ptr.load(Ordering::Acquire))
+        } else {
+            Supply::Until(c.appl_ptr.load(Ordering::Acquire))
+        }
     }
 }

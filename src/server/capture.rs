@@ -19,7 +19,7 @@ use super::Shared;
 use crate::capture::Source;
 use crate::error::Result;
 use crate::protocol::Role;
-use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING, SLOT_ACTIVE};
+use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING};
 use crate::sys::{monotonic_ns, sleep_until_monotonic};
 
 /// How long a held or freewheel capture sleeps before re-checking its stop flag.
@@ -54,12 +54,7 @@ impl<'a> CaptureLoop<'a> {
         while bits != 0 {
             let slot = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let info = &ring.status().slots[slot];
-            // Acquire: pairs with the period loop's Release of SLOT_ACTIVE, after it set the
-            // reader's start position.
-            if info.state.load(Ordering::Acquire) == SLOT_ACTIVE
-                && info.role.load(Ordering::Relaxed) == Role::Capture.code()
-            {
+            if ring.slot(slot).is_active(Role::Capture.code()) {
                 active |= 1 << slot;
             }
         }
@@ -75,8 +70,7 @@ impl<'a> CaptureLoop<'a> {
         while bits != 0 {
             let slot = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            // Acquire: pairs with the reader's Release of its read position.
-            let read = self.shared.ring.counters(slot).appl_ptr.load(Ordering::Acquire);
+            let read = self.shared.ring.slot(slot).read_pos();
             if self.cap + u64::from(p.period_frames) > read + ring_frames {
                 return false;
             }
@@ -97,7 +91,7 @@ impl<'a> CaptureLoop<'a> {
         let mut deadline_ns = 0u64;
         ring.set_capture_state(CAPTURE_RUNNING);
         let result = loop {
-            let bell = ring.doorbell().load(Ordering::Acquire);
+            let bell = ring.doorbell_value();
             if self.shared.stop.load(Ordering::Relaxed) || self.shared.loop_done.load(Ordering::Acquire) {
                 break Ok(());
             }
@@ -108,13 +102,13 @@ impl<'a> CaptureLoop<'a> {
                 if readers.count_ones() >= self.wait_readers.max(u32::from(p.freewheel)) {
                     released = true;
                 } else {
-                    crate::sys::futex_wait(ring.doorbell(), bell, IDLE_WAIT);
+                    ring.wait_doorbell(bell, IDLE_WAIT);
                     continue;
                 }
             }
             if p.freewheel {
                 if !self.readers_have_room(readers) {
-                    crate::sys::futex_wait(ring.doorbell(), bell, IDLE_WAIT);
+                    ring.wait_doorbell(bell, IDLE_WAIT);
                     continue;
                 }
             } else if paced_by_clock {
@@ -135,7 +129,7 @@ impl<'a> CaptureLoop<'a> {
                 ring.publish_capture(self.cap, &self.buf[..n * ch]);
                 self.cap += n as u64;
             }
-            ring.status().capture.0.overruns.store(self.source.overruns(), Ordering::Relaxed);
+            ring.set_capture_overruns(self.source.overruns());
             if n < period {
                 break Ok(());
             }

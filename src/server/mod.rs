@@ -119,8 +119,7 @@ pub struct Shared {
 
 impl Shared {
     fn ring_doorbell(&self) {
-        self.ring.doorbell().fetch_add(1, Ordering::Release);
-        crate::sys::futex_wake(self.ring.doorbell());
+        self.ring.ring_doorbell();
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use super::Shared;
 use super::sinks::{Installed, Returned, SinkPort};
 use crate::error::Result;
-use crate::ring::layout::{CLIENT_DRAINING, NOT_PLAYING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
+use crate::ring::server::Supply;
 use crate::sys::{monotonic_ns, sleep_until_monotonic};
 
 /// How long a freewheel or held server sleeps before re-checking its stop flag.
@@ -112,8 +112,7 @@ impl<'a> PeriodLoop<'a> {
     /// (ALSA drains, a WAV is finalized, also after its own write failed).
     pub fn run(&mut self) -> Result<LoopEnd> {
         let end = self.run_periods();
-        self.shared.ring.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
-        self.shared.ring.wake_all();
+        self.shared.ring.set_stopping();
         let finished = match self.sink.take() {
             // A device whose write failed is not drained: it is gone or broken.
             Some(s) if end.is_err() && s.sink.reopenable() => Ok(()),
@@ -130,7 +129,7 @@ impl<'a> PeriodLoop<'a> {
         loop {
             // In freewheel or while held, wait here (on the doorbell) until the period may
             // be taken; the doorbell value is read before the checks so no ring is lost.
-            let bell = self.shared.ring.doorbell().load(Ordering::Acquire);
+            let bell = self.shared.ring.doorbell_value();
             self.install_sink();
             self.admit_and_release();
             self.count_started();
@@ -147,13 +146,13 @@ impl<'a> PeriodLoop<'a> {
                     // to write before the clock takes its first frames.
                     self.deadline_ns = monotonic_ns() + self.period_ns;
                 } else {
-                    crate::sys::futex_wait(self.shared.ring.doorbell(), bell, IDLE_WAIT);
+                    self.shared.ring.wait_doorbell(bell, IDLE_WAIT);
                     continue;
                 }
             }
             if self.freewheel {
                 if !self.freewheel_ready(period) {
-                    crate::sys::futex_wait(self.shared.ring.doorbell(), bell, IDLE_WAIT);
+                    self.shared.ring.wait_doorbell(bell, IDLE_WAIT);
                     continue;
                 }
             } else if self.sink.as_ref().is_none_or(|s| !s.sink.paces_itself()) {
@@ -168,7 +167,7 @@ impl<'a> PeriodLoop<'a> {
                 // More than a buffer late (the machine stalled us): count it and restart the
                 // clock rather than rushing out periods to catch up.
                 if now > self.deadline_ns + 4 * self.period_ns {
-                    self.shared.ring.status().stats.0.late_periods.fetch_add(1, Ordering::Relaxed);
+                    self.shared.ring.count_late_period();
                     self.deadline_ns = now;
                 }
             }
@@ -185,10 +184,8 @@ impl<'a> PeriodLoop<'a> {
                 let lost = self.sink.take().expect("matched Some above");
                 self.lose(lost, error);
             }
-            let stats = &self.shared.ring.status().stats.0;
-            stats.periods.fetch_add(1, Ordering::Relaxed);
-            stats.xruns.store(self.past_xruns + self.sink.as_ref().map_or(0, |s| s.sink.xruns()), Ordering::Relaxed);
-            stats.max_period_work_ns.fetch_max(monotonic_ns().saturating_sub(started), Ordering::Relaxed);
+            let xruns = self.past_xruns + self.sink.as_ref().map_or(0, |s| s.sink.xruns());
+            self.shared.ring.count_period(xruns, monotonic_ns().saturating_sub(started));
         }
     }
 
@@ -246,8 +243,7 @@ impl<'a> PeriodLoop<'a> {
         while tees != 0 {
             let slot = tees.trailing_zeros() as usize;
             tees &= tees - 1;
-            // Acquire: pairs with the recorder's Release of its read position.
-            let read = self.shared.ring.counters(slot).appl_ptr.load(Ordering::Acquire);
+            let read = self.shared.ring.slot(slot).read_pos();
             if self.hw + period > read + monitor {
                 return false;
             }
@@ -257,16 +253,13 @@ impl<'a> PeriodLoop<'a> {
         while bits != 0 {
             let slot = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let c = self.shared.ring.counters(slot);
-            // Acquire: pairs with the client's Release of flags/appl_ptr after its adds.
-            if c.flags.load(Ordering::Acquire) & CLIENT_DRAINING != 0 {
-                if c.end_ptr.load(Ordering::Acquire) > self.hw {
+            match self.shared.ring.slot(slot).supply() {
+                Supply::EndedAt(end) => needed |= end > self.hw,
+                Supply::Until(appl) => {
                     needed = true;
-                }
-            } else {
-                needed = true;
-                if c.appl_ptr.load(Ordering::Acquire) < self.hw + period {
-                    return false;
+                    if appl < self.hw + period {
+                        return false;
+                    }
                 }
             }
         }
@@ -287,18 +280,13 @@ impl<'a> PeriodLoop<'a> {
             // A reader of the shared input starts at the capture pointer: the capture thread
             // treats it as a reader (and holds a freewheel capture for it) from the moment
             // it sees the slot active, and by then its read position is set.
-            let cap_start = ring.status().capture.0.cap_ptr.load(Ordering::Acquire);
+            let cap_start = ring.cap_ptr();
             let mut bits = joins;
             while bits != 0 {
                 let slot = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let start = if capture & (1 << slot) != 0 { cap_start } else { start };
-                ring.reset_counters(slot, start);
-                let info = &ring.status().slots[slot];
-                info.start_frame.store(start, Ordering::Relaxed);
-                info.playing_from.store(NOT_PLAYING, Ordering::Relaxed);
-                // Release: pairs with the client's Acquire of its slot state.
-                info.state.store(SLOT_ACTIVE, Ordering::Release);
+                ring.slot(slot).admit(start);
                 if play & (1 << slot) != 0 {
                     self.active_play |= 1 << slot;
                 }
@@ -320,7 +308,7 @@ impl<'a> PeriodLoop<'a> {
             while bits != 0 {
                 let slot = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                ring.status().slots[slot].state.store(SLOT_FREE, Ordering::Release);
+                ring.slot(slot).free();
             }
             self.active_play &= !leaves;
             self.counted_play &= !leaves;
@@ -345,12 +333,10 @@ impl<'a> PeriodLoop<'a> {
         while bits != 0 {
             let slot = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            // Acquire: pairs with the client's Release of `started`.
-            if ring.counters(slot).started.load(Ordering::Acquire) != 0 {
+            if ring.slot(slot).started() {
                 self.counted_play |= 1 << slot;
                 self.players_seen = self.players_seen.saturating_add(1);
-                // Release: pairs with the client's Acquire in `Connection::begin_playing`.
-                ring.status().slots[slot].playing_from.store(self.hw, Ordering::Release);
+                ring.slot(slot).count_from(self.hw);
                 counted = true;
             }
         }
