@@ -10,7 +10,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use dmix::format::SampleFormat;
 use nix::errno::Errno;
 
-use crate::stream::{Config, Direction, Recorder, Stream};
+use crate::capture::Recorder;
+use crate::config::{Config, Direction};
+use crate::playback::Stream;
 
 type snd_pcm_uframes_t = c_ulong;
 type snd_pcm_sframes_t = c_long;

@@ -1,0 +1,269 @@
+//! One `dmixrs` capture PCM: what a dmix server played (its monitor ring) or its shared
+//! input (the capture ring), read straight from the ring.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use dmix::client::Connection;
+use dmix::format::SampleFormat;
+use dmix::protocol::Role;
+use dmix::ring::layout::CAPTURE_ENDED;
+use nix::errno::Errno;
+
+use crate::config::{Config, Direction};
+use crate::waiter::{Readiness, spawn_waiter};
+
+/// A capture stream: reads what the server played (the monitor ring) or its shared input
+/// (the capture ring), as dmix-tee does. Stream frame `f` is ring frame `base + f`. It
+/// publishes how far it has read: a freewheel server (or capture) waits for it while it
+/// runs, and from its admission until it first starts, so a recorder started before a render
+/// gets all of it; stopped or paused it says "read everything" and holds nothing.
+pub struct Recorder {
+    conn: Arc<Connection>,
+    ready: Arc<Readiness>,
+    waiter: Option<JoinHandle<()>>,
+    format: SampleFormat,
+    channels: usize,
+    ring_frames: u64,
+    started_once: bool,
+    /// Stream frames captured up to a stop or pause.
+    captured: u64,
+    /// The read position at which poll was told, after the input ended, that what is left
+    /// is readable (`u64::MAX`: not yet).
+    end_told_at: AtomicU64,
+}
+
+/// What an idle recorder publishes as its read position: nobody waits for it.
+const READ_EVERYTHING: u64 = u64::MAX >> 1;
+
+impl Recorder {
+    /// Connects to the server as a recorder of `source` (Monitor or Capture).
+    pub fn open(cfg: &Config, source: Direction) -> Result<Recorder, String> {
+        let conn = cfg.connect(if source == Direction::Capture { Role::Capture } else { Role::Tee })?;
+        let p = *conn.params();
+        let ring_frames = if source == Direction::Capture { p.capture_frames } else { p.monitor_frames };
+        if ring_frames == 0 {
+            return Err(format!("{}: no shared input to capture (start dmix-serve with --capture)", cfg.server()));
+        }
+        let mut r = Recorder {
+            ready: Readiness::new(source, p.period_frames)?,
+            conn: Arc::new(conn),
+            waiter: None,
+            format: SampleFormat::S16Le,
+            channels: p.channels as usize,
+            ring_frames: u64::from(ring_frames),
+            started_once: false,
+            captured: 0,
+            end_told_at: AtomicU64::new(u64::MAX),
+        };
+        if !p.freewheel {
+            r.publish_read(READ_EVERYTHING);
+        }
+        r.waiter = Some(spawn_waiter(&r.conn, &r.ready)?);
+        Ok(r)
+    }
+
+    /// The server's rate, channels, the ring's and a period's frames.
+    pub fn shape(&self) -> (u32, u32, u32, u32) {
+        let p = self.conn.params();
+        (p.rate_hz, self.channels as u32, self.ring_frames as u32, p.period_frames)
+    }
+
+    /// The fd for poll().
+    pub fn poll_fd(&self) -> std::os::fd::RawFd {
+        self.ready.poll_fd
+    }
+
+    fn write_ptr(&self) -> u64 {
+        let ring = self.conn.ring();
+        match self.ready.direction {
+            Direction::Capture => ring.capture_status().cap_ptr.load(Ordering::Acquire),
+            _ => ring.hw_ptr(),
+        }
+    }
+
+    fn publish_read(&self, pos: u64) {
+        let ring = self.conn.ring();
+        // Release: pairs with the freewheel barrier's Acquire of our read position.
+        ring.counters(self.conn.slot()).appl_ptr.store(pos, Ordering::Release);
+        if ring.freewheel() {
+            ring.ring_doorbell();
+        }
+    }
+
+    /// hw_params: the format and the buffer (at most the ring less a period).
+    pub fn hw_params(&mut self, format: SampleFormat, buffer: u64) -> Result<(), Errno> {
+        let period = u64::from(self.conn.params().period_frames);
+        if buffer < period || buffer > self.ring_frames.saturating_sub(period) {
+            return Err(Errno::EINVAL);
+        }
+        self.format = format;
+        self.ready.buffer.store(buffer, Ordering::Release);
+        self.ready.changed();
+        Ok(())
+    }
+
+    /// sw_params: when poll() says there is something to read.
+    pub fn sw_params(&mut self, avail_min: u64) {
+        self.ready.avail_min.store(avail_min.max(1), Ordering::Release);
+        self.ready.changed();
+        self.update_event();
+    }
+
+    /// prepare: a new stream from frame 0.
+    pub fn prepare(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        self.stop();
+        self.ready.written.store(0, Ordering::Release);
+        self.captured = 0;
+        self.ready.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// start: from now, or in freewheel the first time from the frame we were admitted at.
+    pub fn start(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        let first = !self.started_once && self.conn.ring().freewheel();
+        let at = if first { self.conn.start_frame() } else { self.write_ptr() };
+        self.started_once = true;
+        let base = at - self.captured;
+        self.ready.base.store(base, Ordering::Release);
+        self.ready.running.store(true, Ordering::Release);
+        self.publish_read(base + self.ready.written.load(Ordering::Acquire));
+        self.ready.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// stop: reading ends; nobody waits for us.
+    pub fn stop(&mut self) {
+        if self.ready.running.swap(false, Ordering::AcqRel) {
+            self.captured = self.hw_stream_running();
+        }
+        self.publish_read(READ_EVERYTHING);
+        self.ready.changed();
+        self.update_event();
+    }
+
+    /// pause: capture stops (what comes meanwhile is not recorded); resume goes on from there.
+    pub fn pause(&mut self, enable: bool) -> Result<(), Errno> {
+        if enable {
+            self.stop();
+            Ok(())
+        } else {
+            self.start()
+        }
+    }
+
+    fn hw_stream_running(&self) -> u64 {
+        let captured = self.write_ptr().saturating_sub(self.ready.base.load(Ordering::Acquire));
+        if self.conn.ring().freewheel() {
+            // A freewheel server stops a whole ring ahead of what we read, and time is
+            // virtual: what lies beyond our buffer is captured "later", not an overrun.
+            let read = self.ready.written.load(Ordering::Acquire);
+            captured.min(read + self.ready.buffer.load(Ordering::Acquire))
+        } else {
+            captured
+        }
+    }
+
+    fn hw_stream(&self) -> u64 {
+        if self.ready.running.load(Ordering::Acquire) { self.hw_stream_running() } else { self.captured }
+    }
+
+    /// pointer: stream frames captured (wrapped by the caller); an overrun once more than the buffer
+    /// waits unread; ENODEV once the server is gone and everything it left was read.
+    pub fn pointer(&self) -> Result<u64, Errno> {
+        let captured = self.hw_stream();
+        let read = self.ready.written.load(Ordering::Acquire);
+        if self.ready.gone.load(Ordering::Acquire) && captured <= read {
+            return Err(Errno::ENODEV);
+        }
+        let buffer = self.ready.buffer.load(Ordering::Acquire);
+        if captured.saturating_sub(read) > buffer {
+            return Err(Errno::EPIPE);
+        }
+        Ok(captured)
+    }
+
+    /// delay: frames captured and not yet read.
+    pub fn delay(&self) -> u64 {
+        self.hw_stream().saturating_sub(self.ready.written.load(Ordering::Acquire))
+    }
+
+    /// transfer: `frames` frames into `out`, in the negotiated format.
+    pub fn transfer(&mut self, out: &mut [u8], frames: usize) -> Result<usize, Errno> {
+        let read = self.ready.written.load(Ordering::Acquire);
+        let base = self.ready.base.load(Ordering::Acquire);
+        let ring = self.conn.ring();
+        let samples = match self.ready.direction {
+            Direction::Capture => ring.capture_ring(),
+            _ => ring.monitor_ring(),
+        }
+        .map_err(|_| Errno::EIO)?;
+        let ch = self.channels;
+        let width = self.format.bytes();
+        for (f, frame_out) in out.chunks_exact_mut(width * ch).take(frames).enumerate() {
+            let at = ((base + read + f as u64) % self.ring_frames) as usize * ch;
+            for (c, bytes) in frame_out.chunks_exact_mut(width).enumerate() {
+                self.format.mix_to_le_bytes(samples[at + c].load(Ordering::Relaxed), bytes);
+            }
+        }
+        // A paced server waits for no reader: frames it may have overwritten while we
+        // copied are an overrun, never garbage handed on.
+        if self.write_ptr().saturating_sub(self.ring_frames) > base + read {
+            return Err(Errno::EPIPE);
+        }
+        self.ready.written.store(read + frames as u64, Ordering::Release);
+        self.publish_read(base + read + frames as u64);
+        self.ready.changed();
+        self.update_event();
+        Ok(frames)
+    }
+
+    /// poll_revents: POLLIN when avail_min frames wait, POLLERR once the server is gone.
+    ///
+    /// Once the shared input has ended (a file ran out), what is left is all there will be,
+    /// however little: alsa-lib waits for avail_min only while the application asks for more
+    /// than is there, so fewer than avail_min frames are readable now (an application that
+    /// asked for exactly what is left reads it; seen: arecord waiting for its last 137 frames
+    /// for ever, poll and the waiter thread spinning). Waited for again at the same read
+    /// position, the application asked for more than will ever come: POLLERR, which alsa-lib
+    /// turns into -EIO, rather than a wait that never ends.
+    pub fn revents(&self) -> i16 {
+        let waiting = self.delay();
+        if self.ready.running.load(Ordering::Acquire)
+            && self.input_ended()
+            && waiting < self.ready.avail_min.load(Ordering::Acquire)
+        {
+            let read = self.ready.written.load(Ordering::Acquire);
+            if waiting > 0 && self.end_told_at.swap(read, Ordering::AcqRel) != read {
+                return libc::POLLIN;
+            }
+            return libc::POLLIN | libc::POLLERR;
+        }
+        self.ready.revents(waiting, libc::POLLIN)
+    }
+
+    /// The shared input has ended and everything it held was captured (`cap_ptr` is final).
+    fn input_ended(&self) -> bool {
+        self.ready.direction == Direction::Capture
+            && self.conn.ring().capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED
+    }
+
+    fn update_event(&self) {
+        self.ready.follow(self.delay());
+    }
+
+    fn alive(&self) -> Result<(), Errno> {
+        self.ready.alive(&self.conn)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.ready.close(self.waiter.take());
+    }
+}

@@ -1,0 +1,396 @@
+//! One `dmixrs` PCM: an ALSA playback stream written straight into a dmix server's ring.
+//!
+//! ALSA counts a stream in its own frames from 0 (`prepare`); the ring counts absolute
+//! frames. While the stream runs, stream frame `f` is ring frame `base + f`. Before `start`
+//! (and while paused) what the application writes waits in `pending`, since anything in the
+//! ring plays; `start` puts it at `base + played`, at least a server period ahead of hw_ptr
+//! on a paced server. `stop` (snd_pcm_drop) and `pause` take back what was queued but not
+//! played (the player's retraction), so both are silent within a period whatever the buffer.
+//!
+//! Stopped, drained or paused, the slot says "draining, ended here" (as a dmix-play that
+//! has finished), so an idle PCM never holds a freewheel render back. A PCM counts as a
+//! player only from the first frame the application writes (`Connection::begin_playing`):
+//! a program that opens the device to probe it (PortAudio enumerating devices) and closes
+//! it is no player at all. From then on, prepared, it holds a freewheel render until it
+//! starts (as a dmix-play waiting for its input does).
+//!
+//! Poll readiness is the waiter's (`Readiness`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use dmix::client::Connection;
+use dmix::format::SampleFormat;
+use dmix::protocol::Role;
+use dmix::ring::layout::{CLIENT_DRAINING, ClientCounters};
+use dmix::sys::Wake;
+use nix::errno::Errno;
+
+use crate::config::{Config, Direction};
+use crate::waiter::{ALIVE_CHECK, Readiness, spawn_waiter};
+
+/// A playback stream into a dmix server.
+pub struct Stream {
+    conn: Arc<Connection>,
+    ready: Arc<Readiness>,
+    waiter: Option<JoinHandle<()>>,
+    format: SampleFormat,
+    /// Our channels go to these server channels (a dmix-share sub-device).
+    map: Option<Vec<usize>>,
+    app_channels: usize,
+    channels: usize,
+    ring_frames: u64,
+    /// Frames to start ahead of hw_ptr: a period on a paced server, none in freewheel.
+    lead: u64,
+    /// What we added, laid out as the sum ring (for retraction).
+    history: Vec<i32>,
+    /// Frames written but not in the ring yet (before start, while paused), server width.
+    pending: Vec<i32>,
+    /// Stream frames that have played (up to a stop or pause).
+    played: u64,
+    /// The current xrun was counted in our slot's underruns (dmix-stat shows them).
+    xrun_counted: AtomicBool,
+    scratch: Vec<i32>,
+    /// The application has written a frame, and the server was told.
+    playing: bool,
+    /// The first ring frame we may write: the admission's start, then where the server
+    /// counts us as a player from.
+    first_frame: u64,
+}
+
+impl Stream {
+    /// Connects to the server as a player. Errors are one line for SNDERR.
+    pub fn open(cfg: &Config) -> Result<Stream, String> {
+        let conn = cfg.connect(Role::Play)?;
+        let p = *conn.params();
+        let ready = Readiness::new(Direction::Playback, p.period_frames)?;
+        let conn = Arc::new(conn);
+        let s = Stream {
+            map: conn.channel_map(),
+            app_channels: conn.width() as usize,
+            channels: p.channels as usize,
+            ring_frames: u64::from(p.ring_frames),
+            lead: if p.freewheel { 0 } else { u64::from(p.period_frames) },
+            history: vec![0; p.ring_frames as usize * p.channels as usize],
+            pending: Vec::new(),
+            played: 0,
+            xrun_counted: AtomicBool::new(false),
+            scratch: Vec::new(),
+            playing: false,
+            first_frame: conn.start_frame(),
+            format: SampleFormat::S16Le,
+            waiter: None,
+            ready,
+            conn,
+        };
+        if !p.freewheel {
+            s.mark_idle(s.conn.start_frame());
+        }
+        let mut s = s;
+        s.waiter = Some(spawn_waiter(&s.conn, &s.ready)?);
+        s.update_event();
+        Ok(s)
+    }
+
+    /// The server's rate, the channels an application plays, the ring and period sizes.
+    pub fn shape(&self) -> (u32, u32, u32, u32) {
+        let p = self.conn.params();
+        (p.rate_hz, self.app_channels as u32, p.ring_frames, p.period_frames)
+    }
+
+    /// The fd for poll().
+    pub fn poll_fd(&self) -> std::os::fd::RawFd {
+        self.ready.poll_fd
+    }
+
+    /// hw_params: the format and the buffer (the latency: how far ahead we write).
+    pub fn hw_params(&mut self, format: SampleFormat, buffer: u64) -> Result<(), Errno> {
+        let period = u64::from(self.conn.params().period_frames);
+        if buffer < period || buffer > self.ring_frames - period {
+            return Err(Errno::EINVAL);
+        }
+        self.format = format;
+        self.ready.buffer.store(buffer, Ordering::Release);
+        self.counters().latency_frames.store(buffer as u32, Ordering::Relaxed);
+        self.ready.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// sw_params: when poll() says the application may write.
+    pub fn sw_params(&mut self, avail_min: u64) {
+        self.ready.avail_min.store(avail_min.max(1), Ordering::Release);
+        self.ready.changed();
+        self.update_event();
+    }
+
+    /// prepare: a new stream from frame 0.
+    pub fn prepare(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        self.stop();
+        self.hold();
+        self.ready.written.store(0, Ordering::Release);
+        self.played = 0;
+        self.pending.clear();
+        self.ready.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// start: what was written so far goes into the ring, `lead` ahead of hw_ptr.
+    pub fn start(&mut self) -> Result<(), Errno> {
+        self.alive()?;
+        let at = (self.conn.ring().hw_ptr() + self.lead).max(self.first_frame);
+        let base = at - self.played;
+        self.ready.base.store(base, Ordering::Release);
+        let pending = std::mem::take(&mut self.pending);
+        self.add(at, &pending);
+        self.pending = pending;
+        self.pending.clear();
+        self.xrun_counted.store(false, Ordering::Relaxed);
+        // Playing again: the server waits for us in freewheel from here.
+        self.counters().flags.store(0, Ordering::Release);
+        self.ready.running.store(true, Ordering::Release);
+        self.publish();
+        self.ready.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// stop (drop): what was queued and not played is taken back out of the ring.
+    pub fn stop(&mut self) {
+        self.take_back(false);
+        self.pending.clear();
+        self.played = self.ready.written.load(Ordering::Acquire);
+        self.ready.changed();
+        self.update_event();
+    }
+
+    /// pause: like stop, but what was taken back is kept and plays on resume.
+    pub fn pause(&mut self, enable: bool) -> Result<(), Errno> {
+        if enable {
+            self.take_back(true);
+            self.ready.changed();
+            self.update_event();
+            Ok(())
+        } else {
+            self.start()
+        }
+    }
+
+    /// Stops running: retracts the queue (keeping it in `pending` with `keep`), notes how
+    /// far the stream played, and marks the slot idle there.
+    fn take_back(&mut self, keep: bool) {
+        if !self.ready.running.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let ring = self.conn.ring();
+        let base = self.ready.base.load(Ordering::Acquire);
+        let end = base + self.ready.written.load(Ordering::Acquire);
+        let from = ring.hw_ptr().clamp(base, end);
+        let ch = self.channels;
+        if keep {
+            self.pending.clear();
+            for f in from..end {
+                let at = (f % self.ring_frames) as usize * ch;
+                self.pending.extend_from_slice(&self.history[at..at + ch]);
+            }
+        }
+        ring.retract(from, end, &self.history);
+        // Frames the server took while we retracted played whole or partly: count from
+        // where hw_ptr is now, never before `from`.
+        let now = ring.hw_ptr().clamp(from, end);
+        if keep && now > from {
+            self.pending.drain(..((now - from) as usize * ch));
+        }
+        self.played = now - base;
+        self.mark_idle(now);
+    }
+
+    /// In freewheel, a prepared stream holds the render where it is until it starts, as a
+    /// dmix-play waiting for input does: several programs started together then start
+    /// together, on the same frame. A paced server never waits for anyone.
+    fn hold(&self) {
+        let ring = self.conn.ring();
+        if ring.freewheel() {
+            let c = ring.counters(self.conn.slot());
+            c.appl_ptr.store(ring.hw_ptr().max(self.first_frame), Ordering::Relaxed);
+            c.flags.store(0, Ordering::Release);
+        }
+    }
+
+    /// Says "ended at `frame`": the server does not wait for an idle PCM.
+    fn mark_idle(&self, frame: u64) {
+        let c = self.counters();
+        c.end_ptr.store(frame, Ordering::Relaxed);
+        c.appl_ptr.store(frame, Ordering::Relaxed);
+        c.flags.store(CLIENT_DRAINING, Ordering::Release);
+        if self.conn.ring().freewheel() {
+            self.conn.ring().ring_doorbell();
+        }
+    }
+
+    /// transfer: `frames` interleaved frames of the negotiated format.
+    pub fn transfer(&mut self, bytes: &[u8], frames: usize) -> Result<usize, Errno> {
+        self.alive()?;
+        if !self.playing && frames > 0 {
+            // The first frame: only now are we a player. In freewheel the server counts us
+            // from the period it is at, and waits for us there while we are prepared.
+            self.first_frame = self.conn.begin_playing().map_err(|_| Errno::ENODEV)?;
+            self.playing = true;
+            if !self.ready.running.load(Ordering::Acquire) {
+                self.hold();
+            }
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let width = self.format.bytes();
+        match &self.map {
+            None => scratch.extend(bytes.chunks_exact(width).map(|b| self.format.le_bytes_to_mix(b))),
+            Some(map) => {
+                for frame in bytes.chunks_exact(width * self.app_channels) {
+                    let at = scratch.len();
+                    scratch.resize(at + self.channels, 0);
+                    for (s, &c) in frame.chunks_exact(width).zip(map) {
+                        scratch[at + c] = self.format.le_bytes_to_mix(s);
+                    }
+                }
+            }
+        }
+        let written = self.ready.written.load(Ordering::Acquire);
+        if self.ready.running.load(Ordering::Acquire) {
+            let base = self.ready.base.load(Ordering::Acquire);
+            self.add(base + written, &scratch);
+        } else {
+            self.pending.extend_from_slice(&scratch);
+        }
+        self.scratch = scratch;
+        self.ready.written.store(written + frames as u64, Ordering::Release);
+        if self.ready.running.load(Ordering::Acquire) {
+            self.publish();
+        }
+        self.ready.changed();
+        self.update_event();
+        Ok(frames)
+    }
+
+    fn add(&mut self, at: u64, samples: &[i32]) {
+        if !samples.is_empty() {
+            let out = self.conn.ring().mix_add_keeping(at, samples, &mut self.history);
+            if out.late_frames > 0 {
+                self.counters().late_frames.fetch_add(out.late_frames as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Our slot's self-reported counters.
+    fn counters(&self) -> &ClientCounters {
+        self.conn.ring().counters(self.conn.slot())
+    }
+
+    fn publish(&self) {
+        let ring = self.conn.ring();
+        let end = self.ready.base.load(Ordering::Acquire) + self.ready.written.load(Ordering::Acquire);
+        ring.counters(self.conn.slot()).appl_ptr.store(end, Ordering::Release);
+        if ring.freewheel() {
+            ring.ring_doorbell();
+        }
+    }
+
+    /// Stream frames played so far.
+    fn hw_stream(&self) -> u64 {
+        let written = self.ready.written.load(Ordering::Acquire);
+        if !self.ready.running.load(Ordering::Acquire) {
+            return self.played;
+        }
+        let base = self.ready.base.load(Ordering::Acquire);
+        self.conn.ring().hw_ptr().saturating_sub(base).min(written)
+    }
+
+    /// pointer: stream frames played (the caller wraps it at ALSA's boundary: modulo the
+    /// buffer, a whole buffer played between two calls would look like none, as it does in
+    /// freewheel), or an xrun once the server has played past everything written.
+    pub fn pointer(&self) -> Result<u64, Errno> {
+        if self.ready.gone.load(Ordering::Acquire) {
+            return Err(Errno::ENODEV);
+        }
+        if self.ready.running.load(Ordering::Acquire) {
+            let base = self.ready.base.load(Ordering::Acquire);
+            let end = base + self.ready.written.load(Ordering::Acquire);
+            if self.conn.ring().hw_ptr() > end {
+                if !self.xrun_counted.swap(true, Ordering::Relaxed) {
+                    self.counters().underruns.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(Errno::EPIPE);
+            }
+        }
+        Ok(self.hw_stream())
+    }
+
+    /// Frames written and not yet taken by the server.
+    fn queued(&self) -> u64 {
+        self.ready.written.load(Ordering::Acquire) - self.hw_stream()
+    }
+
+    /// delay: how long until a frame written now is heard, in frames: what is queued, then
+    /// the server's device buffer (an ALSA sink's; 0 for wav and null sinks).
+    pub fn delay(&self) -> u64 {
+        self.queued() + self.conn.ring().device_buffer_frames()
+    }
+
+    fn avail(&self) -> u64 {
+        let buffer = self.ready.buffer.load(Ordering::Acquire);
+        buffer.saturating_sub(self.queued())
+    }
+
+    /// drain: starts if need be, then waits (bounded by the server's life) until the last
+    /// frame written has been played.
+    pub fn drain(&mut self) -> Result<(), Errno> {
+        if !self.ready.running.load(Ordering::Acquire) {
+            if self.ready.written.load(Ordering::Acquire) == self.played {
+                return Ok(());
+            }
+            self.start()?;
+        }
+        let ring = self.conn.ring();
+        let end = self.ready.base.load(Ordering::Acquire) + self.ready.written.load(Ordering::Acquire);
+        let c = ring.counters(self.conn.slot());
+        c.end_ptr.store(end, Ordering::Relaxed);
+        // Release: the server that sees DRAINING sees end_ptr (as Player::drain).
+        c.flags.store(CLIENT_DRAINING, Ordering::Release);
+        self.publish();
+        // Until the last frame was heard: past the server's device buffer too.
+        let heard = ring.heard_at(end);
+        while ring.hw_ptr() < heard {
+            if ring.wait_hw_ptr(heard, ALIVE_CHECK) == Wake::TimedOut {
+                self.alive()?;
+            }
+        }
+        self.played = self.ready.written.load(Ordering::Acquire);
+        self.ready.running.store(false, Ordering::Release);
+        self.ready.changed();
+        self.update_event();
+        Ok(())
+    }
+
+    /// poll_revents: POLLOUT when the application may write, POLLERR when the server is gone.
+    pub fn revents(&self) -> i16 {
+        self.ready.revents(self.avail(), libc::POLLOUT)
+    }
+
+    fn update_event(&self) {
+        self.ready.follow(self.avail());
+    }
+
+    fn alive(&self) -> Result<(), Errno> {
+        self.ready.alive(&self.conn)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.take_back(false);
+        self.ready.close(self.waiter.take());
+    }
+}
