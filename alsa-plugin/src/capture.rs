@@ -12,6 +12,7 @@ use dmix::ring::layout::CAPTURE_ENDED;
 use nix::errno::Errno;
 
 use crate::config::{Config, Direction};
+use crate::position::Capturehead;
 use crate::waiter::{Readiness, spawn_waiter};
 
 /// A capture stream: reads what the server played (the monitor ring) or its shared input
@@ -27,8 +28,9 @@ pub struct Recorder {
     channels: usize,
     ring_frames: u64,
     started_once: bool,
-    /// Stream frames captured up to a stop or pause.
-    captured: u64,
+    /// Where the stream is (base, read, captured, running, buffer): the application's
+    /// calls own it; the waiter reads its copy in `ready` (`sync`).
+    pos: Capturehead,
     /// The read position at which poll was told, after the input ended, that what is left
     /// is readable (`u64::MAX`: not yet).
     end_told_at: AtomicU64,
@@ -54,7 +56,7 @@ impl Recorder {
             channels: p.channels as usize,
             ring_frames: u64::from(ring_frames),
             started_once: false,
-            captured: 0,
+            pos: Capturehead::new(u64::from(p.period_frames) * 2),
             end_told_at: AtomicU64::new(u64::MAX),
         };
         if !p.freewheel {
@@ -99,7 +101,8 @@ impl Recorder {
             return Err(Errno::EINVAL);
         }
         self.format = format;
-        self.ready.buffer.store(buffer, Ordering::Release);
+        self.pos.buffer = buffer;
+        self.sync();
         self.ready.changed();
         Ok(())
     }
@@ -115,8 +118,8 @@ impl Recorder {
     pub fn prepare(&mut self) -> Result<(), Errno> {
         self.alive()?;
         self.stop();
-        self.ready.written.store(0, Ordering::Release);
-        self.captured = 0;
+        self.pos.prepare();
+        self.sync();
         self.ready.changed();
         self.update_event();
         Ok(())
@@ -128,10 +131,9 @@ impl Recorder {
         let first = !self.started_once && self.conn.ring().freewheel();
         let at = if first { self.conn.start_frame() } else { self.write_ptr() };
         self.started_once = true;
-        let base = at - self.captured;
-        self.ready.base.store(base, Ordering::Release);
-        self.ready.running.store(true, Ordering::Release);
-        self.publish_read(base + self.ready.written.load(Ordering::Acquire));
+        let read_at = self.pos.start(at);
+        self.sync();
+        self.publish_read(read_at);
         self.ready.changed();
         self.update_event();
         Ok(())
@@ -139,9 +141,8 @@ impl Recorder {
 
     /// stop: reading ends; nobody waits for us.
     pub fn stop(&mut self) {
-        if self.ready.running.swap(false, Ordering::AcqRel) {
-            self.captured = self.hw_stream_running();
-        }
+        self.pos.stop(self.write_ptr(), self.conn.ring().freewheel());
+        self.sync();
         self.publish_read(READ_EVERYTHING);
         self.ready.changed();
         self.update_event();
@@ -157,32 +158,19 @@ impl Recorder {
         }
     }
 
-    fn hw_stream_running(&self) -> u64 {
-        let captured = self.write_ptr().saturating_sub(self.ready.base.load(Ordering::Acquire));
-        if self.conn.ring().freewheel() {
-            // A freewheel server stops a whole ring ahead of what we read, and time is
-            // virtual: what lies beyond our buffer is captured "later", not an overrun.
-            let read = self.ready.written.load(Ordering::Acquire);
-            captured.min(read + self.ready.buffer.load(Ordering::Acquire))
-        } else {
-            captured
-        }
-    }
-
+    /// Stream frames captured so far.
     fn hw_stream(&self) -> u64 {
-        if self.ready.running.load(Ordering::Acquire) { self.hw_stream_running() } else { self.captured }
+        self.pos.captured(self.write_ptr(), self.conn.ring().freewheel())
     }
 
     /// pointer: stream frames captured (wrapped by the caller); an overrun once more than the buffer
     /// waits unread; ENODEV once the server is gone and everything it left was read.
     pub fn pointer(&self) -> Result<u64, Errno> {
         let captured = self.hw_stream();
-        let read = self.ready.written.load(Ordering::Acquire);
-        if self.ready.gone.load(Ordering::Acquire) && captured <= read {
+        if self.ready.gone.load(Ordering::Acquire) && captured <= self.pos.read {
             return Err(Errno::ENODEV);
         }
-        let buffer = self.ready.buffer.load(Ordering::Acquire);
-        if captured.saturating_sub(read) > buffer {
+        if self.pos.overrun(captured) {
             return Err(Errno::EPIPE);
         }
         Ok(captured)
@@ -190,13 +178,12 @@ impl Recorder {
 
     /// delay: frames captured and not yet read.
     pub fn delay(&self) -> u64 {
-        self.hw_stream().saturating_sub(self.ready.written.load(Ordering::Acquire))
+        self.pos.delay(self.write_ptr(), self.conn.ring().freewheel())
     }
 
     /// transfer: `frames` frames into `out`, in the negotiated format.
     pub fn transfer(&mut self, out: &mut [u8], frames: usize) -> Result<usize, Errno> {
-        let read = self.ready.written.load(Ordering::Acquire);
-        let base = self.ready.base.load(Ordering::Acquire);
+        let read_at = self.pos.read_at();
         let ring = self.conn.ring();
         let samples = match self.ready.direction {
             Direction::Capture => ring.capture_ring(),
@@ -206,18 +193,19 @@ impl Recorder {
         let ch = self.channels;
         let width = self.format.bytes();
         for (f, frame_out) in out.chunks_exact_mut(width * ch).take(frames).enumerate() {
-            let at = ((base + read + f as u64) % self.ring_frames) as usize * ch;
+            let at = ((read_at + f as u64) % self.ring_frames) as usize * ch;
             for (c, bytes) in frame_out.chunks_exact_mut(width).enumerate() {
                 self.format.mix_to_le_bytes(samples[at + c].load(Ordering::Relaxed), bytes);
             }
         }
         // A paced server waits for no reader: frames it may have overwritten while we
         // copied are an overrun, never garbage handed on.
-        if self.write_ptr().saturating_sub(self.ring_frames) > base + read {
+        if self.pos.overwritten(self.write_ptr(), self.ring_frames) {
             return Err(Errno::EPIPE);
         }
-        self.ready.written.store(read + frames as u64, Ordering::Release);
-        self.publish_read(base + read + frames as u64);
+        self.pos.was_read(frames as u64);
+        self.sync();
+        self.publish_read(self.pos.read_at());
         self.ready.changed();
         self.update_event();
         Ok(frames)
@@ -234,11 +222,8 @@ impl Recorder {
     /// turns into -EIO, rather than a wait that never ends.
     pub fn revents(&self) -> i16 {
         let waiting = self.delay();
-        if self.ready.running.load(Ordering::Acquire)
-            && self.input_ended()
-            && waiting < self.ready.avail_min.load(Ordering::Acquire)
-        {
-            let read = self.ready.written.load(Ordering::Acquire);
+        if self.pos.running && self.input_ended() && waiting < self.ready.avail_min.load(Ordering::Acquire) {
+            let read = self.pos.read;
             if waiting > 0 && self.end_told_at.swap(read, Ordering::AcqRel) != read {
                 return libc::POLLIN;
             }
@@ -255,6 +240,12 @@ impl Recorder {
 
     fn update_event(&self) {
         self.ready.follow(self.delay());
+    }
+
+    /// Gives the waiter thread the positions it waits on.
+    fn sync(&self) {
+        let p = &self.pos;
+        self.ready.set_positions(p.running, p.base, p.read, p.buffer);
     }
 
     fn alive(&self) -> Result<(), Errno> {

@@ -28,6 +28,7 @@ use dmix::sys::Wake;
 use nix::errno::Errno;
 
 use crate::config::{Config, Direction};
+use crate::position::Playhead;
 use crate::waiter::{ALIVE_CHECK, Readiness, spawn_waiter};
 
 /// A playback stream into a dmix server.
@@ -47,8 +48,9 @@ pub struct Stream {
     history: Vec<i32>,
     /// Frames written but not in the ring yet (before start, while paused), server width.
     pending: Vec<i32>,
-    /// Stream frames that have played (up to a stop or pause).
-    played: u64,
+    /// Where the stream is (base, written, played, running, buffer): the application's
+    /// calls own it; the waiter reads its copy in `ready` (`sync`).
+    pos: Playhead,
     /// The current xrun was counted in our slot's underruns (dmix-stat shows them).
     xrun_counted: AtomicBool,
     scratch: Vec<i32>,
@@ -74,7 +76,7 @@ impl Stream {
             lead: if p.freewheel { 0 } else { u64::from(p.period_frames) },
             history: vec![0; p.ring_frames as usize * p.channels as usize],
             pending: Vec::new(),
-            played: 0,
+            pos: Playhead::new(u64::from(p.period_frames) * 2),
             xrun_counted: AtomicBool::new(false),
             scratch: Vec::new(),
             playing: false,
@@ -111,7 +113,8 @@ impl Stream {
             return Err(Errno::EINVAL);
         }
         self.format = format;
-        self.ready.buffer.store(buffer, Ordering::Release);
+        self.pos.buffer = buffer;
+        self.sync();
         self.counters().latency_frames.store(buffer as u32, Ordering::Relaxed);
         self.ready.changed();
         self.update_event();
@@ -130,8 +133,8 @@ impl Stream {
         self.alive()?;
         self.stop();
         self.hold();
-        self.ready.written.store(0, Ordering::Release);
-        self.played = 0;
+        self.pos.prepare();
+        self.sync();
         self.pending.clear();
         self.ready.changed();
         self.update_event();
@@ -141,9 +144,7 @@ impl Stream {
     /// start: what was written so far goes into the ring, `lead` ahead of hw_ptr.
     pub fn start(&mut self) -> Result<(), Errno> {
         self.alive()?;
-        let at = (self.conn.ring().hw_ptr() + self.lead).max(self.first_frame);
-        let base = at - self.played;
-        self.ready.base.store(base, Ordering::Release);
+        let at = self.pos.start(self.conn.ring().hw_ptr(), self.lead, self.first_frame);
         let pending = std::mem::take(&mut self.pending);
         self.add(at, &pending);
         self.pending = pending;
@@ -151,7 +152,7 @@ impl Stream {
         self.xrun_counted.store(false, Ordering::Relaxed);
         // Playing again: the server waits for us in freewheel from here.
         self.counters().flags.store(0, Ordering::Release);
-        self.ready.running.store(true, Ordering::Release);
+        self.sync();
         self.publish();
         self.ready.changed();
         self.update_event();
@@ -162,7 +163,7 @@ impl Stream {
     pub fn stop(&mut self) {
         self.take_back(false);
         self.pending.clear();
-        self.played = self.ready.written.load(Ordering::Acquire);
+        self.pos.dropped();
         self.ready.changed();
         self.update_event();
     }
@@ -182,29 +183,23 @@ impl Stream {
     /// Stops running: retracts the queue (keeping it in `pending` with `keep`), notes how
     /// far the stream played, and marks the slot idle there.
     fn take_back(&mut self, keep: bool) {
-        if !self.ready.running.swap(false, Ordering::AcqRel) {
-            return;
-        }
         let ring = self.conn.ring();
-        let base = self.ready.base.load(Ordering::Acquire);
-        let end = base + self.ready.written.load(Ordering::Acquire);
-        let from = ring.hw_ptr().clamp(base, end);
+        let Some(taken) = self.pos.stop_running(ring.hw_ptr()) else { return };
+        self.sync();
         let ch = self.channels;
         if keep {
             self.pending.clear();
-            for f in from..end {
+            for f in taken.clone() {
                 let at = (f % self.ring_frames) as usize * ch;
                 self.pending.extend_from_slice(&self.history[at..at + ch]);
             }
         }
-        ring.retract(from, end, &self.history);
-        // Frames the server took while we retracted played whole or partly: count from
-        // where hw_ptr is now, never before `from`.
-        let now = ring.hw_ptr().clamp(from, end);
-        if keep && now > from {
-            self.pending.drain(..((now - from) as usize * ch));
+        ring.retract(taken.start, taken.end, &self.history);
+        // Frames the server took while we retracted played whole or partly.
+        let now = self.pos.retracted(&taken, ring.hw_ptr());
+        if keep && now > taken.start {
+            self.pending.drain(..((now - taken.start) as usize * ch));
         }
-        self.played = now - base;
         self.mark_idle(now);
     }
 
@@ -239,7 +234,7 @@ impl Stream {
             // from the period it is at, and waits for us there while we are prepared.
             self.first_frame = self.conn.begin_playing().map_err(|_| Errno::ENODEV)?;
             self.playing = true;
-            if !self.ready.running.load(Ordering::Acquire) {
+            if !self.pos.running {
                 self.hold();
             }
         }
@@ -258,16 +253,14 @@ impl Stream {
                 }
             }
         }
-        let written = self.ready.written.load(Ordering::Acquire);
-        if self.ready.running.load(Ordering::Acquire) {
-            let base = self.ready.base.load(Ordering::Acquire);
-            self.add(base + written, &scratch);
-        } else {
-            self.pending.extend_from_slice(&scratch);
+        match self.pos.write_at() {
+            Some(at) => self.add(at, &scratch),
+            None => self.pending.extend_from_slice(&scratch),
         }
         self.scratch = scratch;
-        self.ready.written.store(written + frames as u64, Ordering::Release);
-        if self.ready.running.load(Ordering::Acquire) {
+        self.pos.wrote(frames as u64);
+        self.sync();
+        if self.pos.running {
             self.publish();
         }
         self.ready.changed();
@@ -291,21 +284,10 @@ impl Stream {
 
     fn publish(&self) {
         let ring = self.conn.ring();
-        let end = self.ready.base.load(Ordering::Acquire) + self.ready.written.load(Ordering::Acquire);
-        ring.counters(self.conn.slot()).appl_ptr.store(end, Ordering::Release);
+        ring.counters(self.conn.slot()).appl_ptr.store(self.pos.end(), Ordering::Release);
         if ring.freewheel() {
             ring.ring_doorbell();
         }
-    }
-
-    /// Stream frames played so far.
-    fn hw_stream(&self) -> u64 {
-        let written = self.ready.written.load(Ordering::Acquire);
-        if !self.ready.running.load(Ordering::Acquire) {
-            return self.played;
-        }
-        let base = self.ready.base.load(Ordering::Acquire);
-        self.conn.ring().hw_ptr().saturating_sub(base).min(written)
     }
 
     /// pointer: stream frames played (the caller wraps it at ALSA's boundary: modulo the
@@ -315,46 +297,38 @@ impl Stream {
         if self.ready.gone.load(Ordering::Acquire) {
             return Err(Errno::ENODEV);
         }
-        if self.ready.running.load(Ordering::Acquire) {
-            let base = self.ready.base.load(Ordering::Acquire);
-            let end = base + self.ready.written.load(Ordering::Acquire);
-            if self.conn.ring().hw_ptr() > end {
-                if !self.xrun_counted.swap(true, Ordering::Relaxed) {
-                    self.counters().underruns.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(Errno::EPIPE);
+        let ring = self.conn.ring();
+        if self.pos.xrun(ring.hw_ptr()) {
+            if !self.xrun_counted.swap(true, Ordering::Relaxed) {
+                self.counters().underruns.fetch_add(1, Ordering::Relaxed);
             }
+            return Err(Errno::EPIPE);
         }
-        Ok(self.hw_stream())
-    }
-
-    /// Frames written and not yet taken by the server.
-    fn queued(&self) -> u64 {
-        self.ready.written.load(Ordering::Acquire) - self.hw_stream()
+        Ok(self.pos.played(ring.hw_ptr()))
     }
 
     /// delay: how long until a frame written now is heard, in frames: what is queued, then
     /// the server's device buffer (an ALSA sink's; 0 for wav and null sinks).
     pub fn delay(&self) -> u64 {
-        self.queued() + self.conn.ring().device_buffer_frames()
+        let ring = self.conn.ring();
+        self.pos.delay(ring.hw_ptr(), ring.device_buffer_frames())
     }
 
     fn avail(&self) -> u64 {
-        let buffer = self.ready.buffer.load(Ordering::Acquire);
-        buffer.saturating_sub(self.queued())
+        self.pos.avail(self.conn.ring().hw_ptr())
     }
 
     /// drain: starts if need be, then waits (bounded by the server's life) until the last
     /// frame written has been played.
     pub fn drain(&mut self) -> Result<(), Errno> {
-        if !self.ready.running.load(Ordering::Acquire) {
-            if self.ready.written.load(Ordering::Acquire) == self.played {
+        if !self.pos.running {
+            if self.pos.drained_already() {
                 return Ok(());
             }
             self.start()?;
         }
         let ring = self.conn.ring();
-        let end = self.ready.base.load(Ordering::Acquire) + self.ready.written.load(Ordering::Acquire);
+        let end = self.pos.end();
         let c = ring.counters(self.conn.slot());
         c.end_ptr.store(end, Ordering::Relaxed);
         // Release: the server that sees DRAINING sees end_ptr (as Player::drain).
@@ -367,8 +341,8 @@ impl Stream {
                 self.alive()?;
             }
         }
-        self.played = self.ready.written.load(Ordering::Acquire);
-        self.ready.running.store(false, Ordering::Release);
+        self.pos.drained();
+        self.sync();
         self.ready.changed();
         self.update_event();
         Ok(())
@@ -381,6 +355,12 @@ impl Stream {
 
     fn update_event(&self) {
         self.ready.follow(self.avail());
+    }
+
+    /// Gives the waiter thread the positions it waits on.
+    fn sync(&self) {
+        let p = &self.pos;
+        self.ready.set_positions(p.running, p.base, p.written, p.buffer);
     }
 
     fn alive(&self) -> Result<(), Errno> {

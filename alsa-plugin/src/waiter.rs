@@ -29,6 +29,9 @@ pub(crate) struct Readiness {
     /// lock, or a signal racing an unsignal could leave it readable with the flag clear, and
     /// poll() would spin (seen: speaker-test at 100 % CPU).
     pub(crate) event: Mutex<(EventFd, bool)>,
+    /// The waiter's copy of the stream's positions (`set_positions`): the stream runs,
+    /// the ring frame of its frame 0, frames written (playback) or read (capture), its
+    /// buffer.
     pub(crate) running: AtomicBool,
     pub(crate) base: AtomicU64,
     pub(crate) written: AtomicU64,
@@ -61,6 +64,15 @@ impl Readiness {
             closing: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         }))
+    }
+
+    /// Copies a stream's positions for the waiter, `running` last (Release: the waiter's
+    /// Acquire of `running` sees the others as new).
+    pub(crate) fn set_positions(&self, running: bool, base: u64, written: u64, buffer: u64) {
+        self.base.store(base, Ordering::Release);
+        self.written.store(written, Ordering::Release);
+        self.buffer.store(buffer, Ordering::Release);
+        self.running.store(running, Ordering::Release);
     }
 
     pub(crate) fn signal(&self) {
