@@ -258,3 +258,65 @@ impl Drop for Recorder {
         self.ready.close(self.waiter.take());
     }
 }
+
+/// A dmix server, a plugin Stream playing and this Recorder in one process.
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::playback::Stream;
+    use crate::testing::{PERIOD, Server, bounded, signal, wait_until};
+
+    /// Freewheel: a recorder of the monitor, started before anyone plays, reads exactly
+    /// what a plugin Stream played: the server waits for its reads, so nothing is lost.
+    #[test]
+    fn inproc_recorder_reads_the_monitor_exactly() {
+        bounded(|| {
+            let server = Server::start(true);
+            let mut r = Recorder::open(&server.config(), Direction::Monitor).expect("open recorder");
+            r.hw_params(SampleFormat::S16Le, 4096).expect("hw_params");
+            r.sw_params(u64::from(PERIOD));
+            r.prepare().expect("prepare");
+            r.start().expect("start");
+            let sig = signal(20_000);
+            let player = {
+                let (cfg, sig) = (server.config(), sig.clone());
+                std::thread::spawn(move || {
+                    let mut s = Stream::open(&cfg).expect("open stream");
+                    s.hw_params(SampleFormat::S16Le, 4096).expect("hw_params");
+                    s.sw_params(u64::from(PERIOD));
+                    s.prepare().expect("prepare");
+                    crate::playback::tests::write(&mut s, &sig);
+                    s.drain().expect("drain");
+                })
+            };
+            let fd = {
+                let event = r.ready.event.lock().expect("event lock");
+                event.0.as_fd().try_clone_to_owned().expect("dup")
+            };
+            let mut got: Vec<i16> = Vec::new();
+            let mut buf = vec![0u8; 1024 * 4];
+            while got.iter().filter(|&&v| v != 0).count() < sig.len() {
+                wait_until(
+                    fd.as_fd(),
+                    "frames to read",
+                    || r.delay() > 0,
+                    || {
+                        r.revents();
+                    },
+                );
+                let n = (r.delay() as usize).min(1024);
+                assert_eq!(r.transfer(&mut buf[..n * 4], n), Ok(n));
+                got.extend(buf[..n * 4].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
+            }
+            player.join().expect("player");
+            drop(r);
+            let lead = got.iter().position(|&v| v != 0).unwrap_or(0);
+            assert_eq!(lead % 2, 0);
+            assert_eq!(&got[lead..lead + sig.len()], &sig[..], "the recording is not what was played");
+            let render = server.finish(false);
+            assert!(render.len() >= sig.len(), "the render is shorter than what was played");
+        });
+    }
+}

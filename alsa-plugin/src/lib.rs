@@ -16,4 +16,6 @@ mod config;
 mod ffi;
 mod playback;
 mod position;
+#[cfg(test)]
+mod testing;
 mod waiter;

@@ -374,3 +374,151 @@ impl Drop for Stream {
         self.ready.close(self.waiter.take());
     }
 }
+
+/// A dmix server and this Stream in one process, driven call by call as alsa-lib drives it.
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::testing::{PATIENCE, PERIOD, Server, assert_heard_once, bounded, heard, le_bytes, signal, wait_until};
+
+    /// A dup of the eventfd: what an application polls.
+    fn poll_fd(s: &Stream) -> OwnedFd {
+        let event = s.ready.event.lock().expect("event lock");
+        event.0.as_fd().try_clone_to_owned().expect("dup")
+    }
+
+    fn open(server: &Server, buffer: u64, avail_min: u64) -> Stream {
+        let mut s = Stream::open(&server.config()).expect("open");
+        s.hw_params(SampleFormat::S16Le, buffer).expect("hw_params");
+        s.sw_params(avail_min);
+        s.prepare().expect("prepare");
+        s
+    }
+
+    /// Writes `samples` as alsa-lib does: what avail allows, starting the stream once the
+    /// buffer is full, polling for room.
+    pub(crate) fn write(s: &mut Stream, samples: &[i16]) {
+        let fd = poll_fd(s);
+        let total = samples.len() / 2;
+        let mut off = 0;
+        while off < total {
+            if s.avail() == 0 && !s.pos.running {
+                s.start().expect("start");
+            }
+            wait_until(
+                fd.as_fd(),
+                "room to write",
+                || s.avail() > 0,
+                || {
+                    s.revents();
+                },
+            );
+            let n = (s.avail() as usize).min(total - off).min(1024);
+            assert_eq!(s.transfer(&le_bytes(&samples[off * 2..(off + n) * 2]), n), Ok(n));
+            off += n;
+        }
+    }
+
+    /// Waits until the stream has played `frames` (pointer, as the application sees it).
+    fn wait_played(s: &Stream, frames: u64) {
+        let fd = poll_fd(s);
+        wait_until(
+            fd.as_fd(),
+            "frames played",
+            || s.pointer().expect("pointer") >= frames,
+            || {
+                s.revents();
+            },
+        );
+    }
+
+    /// Waits until the server has played `frames` more, whatever the stream does.
+    fn wait_server(s: &Stream, frames: u64) {
+        let ring = s.conn.ring();
+        let target = ring.hw_ptr() + frames;
+        let deadline = Instant::now() + PATIENCE;
+        while ring.hw_ptr() < target {
+            assert!(Instant::now() < deadline, "the server stalled");
+            ring.wait_hw_ptr(target, ALIVE_CHECK);
+        }
+    }
+
+    /// Freewheel: prepare, write, start, drain: the render is the frames written, exactly,
+    /// then silence to the end of the period.
+    #[test]
+    fn inproc_playback_render_is_the_frames_exactly() {
+        bounded(|| {
+            let server = Server::start(true);
+            let mut s = open(&server, 4096, u64::from(PERIOD));
+            let sig = signal(20_000);
+            write(&mut s, &sig);
+            assert_eq!(s.drain(), Ok(()));
+            assert_eq!(s.pointer(), Ok(20_000));
+            drop(s);
+            let render = server.finish(false);
+            let want: Vec<i32> = sig.iter().map(|&v| i32::from(v)).collect();
+            assert_eq!(render[..want.len()], want[..], "the render does not start with the frames written");
+            let rest = &render[want.len()..];
+            assert!(rest.len() < 2 * PERIOD as usize && rest.iter().all(|&v| v == 0), "{} samples after", rest.len());
+        });
+    }
+
+    /// Paced: a drop (snd_pcm_drop) takes back the queue: the render has what had played
+    /// when it stopped (and what the server took meanwhile, at most a period) and silence
+    /// after it, never the rest of the buffer.
+    #[test]
+    fn inproc_drop_retracts_the_queue_silently() {
+        bounded(|| {
+            let server = Server::start(false);
+            let mut s = open(&server, 8192, 2048);
+            let sig = signal(8192);
+            write(&mut s, &sig);
+            s.start().expect("start");
+            wait_played(&s, 2048);
+            let base = s.pos.base;
+            s.stop();
+            let stopped_at = s.counters().end_ptr.load(Ordering::Relaxed) - base;
+            assert!(stopped_at < 8192 - u64::from(PERIOD), "stopped at {stopped_at}: nothing left to retract");
+            wait_server(&s, 8192);
+            drop(s);
+            let got = heard(&server.finish(true));
+            let n = got.len() as u64;
+            assert!(
+                (stopped_at..=stopped_at + u64::from(PERIOD)).contains(&n),
+                "{n} frames heard, the stream stopped after {stopped_at}"
+            );
+            assert_heard_once(&got, &sig[..got.len() * 2]);
+        });
+    }
+
+    /// Paced: pause retracts what was queued (silence while paused) and keeps it; resume
+    /// plays it: every frame written is heard once, in order, with a gap where it paused.
+    #[test]
+    fn inproc_pause_resume_plays_every_frame_once() {
+        bounded(|| {
+            let server = Server::start(false);
+            let mut s = open(&server, 8192, 2048);
+            let sig = signal(16_000);
+            write(&mut s, &sig[..2 * 8192]);
+            s.start().expect("start");
+            wait_played(&s, 2048);
+            assert_eq!(s.pause(true), Ok(()));
+            let paused_at = s.pointer().expect("pointer");
+            wait_server(&s, 4096);
+            assert_eq!(s.pointer(), Ok(paused_at), "paused, nothing plays");
+            assert_eq!(s.pause(false), Ok(()));
+            write(&mut s, &sig[2 * 8192..]);
+            assert_eq!(s.drain(), Ok(()));
+            drop(s);
+            let render = server.finish(true);
+            assert_heard_once(&heard(&render), &sig);
+            // Two runs of sound: before the pause and after it.
+            let frames: Vec<bool> = render.chunks_exact(2).map(|f| f != [0, 0]).collect();
+            let runs = frames.windows(2).filter(|w| !w[0] && w[1]).count() + usize::from(frames[0]);
+            assert_eq!(runs, 2, "one gap, where it paused");
+        });
+    }
+}
