@@ -28,6 +28,19 @@ pub(crate) fn wrap(position: u64, boundary: u64) -> u64 {
     position % boundary
 }
 
+/// The hw_ptr from which a playback stream whose last frame written ends at ring frame
+/// `end` has room for `avail_min` frames (`Playhead::avail` reaches it): where poll's waiter
+/// wakes. avail = buffer - (end - hw_ptr), so that is `end - (buffer - avail_min)`.
+pub(crate) fn room_at(end: u64, buffer: u64, avail_min: u64) -> u64 {
+    end.saturating_sub(buffer.saturating_sub(avail_min))
+}
+
+/// The writer's position from which a capture stream that reads ring frame `read_at` next
+/// has `avail_min` frames waiting: where poll's waiter wakes.
+pub(crate) fn frames_at(read_at: u64, avail_min: u64) -> u64 {
+    read_at + avail_min
+}
+
 /// A playback stream's positions.
 ///
 /// Before `start` (and while paused) what the application writes waits outside the ring
@@ -396,6 +409,32 @@ mod tests {
         let mut waiting = Playhead::new(1024);
         waiting.wrote(1500);
         assert_eq!((waiting.queued(123), waiting.avail(123), waiting.delay(123, 10)), (1500, 0, 1510));
+    }
+
+    /// The waiter wakes exactly where poll_revents starts to say POLLOUT (or POLLIN): a
+    /// later wake-up is a late application, an earlier one a spin. (Playback, from the
+    /// stream's first ring frame on: before it, in the lead after start, avail does not move
+    /// and the application's own call, start or transfer, has set the eventfd already.)
+    #[test]
+    fn waiter_wakes_where_avail_reaches_avail_min() {
+        for (written, avail_min) in [(0, 256), (1000, 256), (4096, 256), (4096, 4096), (4000, 1)] {
+            let pos = running(10_000, written, 4096);
+            let target = room_at(pos.end(), pos.buffer, avail_min);
+            for hw_ptr in pos.base..pos.end() + 10 {
+                assert_eq!(
+                    pos.avail(hw_ptr) >= avail_min,
+                    hw_ptr >= target,
+                    "written {written}, avail_min {avail_min}, hw_ptr {hw_ptr}, target {target}"
+                );
+            }
+        }
+        for freewheel in [false, true] {
+            let cap = capturing(10_000, 500, 4096);
+            let target = frames_at(cap.read_at(), 256);
+            for write_ptr in 9_000..20_000 {
+                assert_eq!(cap.delay(write_ptr, freewheel) >= 256, write_ptr >= target, "write_ptr {write_ptr}");
+            }
+        }
     }
 
     fn capturing(base: u64, read: u64, buffer: u64) -> Capturehead {

@@ -18,6 +18,7 @@ use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::config::Direction;
+use crate::position::{frames_at, room_at};
 
 /// How often a sleeping waiter or drain checks that the server is still there.
 pub(crate) const ALIVE_CHECK: Duration = Duration::from_millis(100);
@@ -160,14 +161,11 @@ fn wait_for_room(conn: &Connection, ready: &Readiness) {
             let end = ready.base.load(Ordering::Acquire) + ready.written.load(Ordering::Acquire);
             let avail_min = ready.avail_min.load(Ordering::Acquire);
             let (now, target) = match ready.direction {
-                // avail >= avail_min once hw_ptr >= end - (buffer - avail_min).
-                Direction::Playback => {
-                    let need = ready.buffer.load(Ordering::Acquire).saturating_sub(avail_min);
-                    (ring.hw_ptr(), end.saturating_sub(need))
+                Direction::Playback => (ring.hw_ptr(), room_at(end, ready.buffer.load(Ordering::Acquire), avail_min)),
+                Direction::Monitor => (ring.hw_ptr(), frames_at(end, avail_min)),
+                Direction::Capture => {
+                    (ring.capture_status().cap_ptr.load(Ordering::Acquire), frames_at(end, avail_min))
                 }
-                // avail >= avail_min once the writer is avail_min past what was read.
-                Direction::Monitor => (ring.hw_ptr(), end + avail_min),
-                Direction::Capture => (ring.capture_status().cap_ptr.load(Ordering::Acquire), end + avail_min),
             };
             let ended = ready.direction == Direction::Capture
                 && ring.capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED;
