@@ -10,7 +10,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use dmix::format::SampleFormat;
 use nix::errno::Errno;
 
-use crate::stream::{Config, Direction, Recorder, Stream};
+use crate::capture::Recorder;
+use crate::config::{Config, Direction};
+use crate::playback::Stream;
+use crate::position::{default_boundary, wrap};
 
 type snd_pcm_uframes_t = c_ulong;
 type snd_pcm_sframes_t = c_long;
@@ -173,17 +176,6 @@ struct Plugin {
     /// to it (SND_PCM_IOPLUG_FLAG_BOUNDARY_WA).
     boundary: u64,
     _name: CString,
-}
-
-/// alsa-lib's default boundary for a buffer: the largest power-of-two multiple of it that
-/// leaves a buffer of room below LONG_MAX.
-fn default_boundary(buffer: u64) -> u64 {
-    let limit = c_long::MAX as u64 - buffer;
-    let mut b = buffer.max(1);
-    while b * 2 <= limit {
-        b *= 2;
-    }
-    b
 }
 
 /// alsa-lib's error reporter (its SNDERR): the application's handler if it set one
@@ -413,7 +405,7 @@ unsafe extern "C" fn cb_stop(io: Io) -> c_int {
 
 unsafe extern "C" fn cb_pointer(io: Io) -> snd_pcm_sframes_t {
     with(io, -(libc::EIO as snd_pcm_sframes_t), |p| match either!(&p.pcm, s => s.pointer()) {
-        Ok(pos) => (pos % p.boundary) as snd_pcm_sframes_t,
+        Ok(pos) => wrap(pos, p.boundary) as snd_pcm_sframes_t,
         Err(e) => -(e as snd_pcm_sframes_t),
     })
 }
