@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use dmix::client::Connection;
 use dmix::format::SampleFormat;
 use dmix::protocol::Role;
-use dmix::ring::layout::CAPTURE_ENDED;
+use dmix::ring::{ReadSource, ReadStream};
 use nix::errno::Errno;
 
 use crate::config::{Config, Direction};
@@ -34,10 +34,9 @@ pub struct Recorder {
     /// The read position at which poll was told, after the input ended, that what is left
     /// is readable (`u64::MAX`: not yet).
     end_told_at: AtomicU64,
+    /// Frames copied out of the ring, at the mix scale, before they are converted.
+    scratch: Vec<i32>,
 }
-
-/// What an idle recorder publishes as its read position: nobody waits for it.
-const READ_EVERYTHING: u64 = u64::MAX >> 1;
 
 impl Recorder {
     /// Connects to the server as a recorder of `source` (Monitor or Capture).
@@ -58,9 +57,10 @@ impl Recorder {
             started_once: false,
             pos: Capturehead::new(u64::from(p.period_frames) * 2),
             end_told_at: AtomicU64::new(u64::MAX),
+            scratch: Vec::new(),
         };
         if !p.freewheel {
-            r.publish_read(READ_EVERYTHING);
+            r.reader().read_everything();
         }
         r.waiter = Some(spawn_waiter(&r.conn, &r.ready)?);
         Ok(r)
@@ -77,21 +77,13 @@ impl Recorder {
         self.ready.poll_fd
     }
 
-    fn write_ptr(&self) -> u64 {
-        let ring = self.conn.ring();
-        match self.ready.direction {
-            Direction::Capture => ring.capture_status().cap_ptr.load(Ordering::Acquire),
-            _ => ring.hw_ptr(),
-        }
+    /// The read operations on the ring this records.
+    fn reader(&self) -> ReadStream<'_> {
+        self.conn.reader(source_of(self.ready.direction))
     }
 
-    fn publish_read(&self, pos: u64) {
-        let ring = self.conn.ring();
-        // Release: pairs with the freewheel barrier's Acquire of our read position.
-        ring.counters(self.conn.slot()).appl_ptr.store(pos, Ordering::Release);
-        if ring.freewheel() {
-            ring.ring_doorbell();
-        }
+    fn write_ptr(&self) -> u64 {
+        self.reader().write_ptr()
     }
 
     /// hw_params: the format and the buffer (at most the ring less a period).
@@ -133,7 +125,7 @@ impl Recorder {
         self.started_once = true;
         let read_at = self.pos.start(at);
         self.sync();
-        self.publish_read(read_at);
+        self.reader().publish_read(read_at);
         self.ready.changed();
         self.update_event();
         Ok(())
@@ -143,7 +135,7 @@ impl Recorder {
     pub fn stop(&mut self) {
         self.pos.stop(self.write_ptr(), self.conn.ring().freewheel());
         self.sync();
-        self.publish_read(READ_EVERYTHING);
+        self.reader().read_everything();
         self.ready.changed();
         self.update_event();
     }
@@ -184,27 +176,24 @@ impl Recorder {
     /// transfer: `frames` frames into `out`, in the negotiated format.
     pub fn transfer(&mut self, out: &mut [u8], frames: usize) -> Result<usize, Errno> {
         let read_at = self.pos.read_at();
-        let ring = self.conn.ring();
-        let samples = match self.ready.direction {
-            Direction::Capture => ring.capture_ring(),
-            _ => ring.monitor_ring(),
-        };
         let ch = self.channels;
         let width = self.format.bytes();
-        for (f, frame_out) in out.chunks_exact_mut(width * ch).take(frames).enumerate() {
-            let at = ((read_at + f as u64) % self.ring_frames) as usize * ch;
-            for (c, bytes) in frame_out.chunks_exact_mut(width).enumerate() {
-                self.format.mix_to_le_bytes(samples[at + c].load(Ordering::Relaxed), bytes);
-            }
-        }
+        let n = frames.min(out.len() / (width * ch));
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(n * ch, 0);
         // A paced server waits for no reader: frames it may have overwritten while we
         // copied are an overrun, never garbage handed on.
-        if self.pos.overwritten(self.write_ptr(), self.ring_frames) {
+        let lapped = self.reader().copy_out(read_at, &mut scratch);
+        for (&s, bytes) in scratch.iter().zip(out.chunks_exact_mut(width)) {
+            self.format.mix_to_le_bytes(s, bytes);
+        }
+        self.scratch = scratch;
+        if lapped > 0 {
             return Err(Errno::EPIPE);
         }
         self.pos.was_read(frames as u64);
         self.sync();
-        self.publish_read(self.pos.read_at());
+        self.reader().publish_read(self.pos.read_at());
         self.ready.changed();
         self.update_event();
         Ok(frames)
@@ -233,8 +222,7 @@ impl Recorder {
 
     /// The shared input has ended and everything it held was captured (`cap_ptr` is final).
     fn input_ended(&self) -> bool {
-        self.ready.direction == Direction::Capture
-            && self.conn.ring().capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED
+        self.reader().ended()
     }
 
     fn update_event(&self) {
@@ -249,6 +237,14 @@ impl Recorder {
 
     fn alive(&self) -> Result<(), Errno> {
         self.ready.alive(&self.conn)
+    }
+}
+
+/// The ring a capture PCM of `direction` reads.
+pub(crate) fn source_of(direction: Direction) -> ReadSource {
+    match direction {
+        Direction::Capture => ReadSource::Capture,
+        Direction::Monitor | Direction::Playback => ReadSource::Monitor,
     }
 }
 

@@ -23,7 +23,6 @@ use std::thread::JoinHandle;
 use dmix::client::Connection;
 use dmix::format::SampleFormat;
 use dmix::protocol::Role;
-use dmix::ring::layout::{CLIENT_DRAINING, ClientCounters};
 use dmix::sys::Wake;
 use nix::errno::Errno;
 
@@ -87,7 +86,7 @@ impl Stream {
             conn,
         };
         if !p.freewheel {
-            s.mark_idle(s.conn.start_frame());
+            s.conn.writer().ended_at(s.conn.start_frame());
         }
         let mut s = s;
         s.waiter = Some(spawn_waiter(&s.conn, &s.ready)?);
@@ -115,7 +114,7 @@ impl Stream {
         self.format = format;
         self.pos.buffer = buffer;
         self.sync();
-        self.counters().latency_frames.store(buffer as u32, Ordering::Relaxed);
+        self.conn.writer().set_latency(buffer);
         self.ready.changed();
         self.update_event();
         Ok(())
@@ -144,16 +143,15 @@ impl Stream {
     /// start: what was written so far goes into the ring, `lead` ahead of hw_ptr.
     pub fn start(&mut self) -> Result<(), Errno> {
         self.alive()?;
-        let at = self.pos.start(self.conn.ring().hw_ptr(), self.lead, self.first_frame);
+        let at = self.pos.start(self.conn.writer().hw_ptr(), self.lead, self.first_frame);
         let pending = std::mem::take(&mut self.pending);
         self.add(at, &pending);
         self.pending = pending;
         self.pending.clear();
         self.xrun_counted.store(false, Ordering::Relaxed);
-        // Playing again: the server waits for us in freewheel from here.
-        self.counters().flags.store(0, Ordering::Release);
         self.sync();
-        self.publish();
+        // Playing again: the server waits for us in freewheel from here.
+        self.conn.writer().resume_at(self.pos.end());
         self.ready.changed();
         self.update_event();
         Ok(())
@@ -183,8 +181,8 @@ impl Stream {
     /// Stops running: retracts the queue (keeping it in `pending` with `keep`), notes how
     /// far the stream played, and marks the slot idle there.
     fn take_back(&mut self, keep: bool) {
-        let ring = self.conn.ring();
-        let Some(taken) = self.pos.stop_running(ring.hw_ptr()) else { return };
+        let w = self.conn.writer();
+        let Some(taken) = self.pos.stop_running(w.hw_ptr()) else { return };
         self.sync();
         let ch = self.channels;
         if keep {
@@ -194,35 +192,23 @@ impl Stream {
                 self.pending.extend_from_slice(&self.history[at..at + ch]);
             }
         }
-        ring.retract(taken.start, taken.end, &self.history);
+        w.retract(taken.start, taken.end, &self.history);
         // Frames the server took while we retracted played whole or partly.
-        let now = self.pos.retracted(&taken, ring.hw_ptr());
+        let now = self.pos.retracted(&taken, w.hw_ptr());
         if keep && now > taken.start {
             self.pending.drain(..((now - taken.start) as usize * ch));
         }
-        self.mark_idle(now);
+        // The server does not wait for an idle PCM.
+        w.ended_at(now);
     }
 
     /// In freewheel, a prepared stream holds the render where it is until it starts, as a
     /// dmix-play waiting for input does: several programs started together then start
     /// together, on the same frame. A paced server never waits for anyone.
     fn hold(&self) {
-        let ring = self.conn.ring();
-        if ring.freewheel() {
-            let c = ring.counters(self.conn.slot());
-            c.appl_ptr.store(ring.hw_ptr().max(self.first_frame), Ordering::Relaxed);
-            c.flags.store(0, Ordering::Release);
-        }
-    }
-
-    /// Says "ended at `frame`": the server does not wait for an idle PCM.
-    fn mark_idle(&self, frame: u64) {
-        let c = self.counters();
-        c.end_ptr.store(frame, Ordering::Relaxed);
-        c.appl_ptr.store(frame, Ordering::Relaxed);
-        c.flags.store(CLIENT_DRAINING, Ordering::Release);
-        if self.conn.ring().freewheel() {
-            self.conn.ring().ring_doorbell();
+        let w = self.conn.writer();
+        if w.freewheel() {
+            w.resume_at(w.hw_ptr().max(self.first_frame));
         }
     }
 
@@ -270,24 +256,12 @@ impl Stream {
 
     fn add(&mut self, at: u64, samples: &[i32]) {
         if !samples.is_empty() {
-            let out = self.conn.ring().mix_add_keeping(at, samples, &mut self.history);
-            if out.late_frames > 0 {
-                self.counters().late_frames.fetch_add(out.late_frames as u64, Ordering::Relaxed);
-            }
+            self.conn.writer().add(at, samples, &mut self.history);
         }
-    }
-
-    /// Our slot's self-reported counters.
-    fn counters(&self) -> &ClientCounters {
-        self.conn.ring().counters(self.conn.slot())
     }
 
     fn publish(&self) {
-        let ring = self.conn.ring();
-        ring.counters(self.conn.slot()).appl_ptr.store(self.pos.end(), Ordering::Release);
-        if ring.freewheel() {
-            ring.ring_doorbell();
-        }
+        self.conn.writer().publish(self.pos.end());
     }
 
     /// pointer: stream frames played (the caller wraps it at ALSA's boundary: modulo the
@@ -297,25 +271,25 @@ impl Stream {
         if self.ready.gone.load(Ordering::Acquire) {
             return Err(Errno::ENODEV);
         }
-        let ring = self.conn.ring();
-        if self.pos.xrun(ring.hw_ptr()) {
+        let w = self.conn.writer();
+        if self.pos.xrun(w.hw_ptr()) {
             if !self.xrun_counted.swap(true, Ordering::Relaxed) {
-                self.counters().underruns.fetch_add(1, Ordering::Relaxed);
+                w.count_underrun();
             }
             return Err(Errno::EPIPE);
         }
-        Ok(self.pos.played(ring.hw_ptr()))
+        Ok(self.pos.played(w.hw_ptr()))
     }
 
     /// delay: how long until a frame written now is heard, in frames: what is queued, then
     /// the server's device buffer (an ALSA sink's; 0 for wav and null sinks).
     pub fn delay(&self) -> u64 {
-        let ring = self.conn.ring();
-        self.pos.delay(ring.hw_ptr(), ring.device_buffer_frames())
+        let w = self.conn.writer();
+        self.pos.delay(w.hw_ptr(), w.device_buffer_frames())
     }
 
     fn avail(&self) -> u64 {
-        self.pos.avail(self.conn.ring().hw_ptr())
+        self.pos.avail(self.conn.writer().hw_ptr())
     }
 
     /// drain: starts if need be, then waits (bounded by the server's life) until the last
@@ -329,11 +303,7 @@ impl Stream {
         }
         let ring = self.conn.ring();
         let end = self.pos.end();
-        let c = ring.counters(self.conn.slot());
-        c.end_ptr.store(end, Ordering::Relaxed);
-        // Release: the server that sees DRAINING sees end_ptr (as Player::drain).
-        c.flags.store(CLIENT_DRAINING, Ordering::Release);
-        self.publish();
+        self.conn.writer().ended_at(end);
         // Until the last frame was heard: past the server's device buffer too.
         let heard = ring.heard_at(end);
         while ring.hw_ptr() < heard {
@@ -480,7 +450,7 @@ pub(crate) mod tests {
             wait_played(&s, 2048);
             let base = s.pos.base;
             s.stop();
-            let stopped_at = s.counters().end_ptr.load(Ordering::Relaxed) - base;
+            let stopped_at = s.conn.ring().counters(s.conn.slot()).end_ptr.load(Ordering::Relaxed) - base;
             assert!(stopped_at < 8192 - u64::from(PERIOD), "stopped at {stopped_at}: nothing left to retract");
             wait_server(&s, 8192);
             drop(s);

@@ -221,13 +221,6 @@ impl Capturehead {
         self.captured(write_ptr, freewheel).saturating_sub(self.read)
     }
 
-    /// A ring of `ring_frames` with its writer at `write_ptr` no longer holds the frame we
-    /// read next: a paced writer went round past it (while we copied, say), and what we
-    /// copied may be newer audio: an overrun, never garbage handed on.
-    pub(crate) fn overwritten(&self, write_ptr: u64, ring_frames: u64) -> bool {
-        write_ptr.saturating_sub(ring_frames) > self.read_at()
-    }
-
     /// prepare: a new stream from frame 0 (the caller stopped it first).
     pub(crate) fn prepare(&mut self) {
         self.read = 0;
@@ -462,17 +455,6 @@ mod tests {
         assert_eq!(cap.delay(1000 + 100 + 1025, false), 1025);
         // A writer behind our base (started at the admission frame) has captured nothing.
         assert_eq!(capturing(1000, 0, 1024).captured(900, false), 0);
-    }
-
-    /// A ring whose writer went round past the frame we read next was overwritten while we
-    /// copied: what we copied is not handed on.
-    #[test]
-    fn capture_overwritten_while_copying_is_an_overrun() {
-        let cap = capturing(1000, 100, 1024);
-        assert_eq!(cap.read_at(), 1100);
-        assert!(!cap.overwritten(1100 + 4096, 4096), "a whole ring ahead: still there");
-        assert!(cap.overwritten(1101 + 4096, 4096));
-        assert!(!cap.overwritten(10, 4096), "early positions do not underflow");
     }
 
     /// Pause stops capturing where the writer is; resume goes on from there, and what came

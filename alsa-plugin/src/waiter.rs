@@ -12,11 +12,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dmix::client::Connection;
-use dmix::ring::layout::CAPTURE_ENDED;
 use dmix::sys::Wake;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::capture::source_of;
 use crate::config::Direction;
 use crate::position::{frames_at, room_at};
 
@@ -160,25 +160,26 @@ fn wait_for_room(conn: &Connection, ready: &Readiness) {
         let woke = if ready.running.load(Ordering::Acquire) {
             let end = ready.base.load(Ordering::Acquire) + ready.written.load(Ordering::Acquire);
             let avail_min = ready.avail_min.load(Ordering::Acquire);
-            let (now, target) = match ready.direction {
-                Direction::Playback => (ring.hw_ptr(), room_at(end, ready.buffer.load(Ordering::Acquire), avail_min)),
-                Direction::Monitor => (ring.hw_ptr(), frames_at(end, avail_min)),
-                Direction::Capture => {
-                    (ring.capture_status().cap_ptr.load(Ordering::Acquire), frames_at(end, avail_min))
+            if ready.direction == Direction::Playback {
+                let target = room_at(end, ready.buffer.load(Ordering::Acquire), avail_min);
+                if ring.hw_ptr() >= target {
+                    ready.signal();
+                    dmix::sys::futex_wait(&ready.generation, generation, ALIVE_CHECK)
+                } else {
+                    // On our own clock until the server should have published the target, as
+                    // players do: the server then has nobody to wake (a futex waiter costs its
+                    // wake-up call a little each: measured, docs/BENCHMARKS.md).
+                    ring.sleep_until_hw_ptr(target, ALIVE_CHECK)
                 }
-            };
-            let ended = ready.direction == Direction::Capture
-                && ring.capture_status().state.load(Ordering::Acquire) == CAPTURE_ENDED;
-            if now >= target || ended {
-                ready.signal();
-                dmix::sys::futex_wait(&ready.generation, generation, ALIVE_CHECK)
-            } else if ready.direction == Direction::Capture {
-                ring.wait_cap_ptr(target, ALIVE_CHECK)
             } else {
-                // On our own clock until the server should have published the target, as
-                // players do: the server then has nobody to wake (a futex waiter costs its
-                // wake-up call a little each: measured, docs/BENCHMARKS.md).
-                ring.sleep_until_hw_ptr(target, ALIVE_CHECK)
+                let reader = conn.reader(source_of(ready.direction));
+                let target = frames_at(end, avail_min);
+                if reader.write_ptr() >= target || reader.ended() {
+                    ready.signal();
+                    dmix::sys::futex_wait(&ready.generation, generation, ALIVE_CHECK)
+                } else {
+                    reader.sleep_until(target, ALIVE_CHECK)
+                }
             }
         } else {
             dmix::sys::futex_wait(&ready.generation, generation, ALIVE_CHECK)

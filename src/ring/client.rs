@@ -116,25 +116,25 @@ impl ClientRing {
     }
 
     /// The monitor samples (read-only mapping: load only).
-    pub fn monitor_ring(&self) -> &[AtomicI32] {
+    pub(super) fn monitor_ring(&self) -> &[AtomicI32] {
         let n = self.params.monitor_frames as usize * self.params.channels as usize;
         self.monitor.slice(MONITOR_RING_OFFSET, n).expect("monitor region size was checked at attach")
     }
 
     /// The captured samples (read-only mapping: load only).
-    pub fn capture_ring(&self) -> &[AtomicI32] {
+    pub(super) fn capture_ring(&self) -> &[AtomicI32] {
         let n = self.params.capture_frames as usize * self.params.channels as usize;
         self.capture.slice(MONITOR_RING_OFFSET, n).expect("capture region size was checked at attach")
     }
 
     /// The shared input's progress.
-    pub fn capture_status(&self) -> &CaptureStatus {
+    pub(super) fn capture_status(&self) -> &CaptureStatus {
         &self.status().capture.0
     }
 
     /// Sleeps until the capture pointer reaches `target`, the capture state changes, or
     /// `timeout` (the caller re-checks).
-    pub fn wait_cap_ptr(&self, target: u64, timeout: Duration) -> Wake {
+    pub(super) fn wait_cap_ptr(&self, target: u64, timeout: Duration) -> Wake {
         let cs = self.capture_status();
         let seq = cs.cap_seq.load(Ordering::Acquire);
         if cs.cap_ptr.load(Ordering::Acquire) >= target || cs.state.load(Ordering::Acquire) == CAPTURE_ENDED {

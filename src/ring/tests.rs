@@ -259,3 +259,21 @@ fn ring_memfds_refuse_truncation() {
     assert!(nix::unistd::ftruncate(&fd, 0).is_err());
     assert!(nix::unistd::ftruncate(&fd, 1 << 30).is_err());
 }
+
+#[test]
+fn ring_reader_copy_out_reports_what_the_server_may_have_overwritten() {
+    // Moved from the plugin's position tests: the overrun rule lives in ReadStream alone.
+    // The monitor holds 128 frames; a reader at frame `pos` still has it while the writer
+    // is at most a whole ring ahead.
+    let s = server();
+    let a = client(&s);
+    let r = a.reader(0, ReadSource::Monitor);
+    let mut frame = [0i32; 2];
+    s.publish_hw_ptr(10);
+    assert_eq!(r.copy_out(0, &mut frame), 0, "early positions do not underflow");
+    s.publish_hw_ptr(100 + 128);
+    assert_eq!(r.copy_out(100, &mut frame), 0, "a whole ring ahead: still there");
+    s.publish_hw_ptr(101 + 128);
+    assert_eq!(r.copy_out(100, &mut frame), 1, "one frame past: the first was overwritten");
+    assert_eq!(r.copy_out(90, &mut frame), 11, "not limited to what was copied");
+}
