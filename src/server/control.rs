@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::Shared;
+use super::admit::{self, Admission, AdmitContext, Peer, SubChannels};
 use crate::error::{Error, Result};
-use crate::protocol::{Hello, MAX_SHARE_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, ShareRequest, Welcome};
+use crate::protocol::{Hello, MAX_SHARE_BYTES, Refusal, Reply, Role, ShareRequest, Welcome};
 use crate::ring::layout::{MAX_SLOTS, NAME_BYTES, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_JOINING};
 use crate::ring::unix_now_ns;
 use crate::transport::{self, Listener, PeerCred};
@@ -346,78 +347,38 @@ impl<'a> Control<'a> {
         Ok(())
     }
 
-    /// Checks a hello and the peer, assigns a slot and sends the welcome. Returns the
-    /// connection's new state.
+    /// Checks a hello and the peer ([`admit`]) and does what the decision says: refuses,
+    /// or fills the slot, sends the welcome and posts the slot to the period loop. Returns
+    /// the connection's new state.
     fn hello(&mut self, fd: &OwnedFd, via: Option<&str>, bytes: Option<&[u8]>) -> Option<ConnState> {
-        let hello = match bytes.map(Hello::decode) {
-            Some(Ok(h)) => h,
-            Some(Err(Error::Version { theirs, .. })) => {
-                let reason =
-                    format!("protocol version mismatch: the server speaks {PROTOCOL_VERSION}, the client {theirs}");
-                self.refuse(fd, Refusal::Incompatible, reason);
-                return None;
-            }
-            Some(Err(e)) => {
-                self.refuse(fd, Refusal::BadRequest, e.to_string());
-                return None;
-            }
-            None => {
-                self.refuse(fd, Refusal::BadRequest, "hello: oversized message".into());
+        let hello = match admit::read_hello(bytes) {
+            Ok(h) => h,
+            Err((r, reason)) => {
+                self.refuse(fd, r, reason);
                 return None;
             }
         };
         let cred = transport::peer_cred(fd.as_fd()).ok()?;
-        if !self.admits(fd, cred) {
-            let reason = match self.group {
-                None => format!("uid {} may not use this server (it serves uid {})", cred.uid, self.uid),
-                Some(g) => {
-                    format!("uid {} may not use this server (it serves uid {} and group {g})", cred.uid, self.uid)
-                }
-            };
-            self.refuse(fd, Refusal::Denied, reason);
-            return None;
-        }
+        let groups = || transport::peer_groups(fd.as_fd()).unwrap_or_default();
         let p = self.shared.ring.params();
-        // Through a sub-device a client writes the sub-device's channels.
-        let (map, exclusive) = match via {
-            None => (None, false),
-            Some(name) => match self.subs.iter().find(|s| s.name == name) {
-                Some(s) => (Some(s.map.clone()), s.exclusive),
-                None => {
-                    self.refuse(fd, Refusal::Stopping, format!("sub-device '{name}' is gone"));
-                    return None;
-                }
-            },
+        let sub = via.and_then(|name| self.subs.iter().find(|s| s.name == name));
+        let ctx = AdmitContext {
+            uid: self.uid,
+            group: self.group,
+            sub: sub.map(|s| SubChannels { map: &s.map, exclusive: s.exclusive }),
+            channels: p.channels,
+            capture_frames: p.capture_frames,
+            held: self.held_channels(),
+            owned: self.owned,
         };
-        let width = map.as_ref().map_or(p.channels, |m| m.len() as u32);
-        if hello.channels != 0 && hello.channels != width {
-            let reason = format!("the server has {width} channels here; {} asked for", hello.channels);
-            self.refuse(fd, Refusal::BadRequest, reason);
-            return None;
-        }
-        if hello.role == Role::Capture && p.capture_frames == 0 {
-            let reason = "this server shares no input (start dmix-serve with --capture SOURCE)".to_string();
-            self.refuse(fd, Refusal::BadRequest, reason);
-            return None;
-        }
-        let mut held = 0u64;
-        if exclusive && hello.role == Role::Play {
-            let mask = map.iter().flatten().fold(0u64, |m, &c| m | 1 << c);
-            let taken = self.held_channels() & mask;
-            if taken != 0 {
-                let list: Vec<String> = (0..64).filter(|c| taken & (1 << c) != 0).map(|c| c.to_string()).collect();
-                let reason = format!("busy: channel {} of '{}' is in use", list.join(","), via.unwrap_or(""));
-                self.refuse(fd, Refusal::Busy, reason);
+        let admission = match admit::admit(&hello, &Peer { cred, groups: &groups }, via, &ctx) {
+            Ok(a) => a,
+            Err((r, reason)) => {
+                self.refuse(fd, r, reason);
                 return None;
             }
-            held = mask;
-        }
-        let free = !self.owned;
-        if free == 0 {
-            self.refuse(fd, Refusal::Full, format!("server full: all {MAX_SLOTS} client slots are taken"));
-            return None;
-        }
-        let slot = free.trailing_zeros() as usize;
+        };
+        let Admission { slot, role, width, map, held } = admission;
         let client_id = self.next_client_id;
         self.next_client_id = self.next_client_id.wrapping_add(1).max(1);
         self.fill_slot(slot, client_id, &hello, width, cred, map.as_deref());
@@ -451,19 +412,7 @@ impl<'a> Control<'a> {
         }
         self.shared.join_mask.fetch_or(bit, Ordering::AcqRel);
         self.shared.ring_doorbell();
-        Some(ConnState::Active { slot, role: hello.role, held })
-    }
-
-    /// The kernel's word on the peer: our own uid, root, or (with `--group`) a member of the
-    /// group, primary or supplementary.
-    fn admits(&self, fd: &OwnedFd, cred: PeerCred) -> bool {
-        if cred.uid == self.uid || cred.uid == 0 {
-            return true;
-        }
-        match self.group {
-            None => false,
-            Some(g) => cred.gid == g || transport::peer_groups(fd.as_fd()).is_ok_and(|gs| gs.contains(&g)),
-        }
+        Some(ConnState::Active { slot, role, held })
     }
 
     fn held_channels(&self) -> u64 {

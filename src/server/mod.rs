@@ -7,6 +7,7 @@
 //! `leave_mask`, frees it and hands it back through `freed_mask`. Nothing the clients write
 //! is read for control, except the self-reported positions that pace freewheel.
 
+mod admit;
 mod capture;
 mod control;
 pub mod period;
