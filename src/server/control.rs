@@ -1,13 +1,8 @@
 //! The control thread: accepts connections on the server socket and on the sockets of
 //! sub-devices (dmix-share), checks hellos and peers, assigns slots, sends the welcome with
 //! the fds, and notices hang-ups. It never touches audio; it talks to the period loop only
-//! through the atomics in [`Shared`].
-//!
-//! A sub-device is a socket of its own (NAME.sock beside the server's) whose clients write
-//! a subset of the server's channels, in the order the share request gave. It lives as long
-//! as the dmix-share connection that asked for it: when that hangs up, its sockets are
-//! closed and removed. With `--exclusive`, a channel belongs to one sub-device client at a
-//! time.
+//! through the atomics in [`Shared`]. The sub-devices whose sockets it polls are made in
+//! [`subdevice`](super::subdevice).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -17,7 +12,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::Shared;
-use super::admit::{self, Admission, AdmitContext, Peer, SubChannels};
+use super::admit::{self, Admission, AdmitContext, Peer};
+use super::subdevice::{self, Sub};
 use crate::error::{Error, Result};
 use crate::protocol::{Hello, MAX_SHARE_BYTES, Refusal, Reply, Role, ShareRequest, Welcome};
 use crate::ring::layout::{MAX_SLOTS, NAME_BYTES, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_JOINING};
@@ -53,15 +49,6 @@ struct Conn {
     state: ConnState,
     /// The sub-device it connected through, if any.
     via: Option<String>,
-}
-
-/// A sub-device created by a dmix-share connection.
-struct Sub {
-    name: String,
-    map: Vec<u8>,
-    exclusive: bool,
-    owner: u64,
-    listener: Listener,
 }
 
 pub(super) struct Control<'a> {
@@ -308,7 +295,7 @@ impl<'a> Control<'a> {
             Some(Ok(_)) if self.subs.iter().any(|s| s.owner == id) => {
                 Err((Refusal::BadRequest, "this connection already shares sub-devices".to_string()))
             }
-            Some(Ok(req)) => self.create_subs(id, &req),
+            Some(Ok(req)) => subdevice::create(self.dir, &mut self.subs, id, &req),
         };
         let reply = match answer {
             Ok(()) => Reply::Done,
@@ -316,35 +303,6 @@ impl<'a> Control<'a> {
         };
         let (b, n) = reply.encode();
         let _ = transport::send(self.conns[i].fd.as_fd(), &b[..n], &[]);
-    }
-
-    fn create_subs(&mut self, owner: u64, req: &ShareRequest) -> std::result::Result<(), (Refusal, String)> {
-        let Some(dir) = self.dir else {
-            return Err((Refusal::BadRequest, "this server has no socket directory".into()));
-        };
-        let mut made = Vec::with_capacity(req.subs.len());
-        for sub in &req.subs {
-            if self.subs.iter().any(|s| s.name == sub.name) {
-                return Err((Refusal::Busy, format!("'{}' is already a sub-device", sub.name)));
-            }
-            let path = dir.join(format!("{}.sock", sub.name));
-            match Listener::bind(&path, 0o600) {
-                Ok(listener) => made.push(Sub {
-                    name: sub.name.clone(),
-                    map: sub.map.clone(),
-                    exclusive: req.exclusive,
-                    owner,
-                    listener,
-                }),
-                // Dropping `made` removes the sockets already created: all or nothing.
-                Err(e) if e.kind() == crate::ErrorKind::Busy => {
-                    return Err((Refusal::Busy, format!("'{}' collides with a running server", sub.name)));
-                }
-                Err(e) => return Err((Refusal::BadRequest, format!("'{}': {e}", sub.name))),
-            }
-        }
-        self.subs.extend(made);
-        Ok(())
     }
 
     /// Checks a hello and the peer ([`admit`]) and does what the decision says: refuses,
@@ -365,7 +323,7 @@ impl<'a> Control<'a> {
         let ctx = AdmitContext {
             uid: self.uid,
             group: self.group,
-            sub: sub.map(|s| SubChannels { map: &s.map, exclusive: s.exclusive }),
+            sub: sub.map(Sub::channels),
             channels: p.channels,
             capture_frames: p.capture_frames,
             held: self.held_channels(),

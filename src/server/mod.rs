@@ -12,6 +12,7 @@ mod capture;
 mod control;
 pub mod period;
 pub mod sinks;
+mod subdevice;
 
 use std::path::PathBuf;
 use std::sync::Arc;
