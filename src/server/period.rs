@@ -60,8 +60,6 @@ pub struct PeriodLoop<'a> {
     counted_play: u64,
     /// Recorders admitted and not yet gone: a freewheel render waits for them too.
     active_tee: u64,
-    /// Every admitted slot, any role.
-    active_any: u64,
     /// Players that wrote a frame, since the start.
     players_seen: u32,
     /// The first period is held until `wait_clients` players were admitted.
@@ -97,7 +95,6 @@ impl<'a> PeriodLoop<'a> {
             active_play: 0,
             counted_play: 0,
             active_tee: 0,
-            active_any: 0,
             players_seen: 0,
             released: wait_clients == 0,
             wait_clients,
@@ -306,7 +303,6 @@ impl<'a> PeriodLoop<'a> {
                     self.active_tee |= 1 << slot;
                 }
             }
-            self.active_any |= joins;
             ring.wake_all();
         }
         let leaves = self.shared.leave_mask.swap(0, Ordering::AcqRel);
@@ -325,7 +321,6 @@ impl<'a> PeriodLoop<'a> {
             self.active_play &= !leaves;
             self.counted_play &= !leaves;
             self.active_tee &= !leaves;
-            self.active_any &= !leaves;
             // Release: the control thread reuses these slots only after it sees them here.
             self.shared.freed_mask.fetch_or(leaves, Ordering::AcqRel);
         }
