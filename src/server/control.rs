@@ -1,7 +1,7 @@
 //! The control thread: accepts connections on the server socket and on the sockets of
 //! sub-devices (dmix-share), checks hellos and peers, assigns slots, sends the welcome with
 //! the fds, and notices hang-ups. It never touches audio; it talks to the period loop only
-//! through the atomics in [`Shared`]. The sub-devices whose sockets it polls are made in
+//! through the atomics in [`Core`]. The sub-devices whose sockets it polls are made in
 //! [`subdevice`](super::subdevice).
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::Shared;
+use super::Core;
 use super::admit::{self, Admission, AdmitContext, Peer};
 use super::subdevice::{self, Sub};
 use crate::error::{Error, Result};
@@ -52,7 +52,7 @@ struct Conn {
 }
 
 pub(super) struct Control<'a> {
-    shared: &'a Shared,
+    shared: &'a Core,
     listener: &'a Listener,
     dir: Option<&'a Path>,
     subs: Vec<Sub>,
@@ -80,7 +80,7 @@ enum Source {
 }
 
 impl<'a> Control<'a> {
-    pub(super) fn new(shared: &'a Shared, listener: &'a Listener, dir: Option<&'a Path>, group: Option<u32>) -> Self {
+    pub(super) fn new(shared: &'a Core, listener: &'a Listener, dir: Option<&'a Path>, group: Option<u32>) -> Self {
         Control {
             shared,
             listener,

@@ -24,7 +24,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Shared;
+use super::Core;
 use super::sinks::{Installed, Returned, SinkPort};
 use crate::error::Result;
 use crate::ring::layout::{CLIENT_DRAINING, NOT_PLAYING, SERVER_STOPPING, SLOT_ACTIVE, SLOT_FREE};
@@ -44,7 +44,7 @@ pub enum LoopEnd {
 
 /// The loop's preallocated state.
 pub struct PeriodLoop<'a> {
-    shared: &'a Shared,
+    shared: &'a Core,
     port: SinkPort,
     /// The sink playing, if any (none while the one in use is lost).
     sink: Option<Installed>,
@@ -76,13 +76,7 @@ pub struct PeriodLoop<'a> {
 impl<'a> PeriodLoop<'a> {
     /// Prepares the loop (all allocation happens here). It plays on the sinks `port` hands
     /// it; with `exit_on_loss`, the loss of one ends the loop with its error.
-    pub fn new(
-        shared: &'a Shared,
-        port: SinkPort,
-        exit_on_loss: bool,
-        wait_clients: u32,
-        exit_when_idle: bool,
-    ) -> Self {
+    pub fn new(shared: &'a Core, port: SinkPort, exit_on_loss: bool, wait_clients: u32, exit_when_idle: bool) -> Self {
         let p = *shared.ring.params();
         PeriodLoop {
             shared,
@@ -376,7 +370,7 @@ mod tests {
     /// fails once as a device that went away, and records the allocations the loop's thread
     /// made between its 10th and its 500th period.
     struct Probe {
-        shared: &'static Shared,
+        shared: &'static Core,
         periods: u64,
         allocs_at_10: u64,
         /// Built before the loop runs: the loop's thread must not be charged for it.
@@ -425,7 +419,7 @@ mod tests {
         }
     }
 
-    fn shared() -> &'static Shared {
+    fn shared() -> &'static Core {
         let params = RingParams {
             rate_hz: 48000,
             channels: 2,
@@ -437,7 +431,7 @@ mod tests {
             freewheel: false,
         };
         // Leaked: the probe sink, which the loop owns, refers to it.
-        Box::leak(Box::new(Shared {
+        Box::leak(Box::new(Core {
             ring: ServerRing::create(params, 1).unwrap(),
             stop: Arc::new(AtomicBool::new(false)),
             join_mask: AtomicU64::new(0),
