@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Shared;
+use super::Core;
 use crate::capture::Source;
 use crate::error::Result;
 use crate::protocol::Role;
@@ -27,7 +27,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// The capture loop's state.
 pub(super) struct CaptureLoop<'a> {
-    shared: &'a Shared,
+    shared: &'a Core,
     source: &'a mut dyn Source,
     buf: Vec<i32>,
     cap: u64,
@@ -35,7 +35,7 @@ pub(super) struct CaptureLoop<'a> {
 }
 
 impl<'a> CaptureLoop<'a> {
-    pub(super) fn new(shared: &'a Shared, source: &'a mut dyn Source, wait_readers: u32) -> Self {
+    pub(super) fn new(shared: &'a Core, source: &'a mut dyn Source, wait_readers: u32) -> Self {
         let p = shared.ring.params();
         CaptureLoop {
             shared,

@@ -1,13 +1,8 @@
 //! The control thread: accepts connections on the server socket and on the sockets of
 //! sub-devices (dmix-share), checks hellos and peers, assigns slots, sends the welcome with
 //! the fds, and notices hang-ups. It never touches audio; it talks to the period loop only
-//! through the atomics in [`Shared`].
-//!
-//! A sub-device is a socket of its own (NAME.sock beside the server's) whose clients write
-//! a subset of the server's channels, in the order the share request gave. It lives as long
-//! as the dmix-share connection that asked for it: when that hangs up, its sockets are
-//! closed and removed. With `--exclusive`, a channel belongs to one sub-device client at a
-//! time.
+//! through the atomics in [`Core`]. The sub-devices whose sockets it polls are made in
+//! [`subdevice`](super::subdevice).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -16,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::Shared;
+use super::Core;
+use super::admit::{self, Admission, AdmitContext, Peer};
+use super::subdevice::{self, Sub};
 use crate::error::{Error, Result};
-use crate::protocol::{Hello, MAX_SHARE_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, ShareRequest, Welcome};
-use crate::ring::layout::{MAX_SLOTS, RING_LAYOUT_VERSION, SERVER_STOPPING, SLOT_JOINING};
-use crate::sys::unix_now_ns;
+use crate::protocol::{Hello, MAX_SHARE_BYTES, Refusal, Reply, Role, ShareRequest, Welcome};
+use crate::ring::layout::{MAX_SLOTS, RING_LAYOUT_VERSION};
+use crate::ring::server::SlotFill;
 use crate::transport::{self, Listener, PeerCred};
 
 /// How long a new connection may take to send its hello.
@@ -54,17 +51,8 @@ struct Conn {
     via: Option<String>,
 }
 
-/// A sub-device created by a dmix-share connection.
-struct Sub {
-    name: String,
-    map: Vec<u8>,
-    exclusive: bool,
-    owner: u64,
-    listener: Listener,
-}
-
 pub(super) struct Control<'a> {
-    shared: &'a Shared,
+    shared: &'a Core,
     listener: &'a Listener,
     dir: Option<&'a Path>,
     subs: Vec<Sub>,
@@ -92,7 +80,7 @@ enum Source {
 }
 
 impl<'a> Control<'a> {
-    pub(super) fn new(shared: &'a Shared, listener: &'a Listener, dir: Option<&'a Path>, group: Option<u32>) -> Self {
+    pub(super) fn new(shared: &'a Core, listener: &'a Listener, dir: Option<&'a Path>, group: Option<u32>) -> Self {
         Control {
             shared,
             listener,
@@ -163,8 +151,7 @@ impl<'a> Control<'a> {
         // Say "stopping" before hanging up (the period loop may not have yet), so that a
         // client can tell a server that stopped from one that vanished. Closing every
         // connection then tells each client; dropping the sub-devices removes their sockets.
-        self.shared.ring.status().header.0.state.store(SERVER_STOPPING, Ordering::Release);
-        self.shared.ring.wake_all();
+        self.shared.ring.set_stopping();
         self.conns.clear();
         self.subs.clear();
         Ok(())
@@ -307,7 +294,7 @@ impl<'a> Control<'a> {
             Some(Ok(_)) if self.subs.iter().any(|s| s.owner == id) => {
                 Err((Refusal::BadRequest, "this connection already shares sub-devices".to_string()))
             }
-            Some(Ok(req)) => self.create_subs(id, &req),
+            Some(Ok(req)) => subdevice::create(self.dir, &mut self.subs, id, &req),
         };
         let reply = match answer {
             Ok(()) => Reply::Done,
@@ -317,107 +304,38 @@ impl<'a> Control<'a> {
         let _ = transport::send(self.conns[i].fd.as_fd(), &b[..n], &[]);
     }
 
-    fn create_subs(&mut self, owner: u64, req: &ShareRequest) -> std::result::Result<(), (Refusal, String)> {
-        let Some(dir) = self.dir else {
-            return Err((Refusal::BadRequest, "this server has no socket directory".into()));
-        };
-        let mut made = Vec::with_capacity(req.subs.len());
-        for sub in &req.subs {
-            if self.subs.iter().any(|s| s.name == sub.name) {
-                return Err((Refusal::Busy, format!("'{}' is already a sub-device", sub.name)));
-            }
-            let path = dir.join(format!("{}.sock", sub.name));
-            match Listener::bind(&path, 0o600) {
-                Ok(listener) => made.push(Sub {
-                    name: sub.name.clone(),
-                    map: sub.map.clone(),
-                    exclusive: req.exclusive,
-                    owner,
-                    listener,
-                }),
-                // Dropping `made` removes the sockets already created: all or nothing.
-                Err(e) if e.kind() == crate::ErrorKind::Busy => {
-                    return Err((Refusal::Busy, format!("'{}' collides with a running server", sub.name)));
-                }
-                Err(e) => return Err((Refusal::BadRequest, format!("'{}': {e}", sub.name))),
-            }
-        }
-        self.subs.extend(made);
-        Ok(())
-    }
-
-    /// Checks a hello and the peer, assigns a slot and sends the welcome. Returns the
-    /// connection's new state.
+    /// Checks a hello and the peer ([`admit`]) and does what the decision says: refuses,
+    /// or fills the slot, sends the welcome and posts the slot to the period loop. Returns
+    /// the connection's new state.
     fn hello(&mut self, fd: &OwnedFd, via: Option<&str>, bytes: Option<&[u8]>) -> Option<ConnState> {
-        let hello = match bytes.map(Hello::decode) {
-            Some(Ok(h)) => h,
-            Some(Err(Error::Version { theirs, .. })) => {
-                let reason =
-                    format!("protocol version mismatch: the server speaks {PROTOCOL_VERSION}, the client {theirs}");
-                self.refuse(fd, Refusal::Incompatible, reason);
-                return None;
-            }
-            Some(Err(e)) => {
-                self.refuse(fd, Refusal::BadRequest, e.to_string());
-                return None;
-            }
-            None => {
-                self.refuse(fd, Refusal::BadRequest, "hello: oversized message".into());
+        let hello = match admit::read_hello(bytes) {
+            Ok(h) => h,
+            Err((r, reason)) => {
+                self.refuse(fd, r, reason);
                 return None;
             }
         };
         let cred = transport::peer_cred(fd.as_fd()).ok()?;
-        if !self.admits(fd, cred) {
-            let reason = match self.group {
-                None => format!("uid {} may not use this server (it serves uid {})", cred.uid, self.uid),
-                Some(g) => {
-                    format!("uid {} may not use this server (it serves uid {} and group {g})", cred.uid, self.uid)
-                }
-            };
-            self.refuse(fd, Refusal::Denied, reason);
-            return None;
-        }
+        let groups = || transport::peer_groups(fd.as_fd()).unwrap_or_default();
         let p = self.shared.ring.params();
-        // Through a sub-device a client writes the sub-device's channels.
-        let (map, exclusive) = match via {
-            None => (None, false),
-            Some(name) => match self.subs.iter().find(|s| s.name == name) {
-                Some(s) => (Some(s.map.clone()), s.exclusive),
-                None => {
-                    self.refuse(fd, Refusal::Stopping, format!("sub-device '{name}' is gone"));
-                    return None;
-                }
-            },
+        let sub = via.and_then(|name| self.subs.iter().find(|s| s.name == name));
+        let ctx = AdmitContext {
+            uid: self.uid,
+            group: self.group,
+            sub: sub.map(Sub::channels),
+            channels: p.channels,
+            capture_frames: p.capture_frames,
+            held: self.held_channels(),
+            owned: self.owned,
         };
-        let width = map.as_ref().map_or(p.channels, |m| m.len() as u32);
-        if hello.channels != 0 && hello.channels != width {
-            let reason = format!("the server has {width} channels here; {} asked for", hello.channels);
-            self.refuse(fd, Refusal::BadRequest, reason);
-            return None;
-        }
-        if hello.role == Role::Capture && p.capture_frames == 0 {
-            let reason = "this server shares no input (start dmix-serve with --capture SOURCE)".to_string();
-            self.refuse(fd, Refusal::BadRequest, reason);
-            return None;
-        }
-        let mut held = 0u64;
-        if exclusive && hello.role == Role::Play {
-            let mask = map.iter().flatten().fold(0u64, |m, &c| m | 1 << c);
-            let taken = self.held_channels() & mask;
-            if taken != 0 {
-                let list: Vec<String> = (0..64).filter(|c| taken & (1 << c) != 0).map(|c| c.to_string()).collect();
-                let reason = format!("busy: channel {} of '{}' is in use", list.join(","), via.unwrap_or(""));
-                self.refuse(fd, Refusal::Busy, reason);
+        let admission = match admit::admit(&hello, &Peer { cred, groups: &groups }, via, &ctx) {
+            Ok(a) => a,
+            Err((r, reason)) => {
+                self.refuse(fd, r, reason);
                 return None;
             }
-            held = mask;
-        }
-        let free = !self.owned;
-        if free == 0 {
-            self.refuse(fd, Refusal::Full, format!("server full: all {MAX_SLOTS} client slots are taken"));
-            return None;
-        }
-        let slot = free.trailing_zeros() as usize;
+        };
+        let Admission { slot, role, width, map, held } = admission;
         let client_id = self.next_client_id;
         self.next_client_id = self.next_client_id.wrapping_add(1).max(1);
         self.fill_slot(slot, client_id, &hello, width, cred, map.as_deref());
@@ -451,19 +369,7 @@ impl<'a> Control<'a> {
         }
         self.shared.join_mask.fetch_or(bit, Ordering::AcqRel);
         self.shared.ring_doorbell();
-        Some(ConnState::Active { slot, role: hello.role, held })
-    }
-
-    /// The kernel's word on the peer: our own uid, root, or (with `--group`) a member of the
-    /// group, primary or supplementary.
-    fn admits(&self, fd: &OwnedFd, cred: PeerCred) -> bool {
-        if cred.uid == self.uid || cred.uid == 0 {
-            return true;
-        }
-        match self.group {
-            None => false,
-            Some(g) => cred.gid == g || transport::peer_groups(fd.as_fd()).is_ok_and(|gs| gs.contains(&g)),
-        }
+        Some(ConnState::Active { slot, role, held })
     }
 
     fn held_channels(&self) -> u64 {
@@ -480,21 +386,14 @@ impl<'a> Control<'a> {
     /// reads: a sub-device's, else the server's (its hello's 0 means "the server's", which
     /// dmix-stat must not show as 0).
     fn fill_slot(&self, slot: usize, client_id: u32, hello: &Hello, width: u32, cred: PeerCred, map: Option<&[u8]>) {
-        let info = &self.shared.ring.status().slots[slot];
-        info.role.store(hello.role.code(), Ordering::Relaxed);
-        info.client_id.store(client_id, Ordering::Relaxed);
-        info.pid.store(cred.pid, Ordering::Relaxed);
-        info.uid.store(cred.uid, Ordering::Relaxed);
-        info.channels.store(width, Ordering::Relaxed);
-        info.start_frame.store(0, Ordering::Relaxed);
-        info.joined_unix_ns.store(unix_now_ns(), Ordering::Relaxed);
-        crate::ring::layout::store_name(&info.name, &hello.name);
-        let map = map.unwrap_or(&[]);
-        info.map_len.store(map.len() as u32, Ordering::Relaxed);
-        for (i, b) in info.map.iter().enumerate() {
-            b.store(map.get(i).copied().unwrap_or(0), Ordering::Relaxed);
-        }
-        // Release: the period loop and inspectors that see JOINING see the fields above.
-        info.state.store(SLOT_JOINING, Ordering::Release);
+        self.shared.ring.slot(slot).fill(&SlotFill {
+            role_code: hello.role.code(),
+            client_id,
+            pid: cred.pid,
+            uid: cred.uid,
+            channels: width,
+            name: &hello.name,
+            map: map.unwrap_or(&[]),
+        });
     }
 }

@@ -1,16 +1,18 @@
 //! `dmix-serve`'s engine: creates the ring, listens on the socket, admits clients (the
 //! control thread, here) and runs the period loop (a thread of its own, [`period`]).
 //!
-//! The two threads share only atomics ([`Shared`]): the control thread fills a slot's entry
+//! The two threads share only atomics ([`Core`]): the control thread fills a slot's entry
 //! in the status table and posts it in `join_mask`; the period loop admits it at a period
 //! boundary (giving it its start frame) and, when the control thread posts a hang-up in
 //! `leave_mask`, frees it and hands it back through `freed_mask`. Nothing the clients write
 //! is read for control, except the self-reported positions that pace freewheel.
 
+mod admit;
 mod capture;
 mod control;
 pub mod period;
 pub mod sinks;
+mod subdevice;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,8 +97,12 @@ fn go_realtime(cfg: &ServerConfig) -> std::result::Result<Option<u32>, String> {
     }
 }
 
-/// What the control thread and the period loop share: atomics only.
-pub struct Shared {
+/// The server's core: the ring, and the atomics through which its threads hand slots to
+/// each other. The control thread posts a slot in `join_mask` (its role in `play_mask`,
+/// `tee_mask`, `capture_mask`) or `leave_mask`; the period loop admits or frees it and hands
+/// freed ones back in `freed_mask`; the capture loop reads `capture_mask`. Every thread holds
+/// it by reference; nothing in it is locked.
+pub struct Core {
     /// The ring.
     pub ring: ServerRing,
     /// Set by SIGINT/SIGTERM (or by the control thread on a fatal error).
@@ -117,7 +123,7 @@ pub struct Shared {
     pub loop_done: AtomicBool,
 }
 
-impl Shared {
+impl Core {
     fn ring_doorbell(&self) {
         self.ring.ring_doorbell();
     }
@@ -154,7 +160,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
             .map_err(|e| Error::sys(format!("chmod {}", cfg.socket.display()), e))?;
     }
     let p = cfg.params;
-    let shared = Shared {
+    let shared = Core {
         ring: ServerRing::create(p)?,
         stop,
         join_mask: AtomicU64::new(0),

@@ -24,7 +24,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Shared;
+use super::Core;
 use super::sinks::{Installed, Returned, SinkPort};
 use crate::error::Result;
 use crate::ring::server::Supply;
@@ -44,7 +44,7 @@ pub enum LoopEnd {
 
 /// The loop's preallocated state.
 pub struct PeriodLoop<'a> {
-    shared: &'a Shared,
+    shared: &'a Core,
     port: SinkPort,
     /// The sink playing, if any (none while the one in use is lost).
     sink: Option<Installed>,
@@ -60,8 +60,6 @@ pub struct PeriodLoop<'a> {
     counted_play: u64,
     /// Recorders admitted and not yet gone: a freewheel render waits for them too.
     active_tee: u64,
-    /// Every admitted slot, any role.
-    active_any: u64,
     /// Players that wrote a frame, since the start.
     players_seen: u32,
     /// The first period is held until `wait_clients` players were admitted.
@@ -78,13 +76,7 @@ pub struct PeriodLoop<'a> {
 impl<'a> PeriodLoop<'a> {
     /// Prepares the loop (all allocation happens here). It plays on the sinks `port` hands
     /// it; with `exit_on_loss`, the loss of one ends the loop with its error.
-    pub fn new(
-        shared: &'a Shared,
-        port: SinkPort,
-        exit_on_loss: bool,
-        wait_clients: u32,
-        exit_when_idle: bool,
-    ) -> Self {
+    pub fn new(shared: &'a Core, port: SinkPort, exit_on_loss: bool, wait_clients: u32, exit_when_idle: bool) -> Self {
         let p = *shared.ring.params();
         PeriodLoop {
             shared,
@@ -97,7 +89,6 @@ impl<'a> PeriodLoop<'a> {
             active_play: 0,
             counted_play: 0,
             active_tee: 0,
-            active_any: 0,
             players_seen: 0,
             released: wait_clients == 0,
             wait_clients,
@@ -294,7 +285,6 @@ impl<'a> PeriodLoop<'a> {
                     self.active_tee |= 1 << slot;
                 }
             }
-            self.active_any |= joins;
             ring.wake_all();
         }
         let leaves = self.shared.leave_mask.swap(0, Ordering::AcqRel);
@@ -313,7 +303,6 @@ impl<'a> PeriodLoop<'a> {
             self.active_play &= !leaves;
             self.counted_play &= !leaves;
             self.active_tee &= !leaves;
-            self.active_any &= !leaves;
             // Release: the control thread reuses these slots only after it sees them here.
             self.shared.freed_mask.fetch_or(leaves, Ordering::AcqRel);
         }
@@ -367,7 +356,7 @@ mod tests {
     /// fails once as a device that went away, and records the allocations the loop's thread
     /// made between its 10th and its 500th period.
     struct Probe {
-        shared: &'static Shared,
+        shared: &'static Core,
         periods: u64,
         allocs_at_10: u64,
         /// Built before the loop runs: the loop's thread must not be charged for it.
@@ -416,7 +405,7 @@ mod tests {
         }
     }
 
-    fn shared() -> &'static Shared {
+    fn shared() -> &'static Core {
         let params = RingParams {
             rate_hz: 48000,
             channels: 2,
@@ -428,7 +417,7 @@ mod tests {
             freewheel: false,
         };
         // Leaked: the probe sink, which the loop owns, refers to it.
-        Box::leak(Box::new(Shared {
+        Box::leak(Box::new(Core {
             ring: ServerRing::create(params).unwrap(),
             stop: Arc::new(AtomicBool::new(false)),
             join_mask: AtomicU64::new(0),
