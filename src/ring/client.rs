@@ -331,6 +331,18 @@ impl ClientRing {
         out
     }
 
+    /// Publishes `slot`'s position (a player: frames before it are in the ring; a reader:
+    /// frames before it were read), then rings the doorbell of a freewheel server waiting
+    /// for it: the one place a client says "publish, then ring".
+    pub(super) fn publish_position(&self, slot: usize, pos: u64) {
+        // Release: pairs with the freewheel barrier's Acquire of appl_ptr (`ServerSlot::supply`,
+        // `ServerSlot::read_pos`): a server that sees `pos` sees every add or read before it.
+        self.counters(slot).appl_ptr.store(pos, Ordering::Release);
+        if self.freewheel() {
+            self.ring_doorbell();
+        }
+    }
+
     /// Rings the freewheel doorbell after publishing progress.
     pub fn ring_doorbell(&self) {
         let d = &self.mix_header().doorbell.0;

@@ -445,6 +445,24 @@ impl Default for Fnv {
     }
 }
 
+/// The slots of a slot mask (bit `i` set: slot `i`), lowest first, without allocating:
+/// the period loop walks its masks with it.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotBits(pub u64);
+
+impl Iterator for SlotBits {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let slot = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(slot)
+    }
+}
+
 /// Cuts a name to at most `max` bytes on a character boundary.
 pub fn truncate_name(name: &str, max: usize) -> &str {
     let mut end = name.len().min(max);

@@ -123,11 +123,7 @@ impl<'a> ReadStream<'a> {
     /// Publishes that everything before `pos` was read, then rings the doorbell of a
     /// freewheel server that may be waiting for it.
     pub fn publish_read(&self, pos: u64) {
-        // Release: pairs with the freewheel barrier's Acquire of our read position.
-        self.counters().appl_ptr.store(pos, Ordering::Release);
-        if self.ring.freewheel() {
-            self.ring.ring_doorbell();
-        }
+        self.ring.publish_position(self.slot, pos);
     }
 
     /// Holds nothing back: nobody waits for this reader (see [`READ_EVERYTHING`]).

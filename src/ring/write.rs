@@ -104,12 +104,7 @@ impl<'a> WriteStream<'a> {
     /// Publishes that frames before `end` are in the ring, then rings the doorbell of a
     /// freewheel server waiting for them.
     pub fn publish(&self, end: u64) {
-        // Release: pairs with the freewheel barrier's Acquire of appl_ptr: a server that
-        // sees `end` sees every add before it.
-        self.counters().appl_ptr.store(end, Ordering::Release);
-        if self.ring.freewheel() {
-            self.ring.ring_doorbell();
-        }
+        self.ring.publish_position(self.slot, end);
     }
 
     /// Says "ended at `frame`": nothing comes after it until [`WriteStream::resume_at`].

@@ -19,7 +19,7 @@ use super::Core;
 use crate::capture::Source;
 use crate::error::Result;
 use crate::protocol::Role;
-use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING};
+use crate::ring::layout::{CAPTURE_ENDED, CAPTURE_RUNNING, SlotBits};
 use crate::sys::{monotonic_ns, sleep_until_monotonic};
 
 /// How long a held or freewheel capture sleeps before re-checking its stop flag.
@@ -49,11 +49,8 @@ impl<'a> CaptureLoop<'a> {
     /// Readers admitted and not gone (slot bits).
     fn readers(&self) -> u64 {
         let ring = &self.shared.ring;
-        let mut bits = self.shared.capture_mask.load(Ordering::Acquire);
         let mut active = 0;
-        while bits != 0 {
-            let slot = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for slot in SlotBits(self.shared.capture_mask.load(Ordering::Acquire)) {
             if ring.slot(slot).is_active(Role::Capture.code()) {
                 active |= 1 << slot;
             }
@@ -66,10 +63,7 @@ impl<'a> CaptureLoop<'a> {
     fn readers_have_room(&self, readers: u64) -> bool {
         let p = self.shared.ring.params();
         let ring_frames = u64::from(p.capture_frames);
-        let mut bits = readers;
-        while bits != 0 {
-            let slot = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for slot in SlotBits(readers) {
             let read = self.shared.ring.slot(slot).read_pos();
             if self.cap + u64::from(p.period_frames) > read + ring_frames {
                 return false;

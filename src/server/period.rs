@@ -27,6 +27,7 @@ use std::time::Duration;
 use super::Core;
 use super::sinks::{Installed, Returned, SinkPort};
 use crate::error::Result;
+use crate::ring::layout::SlotBits;
 use crate::ring::server::Supply;
 use crate::sys::{monotonic_ns, sleep_until_monotonic};
 
@@ -230,20 +231,14 @@ impl<'a> PeriodLoop<'a> {
     /// positions: a client that lies can only delay the render or lose its own samples.
     fn freewheel_ready(&self, period: u64) -> bool {
         let monitor = u64::from(self.shared.ring.params().monitor_frames);
-        let mut tees = self.active_tee;
-        while tees != 0 {
-            let slot = tees.trailing_zeros() as usize;
-            tees &= tees - 1;
+        for slot in SlotBits(self.active_tee) {
             let read = self.shared.ring.slot(slot).read_pos();
             if self.hw + period > read + monitor {
                 return false;
             }
         }
         let mut needed = false;
-        let mut bits = self.active_play & self.counted_play;
-        while bits != 0 {
-            let slot = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for slot in SlotBits(self.active_play & self.counted_play) {
             match self.shared.ring.slot(slot).supply() {
                 Supply::EndedAt(end) => needed |= end > self.hw,
                 Supply::Until(appl) => {
@@ -272,10 +267,7 @@ impl<'a> PeriodLoop<'a> {
             // treats it as a reader (and holds a freewheel capture for it) from the moment
             // it sees the slot active, and by then its read position is set.
             let cap_start = ring.cap_ptr();
-            let mut bits = joins;
-            while bits != 0 {
-                let slot = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+            for slot in SlotBits(joins) {
                 let start = if capture & (1 << slot) != 0 { cap_start } else { start };
                 ring.slot(slot).admit(start);
                 if play & (1 << slot) != 0 {
@@ -294,10 +286,7 @@ impl<'a> PeriodLoop<'a> {
             // the next call would admit a slot nobody holds, for ever (seen under load in
             // the connect/disconnect test).
             self.shared.join_mask.fetch_and(!leaves, Ordering::AcqRel);
-            let mut bits = leaves;
-            while bits != 0 {
-                let slot = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+            for slot in SlotBits(leaves) {
                 ring.slot(slot).free();
             }
             self.active_play &= !leaves;
@@ -314,14 +303,12 @@ impl<'a> PeriodLoop<'a> {
     /// before writing loses nothing.
     fn count_started(&mut self) {
         let ring = &self.shared.ring;
-        let mut bits = self.active_play & !self.counted_play;
+        let bits = self.active_play & !self.counted_play;
         if bits == 0 {
             return;
         }
         let mut counted = false;
-        while bits != 0 {
-            let slot = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for slot in SlotBits(bits) {
             if ring.slot(slot).started() {
                 self.counted_play |= 1 << slot;
                 self.players_seen = self.players_seen.saturating_add(1);
