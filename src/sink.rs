@@ -31,40 +31,94 @@ impl FromStr for SinkSpec {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<SinkSpec> {
-        let bad = |why: &str| Err(Error::invalid(format!("sink '{s}'"), why.to_string()));
-        if s == "null" {
-            return Ok(SinkSpec::Null);
-        }
-        if s == "alsa" {
-            return Ok(SinkSpec::Alsa("default".into()));
-        }
-        if let Some(pcm) = s.strip_prefix("alsa:") {
-            if pcm.is_empty() {
-                return bad("no PCM name after 'alsa:'");
-            }
-            if pcm.contains('\0') {
-                return bad("PCM name contains a NUL byte");
-            }
-            return Ok(SinkSpec::Alsa(pcm.into()));
-        }
-        if let Some(path) = s.strip_prefix("wav:") {
-            if path.is_empty() {
-                return bad("no path after 'wav:'");
-            }
-            return Ok(SinkSpec::Wav(path.into()));
-        }
-        bad("use alsa:PCM, wav:PATH or null")
+        parse_spec(
+            s,
+            "sink",
+            &[
+                (SpecKind::Alsa, |pcm| SinkSpec::Alsa(pcm.into())),
+                (SpecKind::Wav, |path| SinkSpec::Wav(path.into())),
+                (SpecKind::Null, |_| SinkSpec::Null),
+            ],
+        )
     }
 }
 
 impl fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SinkSpec::Alsa(pcm) => write!(f, "alsa:{pcm}"),
-            SinkSpec::Wav(p) => write!(f, "wav:{}", p.display()),
-            SinkSpec::Null => f.write_str("null"),
+            SinkSpec::Alsa(pcm) => SpecKind::Alsa.print(f, pcm),
+            SinkSpec::Wav(p) => SpecKind::Wav.print(f, p.display()),
+            SinkSpec::Null => SpecKind::Null.print(f, ""),
         }
     }
+}
+
+/// A kind of device in the one grammar of sinks and capture sources: `KIND:ARG`, or a bare
+/// `KIND` where it needs no argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpecKind {
+    /// `alsa:PCM`; a bare `alsa` is the PCM `default`.
+    Alsa,
+    /// `wav:PATH`.
+    Wav,
+    /// `null`, with no argument.
+    Null,
+}
+
+impl SpecKind {
+    /// How the kind is written, for the hint after a spec of no kind.
+    fn usage(self) -> &'static str {
+        match self {
+            SpecKind::Alsa => "alsa:PCM",
+            SpecKind::Wav => "wav:PATH",
+            SpecKind::Null => "null",
+        }
+    }
+
+    /// The argument of `s` if `s` is of this kind, or why it is not a valid one.
+    fn argument(self, s: &str) -> Option<std::result::Result<&str, &'static str>> {
+        match self {
+            SpecKind::Null => (s == "null").then_some(Ok("")),
+            SpecKind::Alsa if s == "alsa" => Some(Ok("default")),
+            SpecKind::Alsa => s.strip_prefix("alsa:").map(|pcm| match pcm {
+                "" => Err("no PCM name after 'alsa:'"),
+                _ if pcm.contains('\0') => Err("PCM name contains a NUL byte"),
+                _ => Ok(pcm),
+            }),
+            SpecKind::Wav => s.strip_prefix("wav:").map(|path| match path {
+                "" => Err("no path after 'wav:'"),
+                _ => Ok(path),
+            }),
+        }
+    }
+
+    /// Writes the spec of this kind with `arg`, as [`parse_spec`] reads it back.
+    pub(crate) fn print(self, f: &mut fmt::Formatter<'_>, arg: impl fmt::Display) -> fmt::Result {
+        match self {
+            SpecKind::Alsa => write!(f, "alsa:{arg}"),
+            SpecKind::Wav => write!(f, "wav:{arg}"),
+            SpecKind::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// A kind a spec may be, with what makes the spec from its argument.
+pub(crate) type SpecOf<T> = (SpecKind, fn(&str) -> T);
+
+/// Parses `s` as one of `kinds`. Errors name `what` and the spec as typed.
+pub(crate) fn parse_spec<T>(s: &str, what: &str, kinds: &[SpecOf<T>]) -> Result<T> {
+    let bad = |why: String| Error::invalid(format!("{what} '{s}'"), why);
+    for (kind, make) in kinds {
+        if let Some(arg) = kind.argument(s) {
+            return arg.map(make).map_err(|why| bad(why.to_string()));
+        }
+    }
+    let usages: Vec<&str> = kinds.iter().map(|(kind, _)| kind.usage()).collect();
+    let hint = match usages.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => usages.concat(),
+    };
+    Err(bad(format!("use {hint}")))
 }
 
 /// The stream a sink is opened for.
@@ -519,6 +573,23 @@ mod tests {
             let e = bad.parse::<SinkSpec>().unwrap_err();
             assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
         }
+    }
+
+    #[test]
+    fn sink_and_capture_spec_errors_keep_their_wording() {
+        use crate::capture::SourceSpec;
+        let sink = |s: &str| s.parse::<SinkSpec>().unwrap_err().to_string();
+        let source = |s: &str| s.parse::<SourceSpec>().unwrap_err().to_string();
+        assert_eq!(sink("pulse"), "sink 'pulse': use alsa:PCM, wav:PATH or null");
+        assert_eq!(sink("wav"), "sink 'wav': use alsa:PCM, wav:PATH or null");
+        assert_eq!(sink("null:x"), "sink 'null:x': use alsa:PCM, wav:PATH or null");
+        assert_eq!(sink("wav:"), "sink 'wav:': no path after 'wav:'");
+        assert_eq!(sink("alsa:"), "sink 'alsa:': no PCM name after 'alsa:'");
+        assert_eq!(sink("alsa:a\0b"), "sink 'alsa:a\0b': PCM name contains a NUL byte");
+        assert_eq!(source("null"), "capture source 'null': use alsa:PCM or wav:PATH");
+        assert_eq!(source("wav:"), "capture source 'wav:': no path after 'wav:'");
+        assert_eq!(source("alsa:"), "capture source 'alsa:': no PCM name after 'alsa:'");
+        assert_eq!(source("alsa:a\0b"), "capture source 'alsa:a\0b': PCM name contains a NUL byte");
     }
 
     #[test]
