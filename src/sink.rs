@@ -209,55 +209,89 @@ impl Sink for NullSink {
     }
 }
 
-/// A WAV file in the device format: 16- or 32-bit integer, or 32-bit IEEE float.
-struct WavSink {
-    name: String,
+/// A WAV file being written in a device format (16- or 32-bit integer, or 32-bit IEEE
+/// float): the one writer of WAV files, for the WAV sink and for dmix-tee. It is always
+/// finalized, on drop if not before, and a file whose last writes failed is repaired.
+pub(crate) struct WavFile {
     path: PathBuf,
     format: SampleFormat,
     writer: Option<hound::WavWriter<BufWriter<File>>>,
 }
 
-impl WavSink {
-    fn create(spec: &SinkSpec, path: &std::path::Path, cfg: &SinkConfig) -> Result<WavSink> {
-        let (bits, sample_format) = match cfg.format {
+impl WavFile {
+    /// Creates (or truncates) `path`, writing its header.
+    pub(crate) fn create(
+        path: &std::path::Path,
+        format: SampleFormat,
+        rate_hz: u32,
+        channels: u16,
+    ) -> std::result::Result<WavFile, hound::Error> {
+        let (bits, sample_format) = match format {
             SampleFormat::S16Le => (16, hound::SampleFormat::Int),
             SampleFormat::S32Le => (32, hound::SampleFormat::Int),
             SampleFormat::FloatLe => (32, hound::SampleFormat::Float),
         };
-        let wav =
-            hound::WavSpec { channels: cfg.channels, sample_rate: cfg.rate_hz, bits_per_sample: bits, sample_format };
-        let name = spec.to_string();
-        let writer = hound::WavWriter::create(path, wav).map_err(|e| Error::Device {
-            sink: name.clone(),
-            reason: format!("cannot create: {}", hound_reason(&e)),
-        })?;
-        Ok(WavSink { name, path: path.to_path_buf(), format: cfg.format, writer: Some(writer) })
+        let spec = hound::WavSpec { channels, sample_rate: rate_hz, bits_per_sample: bits, sample_format };
+        let writer = hound::WavWriter::create(path, spec)?;
+        Ok(WavFile { path: path.to_path_buf(), format, writer: Some(writer) })
     }
 
-    fn fail(&self, e: &hound::Error) -> Error {
-        Error::Device { sink: self.name.clone(), reason: format!("write failed: {}", hound_reason(e)) }
+    /// Appends mix-scale samples in the file's format. Nothing after [`WavFile::finalize`].
+    pub(crate) fn write(&mut self, samples: &[i32]) -> std::result::Result<(), hound::Error> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        // Sample by sample into hound's BufWriter: no allocation.
+        match self.format {
+            SampleFormat::S16Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s16(m))),
+            SampleFormat::S32Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s32(m))),
+            SampleFormat::FloatLe => samples.iter().try_for_each(|&m| w.write_sample(mix_to_f32(m))),
+        }
+    }
+
+    /// Flushes and writes the header's sizes. Idempotent.
+    pub(crate) fn finalize(&mut self) -> std::result::Result<(), hound::Error> {
+        match self.writer.take() {
+            Some(w) => w.finalize().inspect_err(|_| {
+                // The last writes failed (a full disk, a file-size limit): hound could not
+                // write its header. Make the header describe what did reach the disk.
+                let _ = repair_wav(&self.path);
+            }),
+            None => Ok(()),
+        }
     }
 }
 
-fn hound_reason(e: &hound::Error) -> String {
-    match e {
-        hound::Error::IoError(io) => io.to_string(),
-        other => other.to_string(),
+impl Drop for WavFile {
+    fn drop(&mut self) {
+        // Best effort: a WAV being written is always finalized, even on an error path that
+        // skipped finalize(); the error has nowhere to go from a destructor.
+        let _ = self.finalize();
+    }
+}
+
+/// The WAV sink: a [`WavFile`] whose errors name the sink.
+struct WavSink {
+    name: String,
+    file: WavFile,
+}
+
+impl WavSink {
+    fn create(spec: &SinkSpec, path: &std::path::Path, cfg: &SinkConfig) -> Result<WavSink> {
+        let name = spec.to_string();
+        let file = WavFile::create(path, cfg.format, cfg.rate_hz, cfg.channels)
+            .map_err(|e| Error::Device { sink: name.clone(), reason: format!("cannot create: {e}") })?;
+        Ok(WavSink { name, file })
+    }
+
+    fn fail(&self, e: &hound::Error) -> Error {
+        Error::Device { sink: self.name.clone(), reason: format!("write failed: {e}") }
     }
 }
 
 impl Sink for WavSink {
     fn write_period(&mut self, samples: &[i32]) -> Result<()> {
-        let Some(w) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        // Sample by sample into hound's BufWriter: no allocation.
-        let r = match self.format {
-            SampleFormat::S16Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s16(m))),
-            SampleFormat::S32Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s32(m))),
-            SampleFormat::FloatLe => samples.iter().try_for_each(|&m| w.write_sample(mix_to_f32(m))),
-        };
-        r.map_err(|e| self.fail(&e))
+        self.file.write(samples).map_err(|e| self.fail(&e))
     }
     fn reopenable(&self) -> bool {
         false
@@ -272,15 +306,7 @@ impl Sink for WavSink {
         0
     }
     fn finish(&mut self) -> Result<()> {
-        match self.writer.take() {
-            Some(w) => w.finalize().map_err(|e| {
-                // The last writes failed (a full disk, a file-size limit): hound could not
-                // write its header. Make the header describe what did reach the disk.
-                let _ = repair_wav(&self.path);
-                self.fail(&e)
-            }),
-            None => Ok(()),
-        }
+        self.file.finalize().map_err(|e| self.fail(&e))
     }
 }
 
@@ -321,14 +347,6 @@ pub(crate) fn repair_wav(path: &std::path::Path) -> std::io::Result<()> {
         at += 8 + size + (size & 1);
     }
     Err(bad())
-}
-
-impl Drop for WavSink {
-    fn drop(&mut self) {
-        // Best effort: a WAV being written is always finalized, even on an error path that
-        // skipped finish(); the error has nowhere to go from a destructor.
-        let _ = self.finish();
-    }
 }
 
 /// The device format's samples, preallocated for one period (playback and capture).
