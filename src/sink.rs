@@ -146,18 +146,29 @@ pub trait Sink: Send {
     /// True when a write error means the device went away and may come back (an ALSA PCM:
     /// unplugged, lost on resume, its server gone), so the server drops it and opens it
     /// again later; false when the error is final (a WAV file: reopening would overwrite
-    /// what was written).
-    fn reopenable(&self) -> bool;
+    /// what was written), the default.
+    fn reopenable(&self) -> bool {
+        false
+    }
     /// True when the device's own timing paces the loop (ALSA); false for wav and null,
     /// which the server paces with the monotonic clock, or not at all in freewheel.
-    fn paces_itself(&self) -> bool;
-    /// Device xruns recovered so far.
-    fn xruns(&self) -> u64;
+    fn paces_itself(&self) -> bool {
+        false
+    }
+    /// Device xruns recovered so far; 0 for sinks without a device.
+    fn xruns(&self) -> u64 {
+        0
+    }
     /// Frames the device holds beyond what the server took (its buffer, kept full), as
     /// the device granted it; 0 for sinks without one.
-    fn device_buffer_frames(&self) -> u32;
-    /// Flushes and closes: ALSA drains, WAV finalizes its header. Idempotent.
-    fn finish(&mut self) -> Result<()>;
+    fn device_buffer_frames(&self) -> u32 {
+        0
+    }
+    /// Flushes and closes: ALSA drains, WAV finalizes its header; nothing to do for the
+    /// rest. Idempotent.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens the sink.
@@ -194,18 +205,6 @@ impl Sink for NullSink {
     }
     fn reopenable(&self) -> bool {
         true
-    }
-    fn paces_itself(&self) -> bool {
-        false
-    }
-    fn xruns(&self) -> u64 {
-        0
-    }
-    fn device_buffer_frames(&self) -> u32 {
-        0
-    }
-    fn finish(&mut self) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -292,18 +291,6 @@ impl WavSink {
 impl Sink for WavSink {
     fn write_period(&mut self, samples: &[i32]) -> Result<()> {
         self.file.write(samples).map_err(|e| self.fail(&e))
-    }
-    fn reopenable(&self) -> bool {
-        false
-    }
-    fn paces_itself(&self) -> bool {
-        false
-    }
-    fn xruns(&self) -> u64 {
-        0
-    }
-    fn device_buffer_frames(&self) -> u32 {
-        0
     }
     fn finish(&mut self) -> Result<()> {
         self.file.finalize().map_err(|e| self.fail(&e))
