@@ -84,7 +84,7 @@ impl FileSource {
             return Err(Error::invalid("capture source 'wav:-'", "the server reads no stdin; name a file"));
         }
         let target = Target { rate_hz: cfg.rate_hz, channels: cfg.channels };
-        let decoder = Decoder::open(path, target, &DecodeOptions { raw: None, volume_db: 0.0 })?;
+        let decoder = Decoder::open(path, target, &DecodeOptions { raw: None, volume_db: 0.0, stop: None })?;
         Ok(FileSource { decoder, chunk: Vec::new(), used: 0, channels: usize::from(cfg.channels) })
     }
 }
