@@ -17,7 +17,8 @@ fn main() -> dmix::Result<()> {
     let rate_hz = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(48000);
     let channels = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2);
     let started = Instant::now();
-    let mut dec = Decoder::open(path, Target { rate_hz, channels }, &DecodeOptions { raw: None, volume_db: 0.0 })?;
+    let mut dec =
+        Decoder::open(path, Target { rate_hz, channels }, &DecodeOptions { raw: None, volume_db: 0.0, stop: None })?;
     let mut buf = Vec::new();
     let mut frames = 0u64;
     let mut check = 0i64;

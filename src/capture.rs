@@ -13,7 +13,7 @@ use std::str::FromStr;
 use crate::decode::{DecodeOptions, Decoder, Target};
 use crate::error::{Error, Result};
 use crate::format::{f32_to_mix, s16_to_mix, s32_to_mix};
-use crate::sink::{AlsaBuf, SinkConfig, alsa_reason, open_pcm, recover};
+use crate::sink::{AlsaBuf, SinkConfig, SpecKind, alsa_reason, open_pcm, parse_spec, recover};
 
 /// A capture source as the user names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,34 +28,22 @@ impl FromStr for SourceSpec {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<SourceSpec> {
-        let bad = |why: &str| Err(Error::invalid(format!("capture source '{s}'"), why.to_string()));
-        if s == "alsa" {
-            return Ok(SourceSpec::Alsa("default".into()));
-        }
-        if let Some(pcm) = s.strip_prefix("alsa:") {
-            if pcm.is_empty() {
-                return bad("no PCM name after 'alsa:'");
-            }
-            if pcm.contains('\0') {
-                return bad("PCM name contains a NUL byte");
-            }
-            return Ok(SourceSpec::Alsa(pcm.into()));
-        }
-        if let Some(path) = s.strip_prefix("wav:") {
-            if path.is_empty() {
-                return bad("no path after 'wav:'");
-            }
-            return Ok(SourceSpec::File(path.into()));
-        }
-        bad("use alsa:PCM or wav:PATH")
+        parse_spec(
+            s,
+            "capture source",
+            &[
+                (SpecKind::Alsa, |pcm| SourceSpec::Alsa(pcm.into())),
+                (SpecKind::Wav, |path| SourceSpec::File(path.into())),
+            ],
+        )
     }
 }
 
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceSpec::Alsa(pcm) => write!(f, "alsa:{pcm}"),
-            SourceSpec::File(p) => write!(f, "wav:{}", p.display()),
+            SourceSpec::Alsa(pcm) => SpecKind::Alsa.print(f, pcm),
+            SourceSpec::File(p) => SpecKind::Wav.print(f, p.display()),
         }
     }
 }
@@ -96,7 +84,7 @@ impl FileSource {
             return Err(Error::invalid("capture source 'wav:-'", "the server reads no stdin; name a file"));
         }
         let target = Target { rate_hz: cfg.rate_hz, channels: cfg.channels };
-        let decoder = Decoder::open(path, target, &DecodeOptions { raw: None, volume_db: 0.0 })?;
+        let decoder = Decoder::open(path, target, &DecodeOptions { raw: None, volume_db: 0.0, stop: None })?;
         Ok(FileSource { decoder, chunk: Vec::new(), used: 0, channels: usize::from(cfg.channels) })
     }
 }

@@ -8,6 +8,8 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use symphonia::core::audio::GenericAudioBufferRef;
 use symphonia::core::codecs::CodecParameters;
@@ -54,12 +56,15 @@ pub struct RawSpec {
 }
 
 /// How to decode.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DecodeOptions {
     /// The input is headerless PCM in this format.
     pub raw: Option<RawSpec>,
     /// Gain in dB.
     pub volume_db: f64,
+    /// Raised to stop: stdin ("-") then reads as ended, even while it blocks (the binaries
+    /// pass their signal flag, `cli::stop_flag`). `None`: stdin is read to its end.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Where decoded frames come from, before conversion.
@@ -115,7 +120,8 @@ impl Decoder {
     pub fn open(path: &str, target: Target, opts: &DecodeOptions) -> Result<Decoder> {
         let gain = Gain::from_db(opts.volume_db)?;
         let input = if path == "-" {
-            Input::Stdin(crate::stdin::InterruptibleStdin::new(crate::cli::stop_flag()))
+            let stop = opts.stop.clone().unwrap_or_default();
+            Input::Stdin(crate::stdin::InterruptibleStdin::new(stop))
         } else {
             Input::File(open_file(path)?)
         };

@@ -3,6 +3,7 @@
 //! retract what is queued on a stop. Knows nothing of terminals: progress goes to an
 //! [`Observer`].
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::client::{Connection, Flow, Player};
@@ -64,11 +65,12 @@ pub struct PlaySummary {
 
 /// Connects, plays every input, drains. Errors that end everything (no server, the server
 /// went away) are `Err`; an input that cannot be played is reported and skipped.
-pub fn play(cfg: &PlayConfig, stop: &AtomicBool, obs: &mut dyn Observer) -> Result<PlaySummary> {
+/// `stop` also ends a read of stdin that blocks.
+pub fn play(cfg: &PlayConfig, stop: &Arc<AtomicBool>, obs: &mut dyn Observer) -> Result<PlaySummary> {
     let conn = Connection::open(&cfg.device, Role::Play, &cfg.name, 0)?;
     let p = *conn.params();
     let target = Target { rate_hz: p.rate_hz, channels: conn.width() as u16 };
-    let opts = DecodeOptions { raw: cfg.raw, volume_db: cfg.volume_db };
+    let opts = DecodeOptions { raw: cfg.raw, volume_db: cfg.volume_db, stop: Some(Arc::clone(stop)) };
     let latency_ms = match cfg.latency_ms {
         Some(ms) => Some(ms),
         None if p.freewheel => None,

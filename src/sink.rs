@@ -31,40 +31,94 @@ impl FromStr for SinkSpec {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<SinkSpec> {
-        let bad = |why: &str| Err(Error::invalid(format!("sink '{s}'"), why.to_string()));
-        if s == "null" {
-            return Ok(SinkSpec::Null);
-        }
-        if s == "alsa" {
-            return Ok(SinkSpec::Alsa("default".into()));
-        }
-        if let Some(pcm) = s.strip_prefix("alsa:") {
-            if pcm.is_empty() {
-                return bad("no PCM name after 'alsa:'");
-            }
-            if pcm.contains('\0') {
-                return bad("PCM name contains a NUL byte");
-            }
-            return Ok(SinkSpec::Alsa(pcm.into()));
-        }
-        if let Some(path) = s.strip_prefix("wav:") {
-            if path.is_empty() {
-                return bad("no path after 'wav:'");
-            }
-            return Ok(SinkSpec::Wav(path.into()));
-        }
-        bad("use alsa:PCM, wav:PATH or null")
+        parse_spec(
+            s,
+            "sink",
+            &[
+                (SpecKind::Alsa, |pcm| SinkSpec::Alsa(pcm.into())),
+                (SpecKind::Wav, |path| SinkSpec::Wav(path.into())),
+                (SpecKind::Null, |_| SinkSpec::Null),
+            ],
+        )
     }
 }
 
 impl fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SinkSpec::Alsa(pcm) => write!(f, "alsa:{pcm}"),
-            SinkSpec::Wav(p) => write!(f, "wav:{}", p.display()),
-            SinkSpec::Null => f.write_str("null"),
+            SinkSpec::Alsa(pcm) => SpecKind::Alsa.print(f, pcm),
+            SinkSpec::Wav(p) => SpecKind::Wav.print(f, p.display()),
+            SinkSpec::Null => SpecKind::Null.print(f, ""),
         }
     }
+}
+
+/// A kind of device in the one grammar of sinks and capture sources: `KIND:ARG`, or a bare
+/// `KIND` where it needs no argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpecKind {
+    /// `alsa:PCM`; a bare `alsa` is the PCM `default`.
+    Alsa,
+    /// `wav:PATH`.
+    Wav,
+    /// `null`, with no argument.
+    Null,
+}
+
+impl SpecKind {
+    /// How the kind is written, for the hint after a spec of no kind.
+    fn usage(self) -> &'static str {
+        match self {
+            SpecKind::Alsa => "alsa:PCM",
+            SpecKind::Wav => "wav:PATH",
+            SpecKind::Null => "null",
+        }
+    }
+
+    /// The argument of `s` if `s` is of this kind, or why it is not a valid one.
+    fn argument(self, s: &str) -> Option<std::result::Result<&str, &'static str>> {
+        match self {
+            SpecKind::Null => (s == "null").then_some(Ok("")),
+            SpecKind::Alsa if s == "alsa" => Some(Ok("default")),
+            SpecKind::Alsa => s.strip_prefix("alsa:").map(|pcm| match pcm {
+                "" => Err("no PCM name after 'alsa:'"),
+                _ if pcm.contains('\0') => Err("PCM name contains a NUL byte"),
+                _ => Ok(pcm),
+            }),
+            SpecKind::Wav => s.strip_prefix("wav:").map(|path| match path {
+                "" => Err("no path after 'wav:'"),
+                _ => Ok(path),
+            }),
+        }
+    }
+
+    /// Writes the spec of this kind with `arg`, as [`parse_spec`] reads it back.
+    pub(crate) fn print(self, f: &mut fmt::Formatter<'_>, arg: impl fmt::Display) -> fmt::Result {
+        match self {
+            SpecKind::Alsa => write!(f, "alsa:{arg}"),
+            SpecKind::Wav => write!(f, "wav:{arg}"),
+            SpecKind::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// A kind a spec may be, with what makes the spec from its argument.
+pub(crate) type SpecOf<T> = (SpecKind, fn(&str) -> T);
+
+/// Parses `s` as one of `kinds`. Errors name `what` and the spec as typed.
+pub(crate) fn parse_spec<T>(s: &str, what: &str, kinds: &[SpecOf<T>]) -> Result<T> {
+    let bad = |why: String| Error::invalid(format!("{what} '{s}'"), why);
+    for (kind, make) in kinds {
+        if let Some(arg) = kind.argument(s) {
+            return arg.map(make).map_err(|why| bad(why.to_string()));
+        }
+    }
+    let usages: Vec<&str> = kinds.iter().map(|(kind, _)| kind.usage()).collect();
+    let hint = match usages.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => usages.concat(),
+    };
+    Err(bad(format!("use {hint}")))
 }
 
 /// The stream a sink is opened for.
@@ -92,18 +146,29 @@ pub trait Sink: Send {
     /// True when a write error means the device went away and may come back (an ALSA PCM:
     /// unplugged, lost on resume, its server gone), so the server drops it and opens it
     /// again later; false when the error is final (a WAV file: reopening would overwrite
-    /// what was written).
-    fn reopenable(&self) -> bool;
+    /// what was written), the default.
+    fn reopenable(&self) -> bool {
+        false
+    }
     /// True when the device's own timing paces the loop (ALSA); false for wav and null,
     /// which the server paces with the monotonic clock, or not at all in freewheel.
-    fn paces_itself(&self) -> bool;
-    /// Device xruns recovered so far.
-    fn xruns(&self) -> u64;
+    fn paces_itself(&self) -> bool {
+        false
+    }
+    /// Device xruns recovered so far; 0 for sinks without a device.
+    fn xruns(&self) -> u64 {
+        0
+    }
     /// Frames the device holds beyond what the server took (its buffer, kept full), as
     /// the device granted it; 0 for sinks without one.
-    fn device_buffer_frames(&self) -> u32;
-    /// Flushes and closes: ALSA drains, WAV finalizes its header. Idempotent.
-    fn finish(&mut self) -> Result<()>;
+    fn device_buffer_frames(&self) -> u32 {
+        0
+    }
+    /// Flushes and closes: ALSA drains, WAV finalizes its header; nothing to do for the
+    /// rest. Idempotent.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens the sink.
@@ -141,92 +206,94 @@ impl Sink for NullSink {
     fn reopenable(&self) -> bool {
         true
     }
-    fn paces_itself(&self) -> bool {
-        false
-    }
-    fn xruns(&self) -> u64 {
-        0
-    }
-    fn device_buffer_frames(&self) -> u32 {
-        0
-    }
-    fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
 }
 
-/// A WAV file in the device format: 16- or 32-bit integer, or 32-bit IEEE float.
-struct WavSink {
-    name: String,
+/// A WAV file being written in a device format (16- or 32-bit integer, or 32-bit IEEE
+/// float): the one writer of WAV files, for the WAV sink and for dmix-tee. It is always
+/// finalized, on drop if not before, and a file whose last writes failed is repaired.
+pub(crate) struct WavFile {
     path: PathBuf,
     format: SampleFormat,
     writer: Option<hound::WavWriter<BufWriter<File>>>,
 }
 
-impl WavSink {
-    fn create(spec: &SinkSpec, path: &std::path::Path, cfg: &SinkConfig) -> Result<WavSink> {
-        let (bits, sample_format) = match cfg.format {
+impl WavFile {
+    /// Creates (or truncates) `path`, writing its header.
+    pub(crate) fn create(
+        path: &std::path::Path,
+        format: SampleFormat,
+        rate_hz: u32,
+        channels: u16,
+    ) -> std::result::Result<WavFile, hound::Error> {
+        let (bits, sample_format) = match format {
             SampleFormat::S16Le => (16, hound::SampleFormat::Int),
             SampleFormat::S32Le => (32, hound::SampleFormat::Int),
             SampleFormat::FloatLe => (32, hound::SampleFormat::Float),
         };
-        let wav =
-            hound::WavSpec { channels: cfg.channels, sample_rate: cfg.rate_hz, bits_per_sample: bits, sample_format };
-        let name = spec.to_string();
-        let writer = hound::WavWriter::create(path, wav).map_err(|e| Error::Device {
-            sink: name.clone(),
-            reason: format!("cannot create: {}", hound_reason(&e)),
-        })?;
-        Ok(WavSink { name, path: path.to_path_buf(), format: cfg.format, writer: Some(writer) })
+        let spec = hound::WavSpec { channels, sample_rate: rate_hz, bits_per_sample: bits, sample_format };
+        let writer = hound::WavWriter::create(path, spec)?;
+        Ok(WavFile { path: path.to_path_buf(), format, writer: Some(writer) })
     }
 
-    fn fail(&self, e: &hound::Error) -> Error {
-        Error::Device { sink: self.name.clone(), reason: format!("write failed: {}", hound_reason(e)) }
+    /// Appends mix-scale samples in the file's format. Nothing after [`WavFile::finalize`].
+    pub(crate) fn write(&mut self, samples: &[i32]) -> std::result::Result<(), hound::Error> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        // Sample by sample into hound's BufWriter: no allocation.
+        match self.format {
+            SampleFormat::S16Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s16(m))),
+            SampleFormat::S32Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s32(m))),
+            SampleFormat::FloatLe => samples.iter().try_for_each(|&m| w.write_sample(mix_to_f32(m))),
+        }
+    }
+
+    /// Flushes and writes the header's sizes. Idempotent.
+    pub(crate) fn finalize(&mut self) -> std::result::Result<(), hound::Error> {
+        match self.writer.take() {
+            Some(w) => w.finalize().inspect_err(|_| {
+                // The last writes failed (a full disk, a file-size limit): hound could not
+                // write its header. Make the header describe what did reach the disk.
+                let _ = repair_wav(&self.path);
+            }),
+            None => Ok(()),
+        }
     }
 }
 
-fn hound_reason(e: &hound::Error) -> String {
-    match e {
-        hound::Error::IoError(io) => io.to_string(),
-        other => other.to_string(),
+impl Drop for WavFile {
+    fn drop(&mut self) {
+        // Best effort: a WAV being written is always finalized, even on an error path that
+        // skipped finalize(); the error has nowhere to go from a destructor.
+        let _ = self.finalize();
+    }
+}
+
+/// The WAV sink: a [`WavFile`] whose errors name the sink.
+struct WavSink {
+    name: String,
+    file: WavFile,
+}
+
+impl WavSink {
+    fn create(spec: &SinkSpec, path: &std::path::Path, cfg: &SinkConfig) -> Result<WavSink> {
+        let name = spec.to_string();
+        let file = WavFile::create(path, cfg.format, cfg.rate_hz, cfg.channels)
+            .map_err(|e| Error::Device { sink: name.clone(), reason: format!("cannot create: {e}") })?;
+        Ok(WavSink { name, file })
+    }
+
+    fn fail(&self, e: &hound::Error) -> Error {
+        Error::Device { sink: self.name.clone(), reason: format!("write failed: {e}") }
     }
 }
 
 impl Sink for WavSink {
     fn write_period(&mut self, samples: &[i32]) -> Result<()> {
-        let Some(w) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        // Sample by sample into hound's BufWriter: no allocation.
-        let r = match self.format {
-            SampleFormat::S16Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s16(m))),
-            SampleFormat::S32Le => samples.iter().try_for_each(|&m| w.write_sample(mix_to_s32(m))),
-            SampleFormat::FloatLe => samples.iter().try_for_each(|&m| w.write_sample(mix_to_f32(m))),
-        };
-        r.map_err(|e| self.fail(&e))
-    }
-    fn reopenable(&self) -> bool {
-        false
-    }
-    fn paces_itself(&self) -> bool {
-        false
-    }
-    fn xruns(&self) -> u64 {
-        0
-    }
-    fn device_buffer_frames(&self) -> u32 {
-        0
+        self.file.write(samples).map_err(|e| self.fail(&e))
     }
     fn finish(&mut self) -> Result<()> {
-        match self.writer.take() {
-            Some(w) => w.finalize().map_err(|e| {
-                // The last writes failed (a full disk, a file-size limit): hound could not
-                // write its header. Make the header describe what did reach the disk.
-                let _ = repair_wav(&self.path);
-                self.fail(&e)
-            }),
-            None => Ok(()),
-        }
+        self.file.finalize().map_err(|e| self.fail(&e))
     }
 }
 
@@ -267,14 +334,6 @@ pub(crate) fn repair_wav(path: &std::path::Path) -> std::io::Result<()> {
         at += 8 + size + (size & 1);
     }
     Err(bad())
-}
-
-impl Drop for WavSink {
-    fn drop(&mut self) {
-        // Best effort: a WAV being written is always finalized, even on an error path that
-        // skipped finish(); the error has nowhere to go from a destructor.
-        let _ = self.finish();
-    }
 }
 
 /// The device format's samples, preallocated for one period (playback and capture).
@@ -519,6 +578,23 @@ mod tests {
             let e = bad.parse::<SinkSpec>().unwrap_err();
             assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
         }
+    }
+
+    #[test]
+    fn sink_and_capture_spec_errors_keep_their_wording() {
+        use crate::capture::SourceSpec;
+        let sink = |s: &str| s.parse::<SinkSpec>().unwrap_err().to_string();
+        let source = |s: &str| s.parse::<SourceSpec>().unwrap_err().to_string();
+        assert_eq!(sink("pulse"), "sink 'pulse': use alsa:PCM, wav:PATH or null");
+        assert_eq!(sink("wav"), "sink 'wav': use alsa:PCM, wav:PATH or null");
+        assert_eq!(sink("null:x"), "sink 'null:x': use alsa:PCM, wav:PATH or null");
+        assert_eq!(sink("wav:"), "sink 'wav:': no path after 'wav:'");
+        assert_eq!(sink("alsa:"), "sink 'alsa:': no PCM name after 'alsa:'");
+        assert_eq!(sink("alsa:a\0b"), "sink 'alsa:a\0b': PCM name contains a NUL byte");
+        assert_eq!(source("null"), "capture source 'null': use alsa:PCM or wav:PATH");
+        assert_eq!(source("wav:"), "capture source 'wav:': no path after 'wav:'");
+        assert_eq!(source("alsa:"), "capture source 'alsa:': no PCM name after 'alsa:'");
+        assert_eq!(source("alsa:a\0b"), "capture source 'alsa:a\0b': PCM name contains a NUL byte");
     }
 
     #[test]

@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::client::{Connection, GONE_CHECK};
 use crate::error::{Error, Result};
-use crate::format::{SampleFormat, mix_to_f32, mix_to_s16, mix_to_s32};
+use crate::format::SampleFormat;
 use crate::protocol::Role;
 use crate::ring::ReadSource;
+use crate::sink::WavFile;
 
 /// Where the recording goes.
 #[derive(Clone, Debug)]
@@ -112,7 +113,7 @@ pub struct TeeSummary {
 }
 
 enum Out {
-    Wav { path: PathBuf, writer: hound::WavWriter<BufWriter<File>> },
+    Wav { path: PathBuf, file: WavFile },
     Raw { path: PathBuf, writer: BufWriter<File> },
     Stream(BufWriter<std::io::Stdout>),
     Bridge(Bridge),
@@ -153,15 +154,9 @@ impl Out {
                 Ok(Out::Bridge(Bridge::new(path.clone(), header, format.bytes() * usize::from(channels), rate)))
             }
             TeeOutput::File(path) => {
-                let (bits, sample_format) = match format {
-                    SampleFormat::S16Le => (16, hound::SampleFormat::Int),
-                    SampleFormat::S32Le => (32, hound::SampleFormat::Int),
-                    SampleFormat::FloatLe => (32, hound::SampleFormat::Float),
-                };
-                let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: bits, sample_format };
-                let writer = hound::WavWriter::create(path, spec)
+                let file = WavFile::create(path, format, rate, channels)
                     .map_err(|e| Error::input(path.display().to_string(), format!("cannot create: {e}")))?;
-                Ok(Out::Wav { path: path.clone(), writer })
+                Ok(Out::Wav { path: path.clone(), file })
             }
             TeeOutput::Stdout => {
                 let mut out = BufWriter::new(std::io::stdout());
@@ -183,14 +178,9 @@ impl Out {
         on_event: &mut dyn FnMut(TeeEvent),
     ) -> Result<()> {
         match self {
-            Out::Wav { path, writer } => {
-                let r = match format {
-                    SampleFormat::S16Le => samples.iter().try_for_each(|&m| writer.write_sample(mix_to_s16(m))),
-                    SampleFormat::S32Le => samples.iter().try_for_each(|&m| writer.write_sample(mix_to_s32(m))),
-                    SampleFormat::FloatLe => samples.iter().try_for_each(|&m| writer.write_sample(mix_to_f32(m))),
-                };
-                r.map_err(|e| Error::Device { sink: path.display().to_string(), reason: format!("write failed: {e}") })
-            }
+            Out::Wav { path, file } => file
+                .write(samples)
+                .map_err(|e| Error::Device { sink: path.display().to_string(), reason: format!("write failed: {e}") }),
             Out::Raw { path, writer } => {
                 let mut b = [0u8; 4];
                 for &m in samples {
@@ -216,10 +206,11 @@ impl Out {
 
     fn finish(self) -> Result<()> {
         match self {
-            Out::Wav { path, writer } => writer.finalize().map_err(|e| {
-                // A full disk or a file-size limit: keep what reached the disk readable.
-                let _ = crate::sink::repair_wav(&path);
-                Error::Device { sink: path.display().to_string(), reason: format!("finalize failed: {e}") }
+            // A full disk or a file-size limit: the file repairs itself, keeping what reached
+            // the disk readable.
+            Out::Wav { path, mut file } => file.finalize().map_err(|e| Error::Device {
+                sink: path.display().to_string(),
+                reason: format!("finalize failed: {e}"),
             }),
             Out::Raw { path, mut writer } => writer
                 .flush()

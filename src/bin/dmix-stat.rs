@@ -311,11 +311,19 @@ mod watch {
     }
 }
 
+/// The man page's JSON FIELDS section, every field name in backticks, which the page
+/// leaves out: the test below checks the marked names against what the serializer writes,
+/// so a field cannot be added, renamed or removed without this text saying so.
+const JSON_FIELDS: &str = "--json prints one object (with --watch, one per line): `server`, with `name`, `socket`, `pid`, `sink` (the sink playing; while lost, the one lost), `sink_state` (\"running\", or \"lost\": no sink plays, the clients play on unheard while the server reopens one), `sink_lost_s` (seconds since the loss; null while running), `sink_losses` (times a sink in use was lost), `sinks` (every --sink in order of preference, objects with `name` and `state`: \"in use\", \"waiting\" (being retried) or \"fallback\" (tried only if the one in use is lost)), `rate_hz`, `channels`, `format`, `period_frames`, `period_ms`, `buffer_frames`, `buffer_ms` (the mix ring), `device_buffer_frames` (an ALSA sink's buffer: the latency the device adds after hw_ptr; null for wav and null sinks), `hw_ptr`, `uptime_s`, `mode` (\"freewheel\" or \"real time\"), `xruns`, `periods`, `late_periods`, `max_period_work_us`, `capture` (null, or an object with `source`, `state` (\"waiting\", \"running\" or \"ended\"), `cap_ptr`, `ring_frames`, `overruns`); and `clients`, a list of objects with `id`, `slot`, `pid`, `uid`, `name`, `role` (play, tee, share, stat or capture), `channels` (the channels it plays or reads: a sub-device's width, else the server's), `queued_ms` (players: ms queued ahead of hw_ptr; capture readers: ms behind the capture pointer; null otherwise), `latency_ms` (players: how far ahead of hw_ptr they write at most, their --latency; null otherwise), `started` (players: whether it has written a frame; one that has not, such as a device probe, is no player for --wait-clients, --exit-when-idle or a freewheel render, and the table shows it as opened; null otherwise), `underruns`, `late_frames`, `peak_dbfs` (one per channel; null for silence).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, latency_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with `name`, `socket`, `running`. These names are stable.";
+
+/// The sections after OPTIONS: JSON FIELDS (from [`JSON_FIELDS`]), then [`EXTRA`].
+fn extra_sections() -> Vec<(&'static str, String)> {
+    let mut sections = vec![("JSON FIELDS", JSON_FIELDS.replace('`', ""))];
+    sections.extend(EXTRA.iter().map(|&(title, body)| (title, body.to_string())));
+    sections
+}
+
 const EXTRA: &[(&str, &str)] = &[
-    (
-        "JSON FIELDS",
-        "--json prints one object (with --watch, one per line): server, with name, socket, pid, sink (the sink playing; while lost, the one lost), sink_state (\"running\", or \"lost\": no sink plays, the clients play on unheard while the server reopens one), sink_lost_s (seconds since the loss; null while running), sink_losses (times a sink in use was lost), sinks (every --sink in order of preference, objects with name and state: \"in use\", \"waiting\" (being retried) or \"fallback\" (tried only if the one in use is lost)), rate_hz, channels, format, period_frames, period_ms, buffer_frames, buffer_ms (the mix ring), device_buffer_frames (an ALSA sink's buffer: the latency the device adds after hw_ptr; null for wav and null sinks), hw_ptr, uptime_s, mode (\"freewheel\" or \"real time\"), xruns, periods, late_periods, max_period_work_us, capture (null, or an object with source, state (\"waiting\", \"running\" or \"ended\"), cap_ptr, ring_frames, overruns); and clients, a list of objects with id, slot, pid, uid, name, role (play, tee, share, stat or capture), channels (the channels it plays or reads: a sub-device's width, else the server's), queued_ms (players: ms queued ahead of hw_ptr; capture readers: ms behind the capture pointer; null otherwise), latency_ms (players: how far ahead of hw_ptr they write at most, their --latency; null otherwise), started (players: whether it has written a frame; one that has not, such as a device probe, is no player for --wait-clients, --exit-when-idle or a freewheel render, and the table shows it as opened; null otherwise), underruns, late_frames, peak_dbfs (one per channel; null for silence).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, latency_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with name, socket, running. These names are stable.",
-    ),
     (
         "LIVE VIEW",
         "--watch redraws every --interval and ends, with exit status 0, on q, Esc or Ctrl-C, on SIGINT, SIGTERM or SIGHUP (seen within 0.1 s whatever the interval), and when its terminal goes away (the terminal hung up, or its input ended): each is the normal end of a view that runs until it is stopped, as for dmix-serve, dmix-tee and dmix-share; the screen is restored if the terminal is still there. With --json the same signals end it with 0. The server going away ends it with 10.",
@@ -326,7 +334,9 @@ const EXTRA: &[(&str, &str)] = &[
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(what) = &args.generate {
-        return match dmix::cli::generate(Args::command(), what, EXTRA) {
+        let sections = extra_sections();
+        let extra: Vec<(&str, &str)> = sections.iter().map(|(title, body)| (*title, body.as_str())).collect();
+        return match dmix::cli::generate(Args::command(), what, &extra) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => dmix::cli::report("dmix-stat", &e),
         };
@@ -334,5 +344,95 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => dmix::cli::report("dmix-stat", &e),
+    }
+}
+
+#[cfg(test)]
+mod json_fields_tests {
+    use std::collections::BTreeSet;
+
+    use dmix::stat::{CaptureSnapshot, ClientSnapshot, Listed, ServerSnapshot, SinkEntry, Snapshot};
+
+    /// Every key of every object in `v`, however deep.
+    fn keys(v: &serde_json::Value, into: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    into.insert(k.clone());
+                    keys(v, into);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, into)),
+            _ => {}
+        }
+    }
+
+    /// A snapshot with every optional part present, so that every key is written.
+    fn full_snapshot() -> Snapshot {
+        let sink = SinkEntry { name: "null".into(), state: "in use".into() };
+        let capture = CaptureSnapshot {
+            source: "wav:in.wav".into(),
+            state: "running".into(),
+            cap_ptr: 0,
+            ring_frames: 0,
+            overruns: 0,
+        };
+        let server = ServerSnapshot {
+            name: "default".into(),
+            socket: "/run/dmix/default.sock".into(),
+            pid: 1,
+            sink: "null".into(),
+            sink_state: "running".into(),
+            sink_lost_s: Some(0.0),
+            sink_losses: 0,
+            sinks: vec![sink],
+            rate_hz: 48000,
+            channels: 2,
+            format: "S16_LE".into(),
+            period_frames: 256,
+            period_ms: 5.3,
+            buffer_frames: 4096,
+            buffer_ms: 85.3,
+            device_buffer_frames: Some(0),
+            hw_ptr: 0,
+            uptime_s: 0.0,
+            mode: "real time".into(),
+            xruns: 0,
+            periods: 0,
+            late_periods: 0,
+            max_period_work_us: 0.0,
+            capture: Some(capture),
+        };
+        let client = ClientSnapshot {
+            id: 1,
+            slot: 0,
+            pid: 2,
+            uid: 1000,
+            name: "dmix-play".into(),
+            role: "play".into(),
+            channels: 2,
+            queued_ms: Some(0.0),
+            latency_ms: Some(0.0),
+            started: Some(true),
+            underruns: 0,
+            late_frames: 0,
+            peak_dbfs: vec![Some(-6.0)],
+        };
+        Snapshot { server, clients: vec![client] }
+    }
+
+    #[test]
+    fn stat_json_fields_text_names_exactly_the_serialized_keys() {
+        let mut written = BTreeSet::new();
+        keys(&serde_json::to_value(full_snapshot()).unwrap(), &mut written);
+        let listed = Listed { name: "default".into(), socket: "/run/dmix/default.sock".into(), running: true };
+        keys(&serde_json::to_value(vec![listed]).unwrap(), &mut written);
+        let parts: Vec<&str> = super::JSON_FIELDS.split('`').collect();
+        assert!(parts.len() % 2 == 1, "unpaired backtick in JSON_FIELDS");
+        let documented: BTreeSet<String> = parts.iter().skip(1).step_by(2).map(|s| s.to_string()).collect();
+        let undocumented: Vec<_> = written.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&written).collect();
+        assert!(undocumented.is_empty(), "JSON keys missing from JSON FIELDS: {undocumented:?}");
+        assert!(unknown.is_empty(), "JSON FIELDS names keys the serializer never writes: {unknown:?}");
     }
 }

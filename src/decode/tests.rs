@@ -10,7 +10,7 @@ use crate::ErrorKind;
 use crate::format::s16_to_mix;
 
 const STEREO_48K: Target = Target { rate_hz: 48000, channels: 2 };
-const PLAIN: DecodeOptions = DecodeOptions { raw: None, volume_db: 0.0 };
+const PLAIN: DecodeOptions = DecodeOptions { raw: None, volume_db: 0.0, stop: None };
 
 fn sine16(frames: usize, channels: usize, rate: f64, freq: f64) -> Vec<i16> {
     (0..frames * channels)
@@ -123,7 +123,8 @@ fn decode_raw_input_in_each_format() {
         }
         let p = t.path().join(format!("{f}.raw"));
         std::fs::write(&p, &bytes).unwrap();
-        let opts = DecodeOptions { raw: Some(RawSpec { format: f, rate_hz: 48000, channels: 1 }), volume_db: 0.0 };
+        let opts =
+            DecodeOptions { raw: Some(RawSpec { format: f, rate_hz: 48000, channels: 1 }), volume_db: 0.0, stop: None };
         let mono = Target { rate_hz: 48000, channels: 1 };
         assert_eq!(decode_all(&p, mono, &opts).unwrap(), mix.to_vec(), "{f}");
     }
@@ -137,6 +138,7 @@ fn decode_raw_partial_frame_is_an_error() {
     let opts = DecodeOptions {
         raw: Some(RawSpec { format: SampleFormat::S16Le, rate_hz: 48000, channels: 2 }),
         volume_db: 0.0,
+        stop: None,
     };
     let e = decode_all(&p, STEREO_48K, &opts).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
@@ -204,11 +206,11 @@ fn decode_volume_scales() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("a.wav");
     wav16(&p, 48000, 2, &[1000, -1000]);
-    let opts = DecodeOptions { raw: None, volume_db: -6.0 };
+    let opts = DecodeOptions { raw: None, volume_db: -6.0, stop: None };
     let got = decode_all(&p, STEREO_48K, &opts).unwrap();
     let g = 10f64.powf(-6.0 / 20.0);
     assert_eq!(got, vec![(256_000.0 * g).round() as i32, (-256_000.0 * g).round() as i32]);
-    let bad = DecodeOptions { raw: None, volume_db: f64::INFINITY };
+    let bad = DecodeOptions { raw: None, volume_db: f64::INFINITY, stop: None };
     assert!(Decoder::open(p.to_str().unwrap(), STEREO_48K, &bad).is_err());
 }
 
