@@ -265,7 +265,6 @@ pub struct Player {
     /// How far ahead of hw_ptr we write, in frames.
     window: u64,
     late_frames: u64,
-    underruns: u64,
     /// Our channel i goes to server channel map[i] (sub-devices).
     map: Option<Vec<usize>>,
     /// Frames widened to the server's channels.
@@ -301,7 +300,6 @@ impl Player {
             history: vec![0; p.ring_frames as usize * p.channels as usize],
             window,
             late_frames: 0,
-            underruns: 0,
             map: conn.channel_map(),
             wide: Vec::new(),
             stop_before_add: std::env::var(FAULT_STOP_BEFORE_ADD).ok().and_then(|v| v.parse().ok()),
@@ -319,11 +317,6 @@ impl Player {
     /// The connection.
     pub fn connection(&self) -> &Connection {
         &self.conn
-    }
-
-    /// Frames written so far since the start of the stream.
-    pub fn frames_written(&self) -> u64 {
-        self.pos - self.conn.start_frame()
     }
 
     /// Frames dropped because they arrived late.
@@ -372,7 +365,6 @@ impl Player {
             if self.pos < hw {
                 // We fell behind the server (stalled, or too slow): restart a period ahead
                 // rather than feed samples that can only be dropped.
-                self.underruns += 1;
                 self.conn.writer().count_underrun();
                 self.pos = hw + period;
             }
