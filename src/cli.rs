@@ -21,23 +21,6 @@ pub fn version() -> &'static str {
     })
 }
 
-/// Writes one line to stderr like `eprintln!`, but never panics: `eprintln!` panics when
-/// stderr cannot be written (a terminal that went away, a closed pipe), which would turn a
-/// log line into a crash (exit 101), or kill a server's thread. A line that cannot be
-/// written is lost; there is nowhere else to say it.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {
-        $crate::cli::say_line(::std::format_args!($($arg)*))
-    };
-}
-
-/// The body of [`say!`].
-pub fn say_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
 /// Prints `tool: error` on one line and returns the documented exit code. A broken pipe
 /// on stdout is success: the reader went away, which is how pipelines end (`dmix-stat |
 /// head`). Only on stdout ([`Error::is_broken_pipe`]): a socket's EPIPE is the server
@@ -46,7 +29,7 @@ pub fn report(tool: &str, e: &Error) -> ExitCode {
     if e.is_broken_pipe() {
         return ExitCode::SUCCESS;
     }
-    say!("{tool}: {e}");
+    crate::say!("{tool}: {e}");
     ExitCode::from(exit_code(e.kind()))
 }
 

@@ -63,7 +63,7 @@ pub struct DecodeOptions {
     /// Gain in dB.
     pub volume_db: f64,
     /// Raised to stop: stdin ("-") then reads as ended, even while it blocks (the binaries
-    /// pass their signal flag, `cli::stop_flag`). `None`: stdin is read to its end.
+    /// pass their signal flag, made by `cli::stop_flag`). `None`: stdin is read to its end.
     pub stop: Option<Arc<AtomicBool>>,
 }
 

@@ -5,6 +5,23 @@
 use std::io;
 use std::path::PathBuf;
 
+/// Writes one line to stderr like `eprintln!`, but never panics: `eprintln!` panics when
+/// stderr cannot be written (a terminal that went away, a closed pipe), which would turn a
+/// log line into a crash (exit 101), or kill a server's thread. A line that cannot be
+/// written is lost; there is nowhere else to say it.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::error::say_line(::std::format_args!($($arg)*))
+    };
+}
+
+/// The body of [`say!`].
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// What went wrong, in the few classes a caller can act on. Binaries map these to exit
 /// codes (see `exit_code`), tests assert on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
