@@ -11,13 +11,13 @@
 //! |---|---|
 //! | [`ring::layout`] | THE shared-memory declarations, magics, `RING_LAYOUT_VERSION` |
 //! | `ring::map` | fence 1 of `unsafe`: sealed memfd → mapping → atomic views |
-//! | [`ring`] | server create / client attach, `mix_add`, `take_period` |
-//! | [`sys`] | fence 2 of `unsafe`: futex, fd adoption |
+//! | [`ring`] | server create / client attach, `mix_add`, `take_period`, and the only code that names an ordering on a shared word: [`ring::ServerSlot`](ring::server::ServerSlot) (server), [`ring::WriteStream`] (players), [`ring::ReadStream`] (recorders), [`ring::view`] (inspectors) |
+//! | [`sys`] | fence 2 of `unsafe`: futex, fd adoption; the clocks |
 //! | [`protocol`] | wire messages, `PROTOCOL_VERSION`, pure encode/decode |
 //! | [`transport`] | the SOCK_SEQPACKET socket, SCM_RIGHTS, SO_PEERCRED |
 //! | [`paths`] | runtime directory, server names |
-//! | [`server`] | control thread (admission) and [`server::period`] (the real-time loop) |
-//! | [`client`] | connect, attach, write, drain, retract |
+//! | [`server`] | control thread (admission: a pure decision), sub-devices, and [`server::period`] (the real-time loop) |
+//! | [`client`] | connect, attach; `Player`: write, drain, retract (an adapter over `WriteStream`) |
 //! | [`sink`] | ALSA, WAV and null sinks |
 //! | [`capture`] | the shared input: ALSA capture or a file (`dmix-serve --capture`) |
 //! | [`decode`], [`convert`] | decoding (symphonia), channel maps, resampling (rubato), gain |

@@ -255,7 +255,7 @@ const PIPE_BUF: usize = 4096;
 ///   and publishes that it holds nothing back.
 /// - How much the reader has not yet read (FIONREAD) keeps it at the target: above
 ///   [`BRIDGE_HIGH_MS`] nothing is written until it is back at the target, below
-///   [`BRIDGE_LOW_MS`] silence fills it up.
+///   `BRIDGE_LOW_MS` silence fills it up.
 pub struct Bridge {
     path: PathBuf,
     writer: Option<File>,

@@ -14,7 +14,7 @@
 //! Who does what, one file each: [`params`] (what every process agrees on, and where a frame
 //! sits), [`server`] (the server's side: create, take, publish, the slot table),
 //! [`client`] (a client's side: attach and validate, then infallible views), and the typed
-//! operations clients use: [`write`] (anything that adds into the mix), [`read`] (readers
+//! operations clients use: [`write`](mod@write) (anything that adds into the mix), [`read`](mod@read) (readers
 //! of the monitor and capture rings), [`view`] (inspectors). Which ordering each shared
 //! word uses is decided here and nowhere else: the tools above never name one.
 
