@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::paths::resolve_device;
 use crate::protocol::{Hello, MAX_REPLY_BYTES, PROTOCOL_VERSION, Refusal, Reply, Role, Welcome};
 use crate::ring::layout::{MAX_CHANNELS, RING_LAYOUT_VERSION};
-use crate::ring::{ClientRing, RingParams, WriteStream};
+use crate::ring::{ClientRing, History, RingParams, WriteStream};
 use crate::sys::Wake;
 use crate::transport;
 
@@ -261,7 +261,7 @@ pub struct Player {
     pos: u64,
     /// What we added for the last `ring_frames` frames, laid out as the sum ring, so that
     /// we can subtract it again (retraction).
-    history: Vec<i32>,
+    history: History,
     /// How far ahead of hw_ptr we write, in frames.
     window: u64,
     late_frames: u64,
@@ -297,7 +297,7 @@ impl Player {
         conn.writer().set_latency(window);
         Player {
             pos: conn.start_frame(),
-            history: vec![0; p.ring_frames as usize * p.channels as usize],
+            history: History::new(&p),
             window,
             late_frames: 0,
             map: conn.channel_map(),

@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use dmix::client::Connection;
 use dmix::format::SampleFormat;
 use dmix::protocol::Role;
+use dmix::ring::History;
 use dmix::sys::Wake;
 use nix::errno::Errno;
 
@@ -44,7 +45,7 @@ pub struct Stream {
     /// Frames to start ahead of hw_ptr: a period on a paced server, none in freewheel.
     lead: u64,
     /// What we added, laid out as the sum ring (for retraction).
-    history: Vec<i32>,
+    history: History,
     /// Frames written but not in the ring yet (before start, while paused), server width.
     pending: Vec<i32>,
     /// Where the stream is (base, written, played, running, buffer): the application's
@@ -73,7 +74,7 @@ impl Stream {
             channels: p.channels as usize,
             ring_frames: u64::from(p.ring_frames),
             lead: if p.freewheel { 0 } else { u64::from(p.period_frames) },
-            history: vec![0; p.ring_frames as usize * p.channels as usize],
+            history: History::new(&p),
             pending: Vec::new(),
             pos: Playhead::new(u64::from(p.period_frames) * 2),
             xrun_counted: AtomicBool::new(false),
@@ -187,10 +188,7 @@ impl Stream {
         let ch = self.channels;
         if keep {
             self.pending.clear();
-            for f in taken.clone() {
-                let at = (f % self.ring_frames) as usize * ch;
-                self.pending.extend_from_slice(&self.history[at..at + ch]);
-            }
+            self.history.copy_into(taken.start, taken.end, &mut self.pending);
         }
         w.retract(taken.start, taken.end, &self.history);
         // Frames the server took while we retracted played whole or partly.

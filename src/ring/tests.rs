@@ -277,3 +277,29 @@ fn ring_reader_copy_out_reports_what_the_server_may_have_overwritten() {
     assert_eq!(r.copy_out(100, &mut frame), 1, "one frame past: the first was overwritten");
     assert_eq!(r.copy_out(90, &mut frame), 11, "not limited to what was copied");
 }
+
+#[test]
+fn ring_history_keeps_what_was_added_for_a_pause() {
+    // What a paused PCM keeps to add again: the frames as they were added, oldest first,
+    // across the end of the ring; only the last ring's worth is there.
+    let s = server();
+    let a = client(&s);
+    let w = a.writer(0);
+    let mut h = History::new(s.params());
+    let data = ramp(R, 3);
+    let mut hw = 0;
+    while hw < u64::from(R - P) {
+        take(&s, hw);
+        hw += u64::from(P);
+    }
+    assert_eq!(w.add(hw, &data, &mut h).frames, R as usize);
+    let mut kept = Vec::new();
+    h.copy_into(hw, hw + u64::from(R), &mut kept);
+    assert_eq!(kept, data, "across the end of the ring");
+    kept.clear();
+    h.copy_into(0, hw + u64::from(R), &mut kept);
+    assert_eq!(kept, data, "no more than a ring's worth");
+    // Retracting them all leaves silence.
+    w.retract(hw, hw + u64::from(R), &h);
+    assert!(take(&s, hw).iter().all(|&v| v == 0));
+}

@@ -13,6 +13,36 @@ use super::client::ClientRing;
 use super::layout::{CLIENT_DRAINING, ClientCounters, NOT_PLAYING};
 use super::params::{AddOutcome, RingParams};
 
+/// What a player added for the last ring's worth of frames, laid out as the sum ring (one
+/// i32 per sample, at the sample's place), so that it can take it back again (retraction)
+/// or keep it to add again later (a paused PCM).
+pub struct History {
+    samples: Vec<i32>,
+    ring_frames: u64,
+    channels: usize,
+}
+
+impl History {
+    /// An empty history for a ring of these parameters (allocates the ring's size once).
+    pub fn new(params: &RingParams) -> History {
+        History {
+            samples: vec![0; params.ring_frames as usize * params.channels as usize],
+            ring_frames: u64::from(params.ring_frames),
+            channels: params.channels as usize,
+        }
+    }
+
+    /// Appends frames `[from, end)` as they were added (at most the last ring's worth of
+    /// them is still there), oldest first.
+    pub fn copy_into(&self, from: u64, end: u64, out: &mut Vec<i32>) {
+        let ch = self.channels;
+        for f in from.max(end.saturating_sub(self.ring_frames))..end {
+            let at = (f % self.ring_frames) as usize * ch;
+            out.extend_from_slice(&self.samples[at..at + ch]);
+        }
+    }
+}
+
 /// The write operations of one slot (a cheap handle: a ring and a slot index).
 #[derive(Clone, Copy)]
 pub struct WriteStream<'a> {
@@ -73,8 +103,8 @@ impl<'a> WriteStream<'a> {
     /// Adds `samples` at absolute frame `at`, keeping them in `history` for a later
     /// retraction (see [`ClientRing::mix_add_keeping`]); late frames are counted in the
     /// slot's figures.
-    pub fn add(&self, at: u64, samples: &[i32], history: &mut [i32]) -> AddOutcome {
-        let out = self.ring.mix_add_keeping(at, samples, history);
+    pub fn add(&self, at: u64, samples: &[i32], history: &mut History) -> AddOutcome {
+        let out = self.ring.mix_add_keeping(at, samples, &mut history.samples);
         if out.late_frames > 0 {
             // Relaxed: a figure for inspectors.
             self.counters().late_frames.fetch_add(out.late_frames as u64, Ordering::Relaxed);
@@ -83,8 +113,8 @@ impl<'a> WriteStream<'a> {
     }
 
     /// Subtracts frames `[from, end)` again, newest first (see [`ClientRing::retract`]).
-    pub fn retract(&self, from: u64, end: u64, history: &[i32]) {
-        self.ring.retract(from, end, history);
+    pub fn retract(&self, from: u64, end: u64, history: &History) {
+        self.ring.retract(from, end, &history.samples);
     }
 
     /// Counts one underrun (the client fell behind hw_ptr).
