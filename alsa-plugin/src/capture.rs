@@ -101,8 +101,7 @@ impl Recorder {
 
     /// sw_params: when poll() says there is something to read.
     pub fn sw_params(&mut self, avail_min: u64) {
-        self.ready.avail_min.store(avail_min.max(1), Ordering::Release);
-        self.ready.changed();
+        self.ready.set_avail_min(avail_min);
         self.update_event();
     }
 

@@ -92,6 +92,12 @@ impl Readiness {
         }
     }
 
+    /// sw_params: poll() says ready from `avail_min` frames (at least one) on.
+    pub(crate) fn set_avail_min(&self, avail_min: u64) {
+        self.avail_min.store(avail_min.max(1), Ordering::Release);
+        self.changed();
+    }
+
     pub(crate) fn changed(&self) {
         self.generation.fetch_add(1, Ordering::Release);
         dmix::sys::futex_wake(&self.generation);
