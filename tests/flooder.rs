@@ -133,6 +133,8 @@ fn run(addr: &UnixAddr, target: usize, stop: &AtomicBool, held: &AtomicUsize, op
             i += 1;
             !gone[i - 1]
         });
+        // The flood's rate (OPENS_PER_ROUND a ROUND) is the load under test: this sleep is
+        // its clock, not a wait for anything.
         if let Some(rest) = ROUND.checked_sub(round.elapsed()) {
             std::thread::sleep(rest);
         }

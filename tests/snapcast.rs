@@ -114,14 +114,27 @@ fn raw_left(path: &Path, from: usize) -> Vec<i16> {
 /// Waits (bounded) until `until` holds for the left channel of `path` from frame `from`,
 /// and returns its answer.
 fn wait_for_heard<T>(path: &Path, from: usize, what: &str, until: impl Fn(&[i16]) -> Option<T>) -> T {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::fd::AsFd;
     let deadline = Instant::now() + DEADLINE;
+    // snapclient's file player is another program: its writes to the file (or the file's
+    // creation) are the only event there is to wait on. The directory is watched, since the
+    // file may not exist yet.
+    let notify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).expect("inotify_init");
+    let dir = path.parent().expect("an output file in a directory");
+    notify.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE).expect("inotify watch");
     loop {
+        // Events up to now are drained before the file is read: a write after the read
+        // leaves an event for the poll below.
+        while notify.read_events().is_ok_and(|e| !e.is_empty()) {}
         if let Some(t) = until(&raw_left(path, from)) {
             return t;
         }
-        assert!(Instant::now() < deadline, "{}: {what} never came", path.display());
-        // The file grows in 50 ms writes (snapclient's file player): look again after one.
-        std::thread::sleep(Duration::from_millis(50));
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{}: {what} never came", path.display());
+        let ms = PollTimeout::try_from(left.min(Duration::from_secs(1))).unwrap_or(PollTimeout::MAX);
+        let _ = poll(&mut [PollFd::new(notify.as_fd(), PollFlags::POLLIN)], ms);
     }
 }
 
