@@ -177,14 +177,10 @@ fn package_deb_holds_the_tools_plugin_snippets_and_units() {
     assert!(service.contains("ExecStart=/usr/bin/dmix-serve $DMIX_SERVE_ARGS"), "{service}");
     let bridge = std::fs::read_to_string(root.join("usr/lib/systemd/user/dmix-snapcast.service")).unwrap();
     assert!(bridge.contains("ExecStart=/usr/bin/dmix-tee --name snapcast -t raw"), "{bridge}");
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .args(
-            ["dmix-serve.service", "dmix-serve.socket", "dmix-snapcast.service"]
-                .map(|u| root.join("usr/lib/systemd/user").join(u)),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("systemd-analyze not runnable ({e}): install the Debian package systemd"));
+    let verify = systemd_verify(
+        &root.join("usr/lib/systemd/user"),
+        &["dmix-serve.service", "dmix-serve.socket", "dmix-snapcast.service"],
+    );
     // verify checks that ExecStart exists: /usr/bin/dmix-serve and dmix-tee are not
     // installed here.
     let err = String::from_utf8_lossy(&verify.stderr);

@@ -334,13 +334,7 @@ fn serve_user_units_install_and_verify() {
     let config = env.path("config");
     let bindir = bin("dmix-serve").parent().unwrap().to_path_buf();
     let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
-    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-units"))
-        .arg("wav:/tmp/x.wav")
-        .env("PATH", &path)
-        .env("XDG_CONFIG_HOME", &config)
-        .env("SYSTEMCTL", ":")
-        .output()
-        .unwrap();
+    let out = install_units(&["wav:/tmp/x.wav"], &path, &config, ":".as_ref());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let units = config.join("systemd/user");
     let service = std::fs::read_to_string(units.join("dmix-serve.service")).unwrap();
@@ -363,12 +357,7 @@ fn serve_user_units_install_and_verify() {
         let systemctl = env.path("systemctl");
         std::fs::write(&systemctl, script).unwrap();
         std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-units"))
-            .env("PATH", &path)
-            .env("XDG_CONFIG_HOME", &config)
-            .env("SYSTEMCTL", &systemctl)
-            .output()
-            .unwrap();
+        let out = install_units(&[], &path, &config, systemctl.as_os_str());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{err}");
         if code == 0 {
@@ -383,11 +372,7 @@ fn serve_user_units_install_and_verify() {
             );
         }
     }
-    let verify = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .args([units.join("dmix-serve.service"), units.join("dmix-serve.socket")])
-        .output()
-        .unwrap_or_else(|e| panic!("systemd-analyze not runnable ({e}): install the Debian package systemd"));
+    let verify = systemd_verify(&units, &["dmix-serve.service", "dmix-serve.socket"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
 }
 

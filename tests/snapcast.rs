@@ -306,23 +306,14 @@ fn snapcast_user_unit_installs_and_verifies() {
     let config = env.path("config");
     let bindir = bin("dmix-tee").parent().unwrap().to_path_buf();
     let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
-    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-units"))
-        .env("PATH", &path)
-        .env("XDG_CONFIG_HOME", &config)
-        .env("SYSTEMCTL", ":")
-        .output()
-        .unwrap();
+    let out = install_units(&[], &path, &config, ":".as_ref());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let units = config.join("systemd/user");
     let unit = std::fs::read_to_string(units.join("dmix-snapcast.service")).unwrap();
     let exec = format!("ExecStart={}/dmix-tee --name snapcast -t raw -f S16_LE ", bindir.display());
     assert!(unit.contains(&exec), "{unit}");
     assert!(unit.contains("mkfifo") && unit.contains("DMIX_SNAPCAST_FIFO=/tmp/snapfifo"), "{unit}");
-    let verify = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .args(["dmix-serve.service", "dmix-serve.socket", "dmix-snapcast.service"].map(|u| units.join(u)))
-        .output()
-        .unwrap_or_else(|e| panic!("systemd-analyze not runnable ({e}): install the Debian package systemd"));
+    let verify = systemd_verify(&units, &["dmix-serve.service", "dmix-serve.socket", "dmix-snapcast.service"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     assert!(verify.stderr.is_empty(), "{}", String::from_utf8_lossy(&verify.stderr));
 }

@@ -507,3 +507,25 @@ impl Drop for HangUpServer {
         }
     }
 }
+
+/// `systemd-analyze verify` of the units named in `dir`: its output, for the caller's
+/// assertions (what a missing ExecStart binary may excuse differs from test to test).
+pub fn systemd_verify(dir: &Path, units: &[&str]) -> std::process::Output {
+    Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|u| dir.join(u)))
+        .output()
+        .unwrap_or_else(|e| panic!("systemd-analyze not runnable ({e}): install the Debian package systemd"))
+}
+
+/// Runs scripts/install-units with `args`, `PATH` as given (the binaries' directory first),
+/// the user's configuration in `config`, and `systemctl` for systemctl (":" for none).
+pub fn install_units(args: &[&str], path: &str, config: &Path, systemctl: &std::ffi::OsStr) -> std::process::Output {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-units"))
+        .args(args)
+        .env("PATH", path)
+        .env("XDG_CONFIG_HOME", config)
+        .env("SYSTEMCTL", systemctl)
+        .output()
+        .unwrap()
+}
