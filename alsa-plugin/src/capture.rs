@@ -12,7 +12,7 @@ use dmix::ring::{ReadSource, ReadStream};
 use nix::errno::Errno;
 
 use crate::config::{Config, Direction};
-use crate::position::Capturehead;
+use crate::position::{Capturehead, buffer_fits};
 use crate::waiter::{Readiness, spawn_waiter};
 
 /// A capture stream: reads what the server played (the monitor ring) or its shared input
@@ -89,7 +89,7 @@ impl Recorder {
     /// hw_params: the format and the buffer (at most the ring less a period).
     pub fn hw_params(&mut self, format: SampleFormat, buffer: u64) -> Result<(), Errno> {
         let period = u64::from(self.conn.params().period_frames);
-        if buffer < period || buffer > self.ring_frames.saturating_sub(period) {
+        if !buffer_fits(buffer, period, self.ring_frames) {
             return Err(Errno::EINVAL);
         }
         self.format = format;

@@ -28,7 +28,7 @@ use dmix::sys::Wake;
 use nix::errno::Errno;
 
 use crate::config::{Config, Direction};
-use crate::position::Playhead;
+use crate::position::{Playhead, buffer_fits};
 use crate::waiter::{ALIVE_CHECK, Readiness, spawn_waiter};
 
 /// A playback stream into a dmix server.
@@ -109,7 +109,7 @@ impl Stream {
     /// hw_params: the format and the buffer (the latency: how far ahead we write).
     pub fn hw_params(&mut self, format: SampleFormat, buffer: u64) -> Result<(), Errno> {
         let period = u64::from(self.conn.params().period_frames);
-        if buffer < period || buffer > self.ring_frames - period {
+        if !buffer_fits(buffer, period, self.ring_frames) {
             return Err(Errno::EINVAL);
         }
         self.format = format;

@@ -21,6 +21,13 @@ pub(crate) fn default_boundary(buffer: u64) -> u64 {
     b
 }
 
+/// hw_params: an application's buffer is at least a period and leaves at least a period of
+/// a ring of `ring_frames` (the mix ring for playback, the monitor or capture ring for
+/// capture) to the server.
+pub(crate) fn buffer_fits(buffer: u64, period: u64, ring_frames: u64) -> bool {
+    buffer >= period && buffer <= ring_frames.saturating_sub(period)
+}
+
 /// What pointer() hands alsa-lib: the stream position wrapped at ALSA's boundary, never
 /// modulo the buffer: a whole buffer played between two calls (freewheel does that) would
 /// look like no progress, and the application would poll for ever.
@@ -256,6 +263,15 @@ mod tests {
     /// Bug of 425d4cd: pointer() returned the position modulo the buffer, so a whole buffer
     /// played between two calls (freewheel does that) looked like no progress and the
     /// application polled for ever.
+    /// hw_params takes a buffer from one period to the ring less one period.
+    #[test]
+    fn buffer_from_a_period_to_the_ring_less_a_period() {
+        assert!(!buffer_fits(255, 256, 4096));
+        assert!(buffer_fits(256, 256, 4096));
+        assert!(buffer_fits(3840, 256, 4096));
+        assert!(!buffer_fits(3841, 256, 4096));
+    }
+
     #[test]
     fn pointer_a_whole_buffer_played_between_calls_is_progress() {
         let buffer = 1024;
