@@ -264,7 +264,6 @@ pub struct Player {
     history: History,
     /// How far ahead of hw_ptr we write, in frames.
     window: u64,
-    late_frames: u64,
     /// Our channel i goes to server channel map[i] (sub-devices).
     map: Option<Vec<usize>>,
     /// Frames widened to the server's channels.
@@ -299,7 +298,6 @@ impl Player {
             pos: conn.start_frame(),
             history: History::new(&p),
             window,
-            late_frames: 0,
             map: conn.channel_map(),
             wide: Vec::new(),
             stop_before_add: std::env::var(FAULT_STOP_BEFORE_ADD).ok().and_then(|v| v.parse().ok()),
@@ -317,11 +315,6 @@ impl Player {
     /// The connection.
     pub fn connection(&self) -> &Connection {
         &self.conn
-    }
-
-    /// Frames dropped because they arrived late.
-    pub fn late_frames(&self) -> u64 {
-        self.late_frames
     }
 
     /// Writes interleaved mix-scale frames of [`Connection::width`] channels, waiting for
@@ -389,7 +382,6 @@ impl Player {
             let out = self.conn.writer().add(self.pos, chunk, &mut self.history);
             self.pos += out.frames as u64;
             off += out.frames;
-            self.late_frames += out.late_frames as u64;
             self.conn.writer().publish(self.pos);
             if out.frames < n {
                 // The ring said "not yet" despite the window: let the server move on.

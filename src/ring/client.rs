@@ -259,7 +259,7 @@ impl ClientRing {
     /// [`ClientRing::mix_add`] that also stores each sample it visits in `history` at its
     /// place in the ring (`history` has the sum ring's length, one i32 per sample), in the
     /// same pass: a player keeps what it queued, for retraction, without copying it again.
-    pub fn mix_add_keeping(&self, start: u64, samples: &[i32], history: &mut [i32]) -> AddOutcome {
+    pub(super) fn mix_add_keeping(&self, start: u64, samples: &[i32], history: &mut [i32]) -> AddOutcome {
         self.add(start, samples, false, Some(history))
     }
 
@@ -267,7 +267,7 @@ impl ClientRing {
     /// `history`: newest frame first, so that whatever the server takes meanwhile (oldest
     /// first) is a clean prefix of what was queued, never a hole followed by samples meant
     /// to be taken back. Frames the server took already are skipped by the lap tags.
-    pub fn retract(&self, from: u64, end: u64, history: &[i32]) {
+    pub(super) fn retract(&self, from: u64, end: u64, history: &[i32]) {
         let ch = self.params.channels as usize;
         let ring = u64::from(self.params.ring_frames);
         for f in (from..end).rev() {

@@ -100,9 +100,9 @@ impl<'a> WriteStream<'a> {
         (from != NOT_PLAYING).then_some(from)
     }
 
-    /// Adds `samples` at absolute frame `at`, keeping them in `history` for a later
-    /// retraction (see [`ClientRing::mix_add_keeping`]); late frames are counted in the
-    /// slot's figures.
+    /// Adds `samples` (interleaved frames at the mix scale) at absolute frame `at`, as
+    /// [`ClientRing::mix_add`] does, and keeps each in `history` in the same pass, for a
+    /// later retraction; late frames are counted in the slot's figures.
     pub fn add(&self, at: u64, samples: &[i32], history: &mut History) -> AddOutcome {
         let out = self.ring.mix_add_keeping(at, samples, &mut history.samples);
         if out.late_frames > 0 {
@@ -112,7 +112,10 @@ impl<'a> WriteStream<'a> {
         out
     }
 
-    /// Subtracts frames `[from, end)` again, newest first (see [`ClientRing::retract`]).
+    /// Subtracts frames `[from, end)` again, as `history` kept them: newest frame first, so
+    /// that whatever the server takes meanwhile (oldest first) is a clean prefix of what was
+    /// queued, never a hole followed by samples meant to be taken back. Frames the server
+    /// took already are skipped by the lap tags.
     pub fn retract(&self, from: u64, end: u64, history: &History) {
         self.ring.retract(from, end, &history.samples);
     }

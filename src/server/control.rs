@@ -247,7 +247,7 @@ impl<'a> Control<'a> {
                 // Its fd is closed before the slot is given back.
                 drop(conn);
                 self.shared.leave_mask.fetch_or(1 << slot, Ordering::AcqRel);
-                self.shared.ring_doorbell();
+                self.shared.ring.ring_doorbell();
             }
             (ConnState::Pending(_), Ok(Some(msg))) => {
                 let conn = self.conns.swap_remove(i);
@@ -368,7 +368,7 @@ impl<'a> Control<'a> {
             }
         }
         self.shared.join_mask.fetch_or(bit, Ordering::AcqRel);
-        self.shared.ring_doorbell();
+        self.shared.ring.ring_doorbell();
         Some(ConnState::Active { slot, role, held })
     }
 

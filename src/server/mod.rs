@@ -123,12 +123,6 @@ pub struct Core {
     pub loop_done: AtomicBool,
 }
 
-impl Core {
-    fn ring_doorbell(&self) {
-        self.ring.ring_doorbell();
-    }
-}
-
 /// How the server ended.
 pub use period::LoopEnd;
 
@@ -254,7 +248,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
             };
             if let Err(e) = opened {
                 shared.stop.store(true, Ordering::Relaxed);
-                shared.ring_doorbell();
+                shared.ring.ring_doorbell();
                 let _ = period.join();
                 return Err(e);
             }
@@ -275,7 +269,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         crate::notify::notify("STOPPING=1");
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
-            shared.ring_doorbell();
+            shared.ring.ring_doorbell();
         }
         let end = period.join().unwrap_or_else(|_| Err(Error::invalid("period thread", "panicked")));
         control?;
