@@ -47,8 +47,14 @@ impl Connection {
     /// then it is [`Error::Crowded`] (or [`Error::ServerGone`] if the server only ever
     /// hung up).
     pub fn open(device: &str, role: Role, name: &str, channels: u32) -> Result<Connection> {
+        Connection::open_at(device, role, name, channels, None)
+    }
+
+    /// [`Connection::open`] for a player that starts at `volume_db` (`dmix-play --volume`)
+    /// rather than what the server remembers for its name; dmix-stat can change it later.
+    pub fn open_at(device: &str, role: Role, name: &str, channels: u32, volume_db: Option<f32>) -> Result<Connection> {
         let path = resolve_device(device)?;
-        let hello = Hello { version: PROTOCOL_VERSION, role, channels, name: name.to_string() }.encode();
+        let hello = Hello { version: PROTOCOL_VERSION, role, channels, name: name.to_string(), volume_db }.encode();
         let deadline = Instant::now() + HELLO_TIMEOUT;
         let mut buf = [0u8; MAX_REPLY_BYTES];
         let mut pause = RETRY_FIRST;
@@ -77,7 +83,9 @@ impl Connection {
                 return Err(Error::Refused { kind: r.kind(), reason });
             }
             Reply::Welcome(w) => w,
-            Reply::Done => return Err(Error::invalid("server reply", "an answer to a request we did not make")),
+            Reply::Done | Reply::Answer(_) => {
+                return Err(Error::invalid("server reply", "an answer to a request we did not make"));
+            }
         };
         if welcome.layout_version != RING_LAYOUT_VERSION {
             return Err(Error::Version {
@@ -354,6 +362,8 @@ impl Player {
             if stop.load(Ordering::Relaxed) {
                 return Ok(Flow::Stopped);
             }
+            // A new volume from dmix-stat: what is queued is re-added at it now.
+            self.conn.writer().follow_volume(&mut self.history);
             let hw = self.conn.ring.hw_ptr();
             if self.pos < hw {
                 // We fell behind the server (stalled, or too slow): restart a period ahead
@@ -368,7 +378,8 @@ impl Player {
                 // period per player, and the server one futex wake-up per sleeper.
                 let low = (self.window / 2 / period).max(1) * period;
                 let target = self.pos.saturating_sub(low).max(hw + 1);
-                if self.conn.ring.sleep_until_hw_ptr(target, GONE_CHECK) == Wake::TimedOut {
+                // Woken early by a new volume, too.
+                if self.conn.writer().sleep_until_hw_ptr(target, GONE_CHECK, &self.history) == Wake::TimedOut {
                     self.conn.check_alive()?;
                 }
                 continue;
@@ -423,6 +434,8 @@ impl Player {
             if stop.load(Ordering::Relaxed) {
                 return Ok(Flow::Stopped);
             }
+            // The tail still queued follows a new volume (the server's change wakes us).
+            self.conn.writer().follow_volume(&mut self.history);
             if self.conn.ring.wait_hw_ptr(heard, GONE_CHECK) == Wake::TimedOut {
                 self.conn.check_alive()?;
             }

@@ -9,6 +9,15 @@ use crate::error::{Error, Result};
 /// The server name used when none is given.
 pub const DEFAULT_NAME: &str = "default";
 
+/// Where a server keeps the volumes remembered by client name:
+/// `$XDG_STATE_HOME/dmix/NAME.volumes`, `$HOME/.local/state/dmix/NAME.volumes` without it;
+/// None when neither is set (nothing is kept).
+pub fn volumes_file(name: &str) -> Option<PathBuf> {
+    let nonempty = |v: &str| std::env::var_os(v).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let state = nonempty("XDG_STATE_HOME").or_else(|| nonempty("HOME").map(|h| h.join(".local/state")))?;
+    Some(state.join("dmix").join(format!("{name}.volumes")))
+}
+
 /// The directory holding the sockets: `$XDG_RUNTIME_DIR/dmix`, or `/tmp/dmix-$UID` when
 /// XDG_RUNTIME_DIR is unset or empty.
 pub fn runtime_dir() -> PathBuf {

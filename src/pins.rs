@@ -11,11 +11,11 @@
 
 /// (RING_LAYOUT_VERSION, layout_fingerprint()) for every version since fingerprints exist.
 #[cfg(test)]
-const LAYOUT: &[(u32, u64)] = &[(2, 0xb2c3_da49_971a_70a3)];
+const LAYOUT: &[(u32, u64)] = &[(2, 0xb2c3_da49_971a_70a3), (3, 0x21eb_d86f_0f42_ca5c)];
 
 /// (PROTOCOL_VERSION, wire_fingerprint()) likewise.
 #[cfg(test)]
-const PROTOCOL: &[(u32, u64)] = &[(2, 0xa835_84c4_ece2_9e2f)];
+const PROTOCOL: &[(u32, u64)] = &[(2, 0xa835_84c4_ece2_9e2f), (3, 0x92df_e733_f52b_3079)];
 
 #[cfg(test)]
 mod tests {

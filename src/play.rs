@@ -22,8 +22,8 @@ pub struct PlayConfig {
     pub inputs: Vec<String>,
     /// Headerless input format (`-t raw`).
     pub raw: Option<RawSpec>,
-    /// Gain in dB.
-    pub volume_db: f64,
+    /// The volume to start at, dB (`None`: what the server remembers for the name, else 0).
+    pub volume_db: Option<f32>,
     /// Stop at the first input that fails instead of playing the rest.
     pub strict: bool,
     /// How far ahead of the device to write, ms; `None`: [`DEFAULT_LATENCY_MS`] on a paced
@@ -67,10 +67,10 @@ pub struct PlaySummary {
 /// went away) are `Err`; an input that cannot be played is reported and skipped.
 /// `stop` also ends a read of stdin that blocks.
 pub fn play(cfg: &PlayConfig, stop: &Arc<AtomicBool>, obs: &mut dyn Observer) -> Result<PlaySummary> {
-    let conn = Connection::open(&cfg.device, Role::Play, &cfg.name, 0)?;
+    let conn = Connection::open_at(&cfg.device, Role::Play, &cfg.name, 0, cfg.volume_db)?;
     let p = *conn.params();
     let target = Target { rate_hz: p.rate_hz, channels: conn.width() as u16 };
-    let opts = DecodeOptions { raw: cfg.raw, volume_db: cfg.volume_db, stop: Some(Arc::clone(stop)) };
+    let opts = DecodeOptions { raw: cfg.raw, volume_db: 0.0, stop: Some(Arc::clone(stop)) };
     let latency_ms = match cfg.latency_ms {
         Some(ms) => Some(ms),
         None if p.freewheel => None,

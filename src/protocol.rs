@@ -10,8 +10,8 @@
 //!   4  version  u32   PROTOCOL_VERSION of the client
 //!   8  role     u32   1 play, 2 tee, 3 share, 4 stat, 5 capture
 //!  12  channels u32   0: the server's channel count
-//!  16  flags    u32   0 (reserved)
-//!  20  reserved u32   0
+//!  16  flags    u32   bit 0: `volume` is set (players: their initial volume); other bits 0
+//!  20  volume   f32   dB, -120..=+12 (0 unless bit 0 of flags)
 //!  24  name     [u8; 40]  UTF-8, NUL-padded
 //!
 //! Reply (server -> client): a 12-byte head, then a body
@@ -36,10 +36,29 @@
 //!  80  capture_bytes   u64
 //!  88  reserved        [u8; 8]
 //! status != 0 (refusal): 12..  a UTF-8 reason, at most 244 bytes; no fds. The codes:
-//!   1 incompatible, 2 full, 3 denied, 4 bad request, 5 busy, 6 stopping,
+//!   1 incompatible, 2 full, 3 denied, 4 bad request, 5 busy, 6 stopping, 8 device,
 //!   7 crowded (too many connections waiting to say hello: the oldest silent one is
 //!     closed with this code; a client retries within its hello timeout)
 //! status 0 and 12 bytes long: "done" (the answer to a share request)
+//!
+//! Answer (server -> client, to a mixer request): 8 + text bytes
+//!   0  magic    "DMXa"
+//!   4  version  u32
+//!   8  text     UTF-8, at most 248 bytes: the new state in one line, for a person
+//!
+//! MixerRequest (dmix-stat -> server, after its welcome as a stat client), 192 bytes; the
+//! answer is an Answer, or a refusal (4 bad request: no such client, a volume out of range;
+//! 8 device: the new sink would not open, and the old one plays on)
+//!   0  magic    "DMXm"
+//!   4  version  u32
+//!   8  op       u32   1 volume, 2 mute, 3 forget a remembered name, 4 switch the sink
+//!  12  target   u32   1 client id, 2 pid, 3 every client of a name, 4 master (volume, mute)
+//!  16  value    u32   the id or pid
+//!  20  how      u32   volume: 0 absolute, 1 relative; mute: 0 off, 1 on, 2 toggle
+//!  24  db       f32   volume: the dB (absolute) or the change (relative)
+//!  28  reserved u32   0
+//!  32  name     [u8; 32]   target 3 and op 3: the client name, NUL-padded
+//!  64  spec     [u8; 128]  op 4: the sink, as `dmix-serve --sink` takes it, NUL-padded
 //!
 //! ShareRequest (dmix-share -> server, after its welcome), 16 + 68 * count bytes
 //!   0  magic     "DMXs"
@@ -58,12 +77,24 @@ use crate::ring::layout::truncate_name;
 
 /// The protocol version. Bump on any change to the messages above: [`wire_fingerprint`]
 /// covers them, and the version pins (src/pins.rs) fail when it changes under one version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Hello magic.
 pub const HELLO_MAGIC: [u8; 4] = *b"DMXh";
 /// Reply magic.
 pub const REPLY_MAGIC: [u8; 4] = *b"DMXr";
+/// Answer magic (a reply to a mixer request, in words).
+pub const ANSWER_MAGIC: [u8; 4] = *b"DMXa";
+/// Mixer request magic.
+pub const MIXER_MAGIC: [u8; 4] = *b"DMXm";
+/// Size of a mixer request.
+pub const MIXER_BYTES: usize = 192;
+/// Bytes of a sink spec in a mixer request.
+pub const SPEC_WIRE_BYTES: usize = 128;
+/// The loudest volume a client or the master may be given, dB.
+pub const MAX_VOLUME_DB: f32 = 12.0;
+/// The quietest volume short of mute, dB (anything lower is this).
+pub const MIN_VOLUME_DB: f32 = -120.0;
 /// Size of a hello.
 pub const HELLO_BYTES: usize = 64;
 /// Size of a welcome.
@@ -121,7 +152,7 @@ impl Role {
 }
 
 /// A client's hello.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Hello {
     /// The client's protocol version.
     pub version: u32,
@@ -131,6 +162,9 @@ pub struct Hello {
     pub channels: u32,
     /// Its name (shown by dmix-stat).
     pub name: String,
+    /// A player's initial volume in dB (`dmix-play --volume`, the plugin's `volume` key);
+    /// `None`: what the server remembers for the name, else 0 dB.
+    pub volume_db: Option<f32>,
 }
 
 /// Why the server refused a client.
@@ -151,11 +185,13 @@ pub enum Refusal {
     /// Too many connections were waiting to say hello: this one, the oldest still silent,
     /// was closed to make room. A client that meant to say hello retries.
     Crowded = 7,
+    /// A device would not open (a live sink switch); what played before plays on.
+    Device = 8,
 }
 
 impl Refusal {
     /// Every refusal.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::Incompatible,
         Refusal::Full,
         Refusal::Denied,
@@ -163,6 +199,7 @@ impl Refusal {
         Refusal::Busy,
         Refusal::Stopping,
         Refusal::Crowded,
+        Refusal::Device,
     ];
 
     /// Decodes a wire code; an unknown one (from a newer server) is a bad request.
@@ -180,6 +217,7 @@ impl Refusal {
             Refusal::Busy => ErrorKind::Busy,
             Refusal::Stopping => ErrorKind::ServerGone,
             Refusal::Crowded => ErrorKind::Busy,
+            Refusal::Device => ErrorKind::Device,
         }
     }
 }
@@ -206,6 +244,8 @@ pub enum Reply {
     Welcome(Welcome),
     /// A request (share) was carried out.
     Done,
+    /// A mixer request was carried out: the new state, in one line.
+    Answer(String),
     /// Refused, with the server's reason.
     Refused(Refusal, String),
 }
@@ -236,6 +276,10 @@ impl Hello {
         put_u32(&mut b, 4, self.version);
         put_u32(&mut b, 8, self.role.code());
         put_u32(&mut b, 12, self.channels);
+        if let Some(db) = self.volume_db {
+            put_u32(&mut b, 16, 1);
+            put_u32(&mut b, 20, db.to_bits());
+        }
         let name = truncate_name(&self.name, NAME_WIRE_BYTES).as_bytes();
         b[24..24 + name.len()].copy_from_slice(name);
         b
@@ -265,9 +309,11 @@ impl Hello {
         if channels as usize > crate::ring::layout::MAX_CHANNELS {
             return bad(format!("{channels} channels is too many"));
         }
-        if u32_at(b, 16) != 0 || u32_at(b, 20) != 0 {
-            return bad("reserved fields are not zero".into());
-        }
+        let volume_db = match u32_at(b, 16) {
+            0 if u32_at(b, 20) == 0 => None,
+            1 => Some(check_volume(f32::from_bits(u32_at(b, 20))).map_err(|r| Error::invalid("hello", r))?),
+            _ => return bad("reserved fields are not zero".into()),
+        };
         let raw = &b[24..24 + NAME_WIRE_BYTES];
         let len = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
         if raw[len..].iter().any(|&c| c != 0) {
@@ -279,7 +325,7 @@ impl Hello {
         if name.chars().any(char::is_control) {
             return bad("name has control characters".into());
         }
-        Ok(Hello { version, role, channels, name: name.to_string() })
+        Ok(Hello { version, role, channels, name: name.to_string(), volume_db })
     }
 }
 
@@ -314,6 +360,12 @@ impl Reply {
                 put_u32(&mut b, 8, 0);
                 (b, 12)
             }
+            Reply::Answer(text) => {
+                b[0..4].copy_from_slice(&ANSWER_MAGIC);
+                let text = truncate_name(text, MAX_REPLY_BYTES - 8).as_bytes();
+                b[8..8 + text.len()].copy_from_slice(text);
+                (b, 8 + text.len())
+            }
             Reply::Refused(r, reason) => {
                 put_u32(&mut b, 8, *r as u32);
                 let text = truncate_name(reason, MAX_REPLY_BYTES - 12).as_bytes();
@@ -327,6 +379,13 @@ impl Reply {
     /// naming both, whatever else it sent.
     pub fn decode(b: &[u8]) -> Result<Reply> {
         let bad = |r: String| Err(Error::invalid("server reply", r));
+        if b.len() >= 8 && b[0..4] == ANSWER_MAGIC {
+            let version = u32_at(b, 4);
+            if version != PROTOCOL_VERSION {
+                return Err(Error::Version { what: "protocol", ours: PROTOCOL_VERSION, theirs: version });
+            }
+            return Ok(Reply::Answer(String::from_utf8_lossy(&b[8..]).trim_end_matches('\0').to_string()));
+        }
         if b.len() < 12 {
             return bad(format!("{} bytes, too short", b.len()));
         }
@@ -373,6 +432,193 @@ impl Reply {
             params,
             region_bytes: [u64_at(b, 56), u64_at(b, 64), u64_at(b, 72), u64_at(b, 80)],
         }))
+    }
+}
+
+/// Checks a volume in dB: a number, at most [`MAX_VOLUME_DB`]; anything below
+/// [`MIN_VOLUME_DB`] is that. The error says why in words.
+pub fn check_volume(db: f32) -> std::result::Result<f32, String> {
+    if !db.is_finite() {
+        return Err(format!("volume {db} dB is not a number"));
+    }
+    if db > MAX_VOLUME_DB {
+        return Err(format!("volume {db} dB is above the most, +{MAX_VOLUME_DB} dB"));
+    }
+    Ok(db.max(MIN_VOLUME_DB))
+}
+
+/// Whose volume or mute a mixer request changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// One client, by the id in dmix-stat's table.
+    Id(u32),
+    /// The clients of one process.
+    Pid(u32),
+    /// Every client of this name, now and later (remembered).
+    Name(String),
+    /// The server's own output gain, applied to the mix.
+    Master,
+}
+
+/// What a mixer request does to mute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MuteHow {
+    /// Unmute.
+    Off = 0,
+    /// Mute.
+    On = 1,
+    /// Mute if unmuted, else unmute.
+    Toggle = 2,
+}
+
+/// A live change asked of the server by dmix-stat.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MixerRequest {
+    /// Sets a volume in dB, or changes it by `db` when `relative`.
+    Volume {
+        /// Whose.
+        target: Target,
+        /// dB, or the change in dB.
+        db: f32,
+        /// `db` is a change.
+        relative: bool,
+    },
+    /// Mutes or unmutes.
+    Mute {
+        /// Whose.
+        target: Target,
+        /// On, off or toggle.
+        how: MuteHow,
+    },
+    /// Drops what the server remembers for a client name.
+    Forget {
+        /// The name.
+        name: String,
+    },
+    /// Moves the server to another sink, which becomes its first preference.
+    Sink {
+        /// As `dmix-serve --sink` takes it.
+        spec: String,
+    },
+}
+
+impl MixerRequest {
+    /// Encodes the request ([`MIXER_BYTES`]).
+    pub fn encode(&self) -> [u8; MIXER_BYTES] {
+        let mut b = [0u8; MIXER_BYTES];
+        b[0..4].copy_from_slice(&MIXER_MAGIC);
+        put_u32(&mut b, 4, PROTOCOL_VERSION);
+        let put_target = |b: &mut [u8], t: &Target| {
+            let (kind, value, name) = match t {
+                Target::Id(id) => (1, *id, ""),
+                Target::Pid(pid) => (2, *pid, ""),
+                Target::Name(n) => (3, 0, n.as_str()),
+                Target::Master => (4, 0, ""),
+            };
+            put_u32(b, 12, kind);
+            put_u32(b, 16, value);
+            let name = truncate_name(name, 32).as_bytes();
+            b[32..32 + name.len()].copy_from_slice(name);
+        };
+        match self {
+            MixerRequest::Volume { target, db, relative } => {
+                put_u32(&mut b, 8, 1);
+                put_target(&mut b, target);
+                put_u32(&mut b, 20, u32::from(*relative));
+                put_u32(&mut b, 24, db.to_bits());
+            }
+            MixerRequest::Mute { target, how } => {
+                put_u32(&mut b, 8, 2);
+                put_target(&mut b, target);
+                put_u32(&mut b, 20, *how as u32);
+            }
+            MixerRequest::Forget { name } => {
+                put_u32(&mut b, 8, 3);
+                let name = truncate_name(name, 32).as_bytes();
+                b[32..32 + name.len()].copy_from_slice(name);
+            }
+            MixerRequest::Sink { spec } => {
+                put_u32(&mut b, 8, 4);
+                let spec = truncate_name(spec, SPEC_WIRE_BYTES).as_bytes();
+                b[64..64 + spec.len()].copy_from_slice(spec);
+            }
+        }
+        b
+    }
+
+    /// Decodes and checks a request: sizes, codes, names, the volume's range.
+    pub fn decode(b: &[u8]) -> Result<MixerRequest> {
+        let bad = |r: String| Err(Error::invalid("mixer request", r));
+        if b.len() < 8 || b[0..4] != MIXER_MAGIC {
+            return bad("not a mixer request".into());
+        }
+        let version = u32_at(b, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(Error::Version { what: "protocol", ours: PROTOCOL_VERSION, theirs: version });
+        }
+        if b.len() != MIXER_BYTES {
+            return bad(format!("{} bytes, expected {MIXER_BYTES}", b.len()));
+        }
+        let text = |raw: &[u8], what: &str| -> Result<String> {
+            let len = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+            if raw[len..].iter().any(|&c| c != 0) {
+                return Err(Error::invalid("mixer request", format!("{what} is not NUL-padded")));
+            }
+            match std::str::from_utf8(&raw[..len]) {
+                Ok(t) if !t.chars().any(char::is_control) => Ok(t.to_string()),
+                _ => Err(Error::invalid("mixer request", format!("{what} is not printable UTF-8"))),
+            }
+        };
+        let name = text(&b[32..64], "the name")?;
+        let spec = text(&b[64..64 + SPEC_WIRE_BYTES], "the sink")?;
+        let op = u32_at(b, 8);
+        let how = u32_at(b, 20);
+        if u32_at(b, 28) != 0 {
+            return bad("reserved fields are not zero".into());
+        }
+        let target = || -> Result<Target> {
+            let value = u32_at(b, 16);
+            match u32_at(b, 12) {
+                1 => Ok(Target::Id(value)),
+                2 => Ok(Target::Pid(value)),
+                3 if !name.is_empty() => Ok(Target::Name(name.clone())),
+                3 => Err(Error::invalid("mixer request", "an empty client name")),
+                4 => Ok(Target::Master),
+                k => Err(Error::invalid("mixer request", format!("unknown target kind {k}"))),
+            }
+        };
+        match op {
+            1 => {
+                let relative = match how {
+                    0 => false,
+                    1 => true,
+                    _ => return bad(format!("volume mode {how}")),
+                };
+                let db = f32::from_bits(u32_at(b, 24));
+                let db = if relative {
+                    if !db.is_finite() {
+                        return bad(format!("a change of {db} dB"));
+                    }
+                    db
+                } else {
+                    check_volume(db).map_err(|r| Error::invalid("mixer request", r))?
+                };
+                Ok(MixerRequest::Volume { target: target()?, db, relative })
+            }
+            2 => {
+                let how = match how {
+                    0 => MuteHow::Off,
+                    1 => MuteHow::On,
+                    2 => MuteHow::Toggle,
+                    _ => return bad(format!("mute mode {how}")),
+                };
+                Ok(MixerRequest::Mute { target: target()?, how })
+            }
+            3 if !name.is_empty() => Ok(MixerRequest::Forget { name }),
+            4 if !spec.is_empty() => Ok(MixerRequest::Sink { spec }),
+            3 | 4 => bad("nothing named".into()),
+            _ => bad(format!("unknown operation {op}")),
+        }
     }
 }
 
@@ -498,8 +744,29 @@ pub fn wire_fingerprint() -> u64 {
         b[4..8].fill(0);
         h.str(name).bytes(&b);
     };
-    let hello = Hello { version: PROTOCOL_VERSION, role: Role::Capture, channels: 6, name: "fingerprint é".into() };
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Capture,
+        channels: 6,
+        name: "fingerprint é".into(),
+        volume_db: Some(-6.5),
+    };
     message("hello", &hello.encode());
+    let (b, n) = Reply::Answer("answer".into()).encode();
+    message("answer", &b[..n]);
+    for (i, m) in [
+        MixerRequest::Volume { target: Target::Id(7), db: -3.5, relative: true },
+        MixerRequest::Volume { target: Target::Pid(9), db: 2.0, relative: false },
+        MixerRequest::Mute { target: Target::Name("mpv".into()), how: MuteHow::Toggle },
+        MixerRequest::Mute { target: Target::Master, how: MuteHow::On },
+        MixerRequest::Forget { name: "mpv".into() },
+        MixerRequest::Sink { spec: "wav:/tmp/x.wav".into() },
+    ]
+    .iter()
+    .enumerate()
+    {
+        message(&format!("mixer {i}"), &m.encode());
+    }
     let params = RingParams {
         rate_hz: 44100,
         channels: 6,
@@ -543,6 +810,12 @@ pub fn wire_fingerprint() -> u64 {
         ("HELLO_MAGIC", u64::from(u32::from_le_bytes(HELLO_MAGIC))),
         ("REPLY_MAGIC", u64::from(u32::from_le_bytes(REPLY_MAGIC))),
         ("SHARE_MAGIC", u64::from(u32::from_le_bytes(SHARE_MAGIC))),
+        ("ANSWER_MAGIC", u64::from(u32::from_le_bytes(ANSWER_MAGIC))),
+        ("MIXER_MAGIC", u64::from(u32::from_le_bytes(MIXER_MAGIC))),
+        ("MIXER_BYTES", MIXER_BYTES as u64),
+        ("SPEC_WIRE_BYTES", SPEC_WIRE_BYTES as u64),
+        ("MAX_VOLUME_DB", u64::from(MAX_VOLUME_DB.to_bits())),
+        ("MIN_VOLUME_DB", u64::from(MIN_VOLUME_DB.to_bits())),
         ("HELLO_BYTES", HELLO_BYTES as u64),
         ("WELCOME_BYTES", WELCOME_BYTES as u64),
         ("MAX_REPLY_BYTES", MAX_REPLY_BYTES as u64),
@@ -561,7 +834,13 @@ mod tests {
     use super::*;
 
     fn hello() -> Hello {
-        Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 2, name: "dmix-play: a.flac".into() }
+        Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Play,
+            channels: 2,
+            name: "dmix-play: a.flac".into(),
+            volume_db: None,
+        }
     }
 
     fn params() -> RingParams {
@@ -607,8 +886,19 @@ mod tests {
         let mut b = good;
         b[12] = 200;
         assert!(Hello::decode(&b).is_err());
+        // Flags other than "volume set" are refused; so is a volume without the flag, and a
+        // volume out of range.
         let mut b = good;
+        b[16] = 2;
+        assert!(Hello::decode(&b).is_err());
+        let mut b = good;
+        b[20..24].copy_from_slice(&(-6f32).to_bits().to_le_bytes());
+        assert!(Hello::decode(&b).is_err());
         b[16] = 1;
+        assert_eq!(Hello::decode(&b).unwrap().volume_db, Some(-6.0));
+        b[20..24].copy_from_slice(&13f32.to_bits().to_le_bytes());
+        assert!(Hello::decode(&b).is_err());
+        b[20..24].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
         assert!(Hello::decode(&b).is_err());
         let mut b = good;
         b[24] = 0xff;
@@ -719,5 +1009,54 @@ mod tests {
         let mut bad = b;
         bad[1] = b'?';
         assert!(Reply::decode(&bad[..n]).is_err());
+    }
+
+    #[test]
+    fn protocol_mixer_requests_round_trip() {
+        for m in [
+            MixerRequest::Volume { target: Target::Id(7), db: -3.5, relative: true },
+            MixerRequest::Volume { target: Target::Pid(9), db: 12.0, relative: false },
+            MixerRequest::Volume { target: Target::Name("mpv é".into()), db: -120.0, relative: false },
+            MixerRequest::Mute { target: Target::Master, how: MuteHow::Toggle },
+            MixerRequest::Mute { target: Target::Name("x".into()), how: MuteHow::Off },
+            MixerRequest::Forget { name: "mpv".into() },
+            MixerRequest::Sink { spec: "alsa:hdmi:CARD=PCH,DEV=0".into() },
+        ] {
+            assert_eq!(MixerRequest::decode(&m.encode()).unwrap(), m);
+        }
+        let (b, n) = Reply::Answer("mpv (2 players): -10.0 dB; remembered".into()).encode();
+        assert_eq!(Reply::decode(&b[..n]).unwrap(), Reply::Answer("mpv (2 players): -10.0 dB; remembered".into()));
+        let (b, n) = Reply::Refused(Refusal::Device, "no".into()).encode();
+        assert_eq!(Reply::decode(&b[..n]).unwrap(), Reply::Refused(Refusal::Device, "no".into()));
+    }
+
+    #[test]
+    fn protocol_mixer_request_rejects_bad_messages() {
+        let good = MixerRequest::Volume { target: Target::Id(1), db: 0.0, relative: false }.encode();
+        assert!(MixerRequest::decode(&good[..100]).is_err());
+        let mut b = good;
+        b[24..28].copy_from_slice(&12.5f32.to_bits().to_le_bytes());
+        let e = MixerRequest::decode(&b).unwrap_err().to_string();
+        assert!(e.contains("above the most, +12 dB"), "{e}");
+        let mut b = good;
+        b[24..28].copy_from_slice(&f32::INFINITY.to_bits().to_le_bytes());
+        assert!(MixerRequest::decode(&b).is_err());
+        for (at, v) in [(8, 9u8), (12, 7), (20, 5), (28, 1)] {
+            let mut b = good;
+            b[at] = v;
+            assert!(MixerRequest::decode(&b).is_err(), "byte {at} = {v}");
+        }
+        // A name target with no name; a forget with none; a name with a newline.
+        let mut b = good;
+        b[12] = 3;
+        assert!(MixerRequest::decode(&b).is_err());
+        let mut b = MixerRequest::Forget { name: "a".into() }.encode();
+        b[32] = 0;
+        assert!(MixerRequest::decode(&b).is_err());
+        b[32] = b'\n';
+        assert!(MixerRequest::decode(&b).is_err());
+        // Out of range relative changes are fine (the server clamps the result).
+        let rel = MixerRequest::Volume { target: Target::Master, db: 40.0, relative: true };
+        assert_eq!(MixerRequest::decode(&rel.encode()).unwrap(), rel);
     }
 }

@@ -61,7 +61,9 @@ pub fn share(
     match Reply::decode(&buf[..msg.len])? {
         Reply::Done => {}
         Reply::Refused(r, reason) => return Err(Error::Refused { kind: r.kind(), reason }),
-        Reply::Welcome(_) => return Err(Error::invalid("server reply", "a welcome where an answer was due")),
+        Reply::Welcome(_) | Reply::Answer(_) => {
+            return Err(Error::invalid("server reply", "a welcome where an answer was due"));
+        }
     }
     let socket = crate::paths::resolve_device(device)?;
     on_ready(socket.parent().unwrap_or(std::path::Path::new(".")));

@@ -67,7 +67,7 @@ proptest! {
 
     #[test]
     fn props_mutated_messages_never_panic(at in 0usize..HELLO_BYTES, v in any::<u8>(), r in reply(), rat in 0usize..MAX_REPLY_BYTES) {
-        let mut h = Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 2, name: "x".into() }.encode();
+        let mut h = Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 2, name: "x".into(), volume_db: None }.encode();
         h[at] = v;
         if let Ok(d) = Hello::decode(&h) {
             // Whatever decodes is a valid hello: it encodes back to the same bytes.
@@ -81,7 +81,7 @@ proptest! {
 
     #[test]
     fn props_hello_round_trips(role in role(), channels in 0u32..=32, name in "[a-zA-Z0-9 ._:/-]{0,40}") {
-        let h = Hello { version: PROTOCOL_VERSION, role, channels, name };
+        let h = Hello { version: PROTOCOL_VERSION, role, channels, name, volume_db: None };
         prop_assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
     }
 

@@ -187,7 +187,13 @@ fn reliability_connect_disconnect_cycles_keep_fds_and_memory_flat() {
             // A hello as a player, then gone before admission is even looked at.
             _ => {
                 let sock = transport::connect_socket(&path).unwrap();
-                let hello = Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "c".into() };
+                let hello = Hello {
+                    version: PROTOCOL_VERSION,
+                    role: Role::Play,
+                    channels: 0,
+                    name: "c".into(),
+                    volume_db: None,
+                };
                 transport::send(sock.as_fd(), &hello.encode(), &[]).unwrap();
             }
         }
@@ -364,7 +370,8 @@ fn reliability_hostile_hellos_and_floods_leave_the_others_playing() {
     let stat = stat_conn(&env, "default");
     let slot = admitted_slot(&stat, player.pid()).expect("player admitted");
     let fds_before = fd_count(server.pid());
-    let good = Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "x".into() }.encode();
+    let good =
+        Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "x".into(), volume_db: None }.encode();
     let mut wrong_magic = good;
     wrong_magic[0] = b'X';
     let mut future = good;
@@ -540,7 +547,8 @@ fn reliability_shared_memory_cannot_be_resized_and_garbage_counters_hurt_nobody(
     ]);
     // A hostile player, speaking the protocol by hand.
     let sock = transport::connect_socket(&env.socket("default")).unwrap();
-    let hello = Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "hostile".into() };
+    let hello =
+        Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "hostile".into(), volume_db: None };
     transport::send(sock.as_fd(), &hello.encode(), &[]).unwrap();
     let mut buf = [0u8; MAX_REPLY_BYTES];
     let msg = transport::recv_timeout(sock.as_fd(), &mut buf, DEADLINE).unwrap().unwrap();

@@ -68,7 +68,9 @@ fn serve_refuses_a_client_of_another_protocol_version_naming_both() {
     let env = Env::new();
     let _s = env.serve(&["--sink", "null"]);
     let sock = transport::connect_socket(&env.socket("default")).unwrap();
-    let mut hello = Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "future".into() }.encode();
+    let mut hello =
+        Hello { version: PROTOCOL_VERSION, role: Role::Play, channels: 0, name: "future".into(), volume_db: None }
+            .encode();
     hello[4..8].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
     transport::send(sock.as_fd(), &hello, &[]).unwrap();
     let mut buf = [0u8; MAX_REPLY_BYTES];

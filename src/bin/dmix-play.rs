@@ -35,9 +35,11 @@ struct Args {
     /// Raw channel count [default: 2].
     #[arg(short = 'c', long, value_name = "N")]
     channels: Option<u16>,
-    /// Gain in dB (0 plays the samples unchanged).
-    #[arg(long, value_name = "DB", default_value_t = 0.0, allow_negative_numbers = true)]
-    volume: f64,
+    /// Start at this volume in dB, at most +12 (0 plays the samples unchanged); dmix-stat
+    /// shows it and can change it while playing. Without it: what the server remembers for
+    /// the --name (dmix-stat --volume NAME=DB), else 0 dB.
+    #[arg(long, value_name = "DB", allow_negative_numbers = true, value_parser = parse_volume)]
+    volume: Option<f32>,
     /// Name shown by dmix-stat [default: dmix-play].
     #[arg(long)]
     name: Option<String>,
@@ -57,6 +59,11 @@ struct Args {
     /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
     #[arg(long, hide = true, value_name = "WHAT")]
     generate: Option<String>,
+}
+
+fn parse_volume(s: &str) -> std::result::Result<f32, String> {
+    let db: f32 = s.parse().map_err(|_| "not a number of dB".to_string())?;
+    dmix::protocol::check_volume(db)
 }
 
 fn parse_latency(s: &str) -> std::result::Result<f64, String> {

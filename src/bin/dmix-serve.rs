@@ -86,6 +86,14 @@ struct Args {
     /// 95); without, the server says so once and runs at ordinary priority.
     #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=99))]
     rt_priority: u32,
+    /// Give clients the volumes remembered for their names (dmix-stat --volume NAME=DB),
+    /// and the master its remembered volume. The default when paced; a --freewheel server
+    /// restores nothing without it, so that scripted renders stay exact.
+    #[arg(long, conflicts_with = "no_restore")]
+    restore: bool,
+    /// Restore no remembered volume (they are still kept, and changes by name remembered).
+    #[arg(long)]
+    no_restore: bool,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -179,6 +187,12 @@ fn config(a: &Args) -> Result<(ServerConfig, Vec<String>)> {
         wait_readers: a.wait_readers,
         group: a.group.as_deref().map(parse_group).transpose()?,
         rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
+        // Kept under the server's name; a server on a --socket path by the socket's name.
+        volumes: dmix::paths::volumes_file(match &a.socket {
+            Some(p) => p.file_stem().and_then(|s| s.to_str()).unwrap_or(&a.name),
+            None => &a.name,
+        }),
+        restore: if a.freewheel { a.restore } else { !a.no_restore },
     };
     Ok((cfg, notes))
 }

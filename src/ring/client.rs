@@ -3,7 +3,7 @@
 //! ring).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::layout::*;
@@ -216,6 +216,18 @@ impl ClientRing {
     /// nobody to wake: its cost stays flat in the number of players. A server running late
     /// is then waited for on the futex as before.
     pub fn sleep_until_hw_ptr(&self, hw_target: u64, timeout: Duration) -> Wake {
+        self.sleep_until_hw_ptr_or(hw_target, timeout, None)
+    }
+
+    /// [`ClientRing::sleep_until_hw_ptr`] that also wakes when `word` is no longer `seen`
+    /// (a player's volume count): the sleep on the client's clock is then a futex wait on
+    /// it, with the same deadline.
+    pub(super) fn sleep_until_hw_ptr_or(
+        &self,
+        hw_target: u64,
+        timeout: Duration,
+        word: Option<(&AtomicU32, u32)>,
+    ) -> Wake {
         /// Past the predicted publish: the server's own jitter (it runs SCHED_FIFO).
         const SLACK_NS: u64 = 300_000;
         if !self.params.freewheel {
@@ -229,12 +241,18 @@ impl ClientRing {
                 let periods = (hw_target - hw).div_ceil(u64::from(self.params.period_frames));
                 let due = published + periods * self.params.period_ns() + SLACK_NS;
                 let now = monotonic_ns();
-                // Interrupted (a signal): the caller re-checks its stop flag.
-                if due > now
-                    && due - now < timeout.as_nanos() as u64
-                    && (!sleep_until_monotonic(due) || self.hw_ptr() >= hw_target)
-                {
-                    return Wake::Woken;
+                if due > now && due - now < timeout.as_nanos() as u64 {
+                    let slept = match word {
+                        // Interrupted (a signal): the caller re-checks its stop flag.
+                        None => !sleep_until_monotonic(due),
+                        Some((word, seen)) => {
+                            sys::futex_wait(word, seen, Duration::from_nanos(due - now));
+                            word.load(Ordering::Acquire) != seen || monotonic_ns() < due
+                        }
+                    };
+                    if slept || self.hw_ptr() >= hw_target {
+                        return Wake::Woken;
+                    }
                 }
             }
         }

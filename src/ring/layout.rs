@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Bump on any change to a block below: [`layout_fingerprint`] covers every field, and the
 /// version pins (src/pins.rs) fail when it changes under the same version.
-pub const RING_LAYOUT_VERSION: u32 = 2;
+pub const RING_LAYOUT_VERSION: u32 = 3;
 
 /// One field of a shared block, as the compiler laid it out.
 #[derive(Clone, Copy, Debug)]
@@ -165,6 +165,9 @@ shared_block! {
         /// at hw_ptr is heard about this much later. Added in what was padding: a server that
         /// predates it leaves 0.
         pub device_buffer_frames: AtomicU64,
+        /// The master volume, a volume word as `SlotInfo::gain` (0: 0 dB unmuted): the period
+        /// loop applies it to the mix as it takes each period.
+        pub master_gain: AtomicU64,
     }
 }
 
@@ -196,13 +199,23 @@ shared_block! {
         pub map_len: AtomicU32,
         /// The sub-device's channel map.
         pub map: [AtomicU8; MAX_CHANNELS],
+        /// The futex word of `gain`: changes counted (wrapping), stored with Release after
+        /// `gain` and woken; a player sleeps on it so that a change reaches it at once.
+        pub gain_seq: AtomicU32,
         /// Players: the frame from which the server counts this client as playing (it has
         /// written its first frame: `ClientCounters::started`); [`NOT_PLAYING`] before. Stored
         /// with Release after the server took the client into its freewheel barrier, so a client
         /// that sees it may write from this frame on and none of it will be taken without it.
         pub playing_from: AtomicU64,
+        /// Players: the volume the server gives this client (`dmix-stat --volume/--mute`), a
+        /// [`Volume`](super::gain::Volume) word: f32 dB in the low 32 bits, [`GAIN_MUTED`]; 0
+        /// is 0 dB unmuted. Only the server writes it; the client applies it in its adds.
+        pub gain: AtomicU64,
     }
 }
+
+/// Bit of a volume word (`SlotInfo::gain`, `ServerStats::master_gain`): muted.
+pub const GAIN_MUTED: u64 = 1 << 32;
 
 /// `SlotInfo::playing_from` of a client that has not written a frame (or is no player).
 pub const NOT_PLAYING: u64 = u64::MAX;
@@ -602,7 +615,10 @@ mod tests {
         assert_eq!(offset_of!(SlotInfo, name), 40);
         assert_eq!(offset_of!(SlotInfo, map_len), 72);
         assert_eq!(offset_of!(SlotInfo, map), 76);
+        assert_eq!(offset_of!(SlotInfo, gain_seq), 108);
         assert_eq!(offset_of!(SlotInfo, playing_from), 112);
+        assert_eq!(offset_of!(SlotInfo, gain), 120);
+        assert_eq!(offset_of!(ServerStats, master_gain), 48);
         assert_eq!(size_of::<SlotInfo>(), 128);
         assert_eq!(size_of::<StatusBlock>(), 1472 + 64 * 128);
         assert_eq!(offset_of!(ClientCounters, appl_ptr), 0);

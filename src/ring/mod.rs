@@ -19,6 +19,7 @@
 //! word uses is decided here and nowhere else: the tools above never name one.
 
 pub mod client;
+pub mod gain;
 pub mod layout;
 mod map;
 pub mod params;
@@ -28,6 +29,7 @@ pub mod view;
 pub mod write;
 
 pub use self::client::ClientRing;
+pub use self::gain::{GainCurve, Volume};
 pub use self::params::{AddOutcome, MAX_RING_FRAMES, RingParams};
 pub use self::read::{READ_EVERYTHING, ReadSource, ReadStream};
 pub use self::server::{ClientFds, ServerRing};

@@ -4,6 +4,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
+use super::gain::{GainCurve, Volume, ramp_frames, scale};
 use super::layout::*;
 use super::map::{Region, reopen_read_only};
 use super::params::{Cursor, RingParams};
@@ -254,19 +255,39 @@ impl ServerRing {
     /// Takes the period starting at absolute frame `hw`: for each sample, one atomic swap
     /// reads the sum and re-arms the slot for the next lap with a zero sum; the sum is
     /// clamped into `out` (`period_frames * channels` samples) and copied to the monitor ring.
-    /// Allocates nothing, takes no lock.
+    /// Allocates nothing, takes no lock. The master volume is not applied (see
+    /// [`ServerRing::take_period_at`]).
     pub fn take_period(&self, hw: u64, out: &mut [i32]) {
+        self.take(hw, out, &GainCurve::steady(1.0));
+    }
+
+    /// [`ServerRing::take_period`] at the master volume: `master` follows the status word
+    /// (one load a period; a change ramps from this period on, over 10 ms) and scales the
+    /// sum before it is clamped. At 0 dB unmuted nothing is computed.
+    pub fn take_period_at(&self, hw: u64, out: &mut [i32], master: &mut Master) {
+        // Relaxed: one word read whole; when it changed does not order anything else.
+        let word = self.status().stats.0.master_gain.load(Ordering::Relaxed);
+        if word != master.word {
+            master.word = word;
+            master.curve = master.curve.change(hw, Volume::from_word(word).factor(), ramp_frames(self.params.rate_hz));
+        }
+        self.take(hw, out, &master.curve);
+    }
+
+    fn take(&self, hw: u64, out: &mut [i32], gain: &GainCurve) {
         let p = &self.params;
         let ch = p.channels as usize;
         let ring = self.sum_ring();
         let monitor = self.monitor_ring();
+        let unity = gain.unity_from(hw);
         let mut at = p.sum_cursor(hw);
         let mut mon = Cursor::new(hw, p.monitor_frames, p.channels);
-        for frame_out in out.chunks_exact_mut(ch) {
+        for (i, frame_out) in out.chunks_exact_mut(ch).enumerate() {
             let (lap, base) = (at.lap, at.index);
             let mon_base = mon.index;
             at.advance();
             mon.advance();
+            let g = if unity { 1.0 } else { gain.factor(hw + i as u64) };
             for (c, o) in frame_out.iter_mut().enumerate() {
                 // AcqRel: the tag we store is what a client's CAS compares against; the
                 // Release store of hw_ptr after this loop publishes it to window checks.
@@ -274,7 +295,8 @@ impl ServerRing {
                 let (tag, sum) = slot_parts(word);
                 // A wrong tag can only come from a client scribbling on the ring: play silence
                 // for that sample rather than whatever it wrote.
-                let v = if tag == lap { clamp_mix(sum) } else { 0 };
+                let sum = if tag == lap { sum } else { 0 };
+                let v = clamp_mix(if unity { sum } else { scale(sum, g) });
                 *o = v;
                 monitor[mon_base + c].store(v, Ordering::Relaxed);
             }
@@ -293,6 +315,17 @@ impl ServerRing {
         let seq = (hw / u64::from(self.params.period_frames)) as u32;
         s.wake_seq.0.store(seq, Ordering::Release);
         sys::futex_wake_bitset(&s.wake_seq.0, 1 << (seq % 32));
+    }
+
+    /// The master volume the period loop applies.
+    pub fn master_volume(&self) -> Volume {
+        // Relaxed: one word, read whole; the loop picks a change up at its next period.
+        Volume::from_word(self.status().stats.0.master_gain.load(Ordering::Relaxed))
+    }
+
+    /// Sets the master volume (control thread, or at start).
+    pub fn set_master_volume(&self, v: Volume) {
+        self.status().stats.0.master_gain.store(v.word(), Ordering::Relaxed);
     }
 
     /// Wakes every waiter on the status futex without changing it (admission, shutdown).
@@ -383,6 +416,22 @@ pub struct SlotFill<'a> {
     pub name: &'a str,
     /// Through a sub-device: the server channel of each of its channels.
     pub map: &'a [u8],
+    /// The volume it starts with (its hello's, or what the server remembers for its name).
+    pub volume: Volume,
+}
+
+/// The period loop's state of the master volume: the word it last saw and the curve it
+/// follows (see [`ServerRing::take_period_at`]).
+#[derive(Debug)]
+pub struct Master {
+    word: u64,
+    curve: GainCurve,
+}
+
+impl Default for Master {
+    fn default() -> Master {
+        Master { word: Volume::UNITY.word(), curve: GainCurve::steady(1.0) }
+    }
 }
 
 /// How far a player has supplied, as it says in its counters.
@@ -426,6 +475,8 @@ impl ServerSlot<'_> {
         for (i, b) in info.map.iter().enumerate() {
             b.store(f.map.get(i).copied().unwrap_or(0), Ordering::Relaxed);
         }
+        // Relaxed: published with the state below; the client reads it after its admission.
+        info.gain.store(f.volume.word(), Ordering::Relaxed);
         // Release: the period loop and inspectors that see JOINING see the fields above.
         info.state.store(SLOT_JOINING, Ordering::Release);
     }
@@ -477,6 +528,31 @@ impl ServerSlot<'_> {
     pub fn count_from(&self, hw: u64) {
         // Release: pairs with the client's Acquire in `WriteStream::playing_from`.
         self.info().playing_from.store(hw, Ordering::Release);
+    }
+
+    /// The client's id, pid and name, as the table has them.
+    pub fn client(&self) -> (u32, u32, String) {
+        let info = self.info();
+        // Relaxed: written by this (control) thread when it filled the slot.
+        (info.client_id.load(Ordering::Relaxed), info.pid.load(Ordering::Relaxed), load_name(&info.name))
+    }
+
+    /// The client's volume.
+    pub fn volume(&self) -> Volume {
+        // Relaxed: only the control thread writes it, and it is the one asking.
+        Volume::from_word(self.info().gain.load(Ordering::Relaxed))
+    }
+
+    /// Gives the client a new volume and wakes it, wherever it sleeps (on its own clock, on
+    /// `gain_seq`; on a period, on the status futex), so that it re-adds what it queued at the
+    /// new volume now. Control thread only: the period loop never does this.
+    pub fn set_volume(&self, v: Volume) {
+        let info = self.info();
+        info.gain.store(v.word(), Ordering::Relaxed);
+        // Release: a client that sees the new count (Acquire) sees the volume stored above.
+        info.gain_seq.fetch_add(1, Ordering::Release);
+        sys::futex_wake(&info.gain_seq);
+        self.ring.wake_all();
     }
 
     /// A reader's read position: everything before it was read.

@@ -8,37 +8,72 @@
 //! figures for inspectors. The orderings are chosen here, once.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::client::ClientRing;
+use super::gain::{GainCurve, Volume, ramp_frames, scale};
 use super::layout::{CLIENT_DRAINING, ClientCounters, NOT_PLAYING};
 use super::params::{AddOutcome, RingParams};
+use crate::sys::Wake;
 
 /// What a player added for the last ring's worth of frames, laid out as the sum ring (one
-/// i32 per sample, at the sample's place), so that it can take it back again (retraction)
-/// or keep it to add again later (a paused PCM).
+/// i32 per sample, at the sample's place), so that it can take it back again (retraction);
+/// what it was given before its volume was applied, to add it again at a new volume, or
+/// later (a paused PCM); and the volume it follows.
 pub struct History {
+    /// As added into the ring (at the volume of the moment).
     samples: Vec<i32>,
+    /// As given to [`WriteStream::add`].
+    source: Vec<i32>,
     ring_frames: u64,
     channels: usize,
+    /// The factor of every frame added from now on, and of those queued.
+    gain: GainCurve,
+    /// The slot's `gain_seq` when the volume was last read (None: never).
+    seen_seq: Option<u32>,
+    /// Frames before this one were added (the end of what is queued).
+    end: u64,
+    scratch: Vec<i32>,
 }
 
 impl History {
     /// An empty history for a ring of these parameters (allocates the ring's size once).
     pub fn new(params: &RingParams) -> History {
+        let len = params.ring_frames as usize * params.channels as usize;
         History {
-            samples: vec![0; params.ring_frames as usize * params.channels as usize],
+            samples: vec![0; len],
+            source: vec![0; len],
             ring_frames: u64::from(params.ring_frames),
             channels: params.channels as usize,
+            gain: GainCurve::steady(1.0),
+            seen_seq: None,
+            end: 0,
+            scratch: Vec::new(),
         }
     }
 
-    /// Appends frames `[from, end)` as they were added (at most the last ring's worth of
-    /// them is still there), oldest first.
+    /// Appends frames `[from, end)` as they were given to [`WriteStream::add`], before the
+    /// volume (at most the last ring's worth of them is still there), oldest first: adding
+    /// them again applies the volume of that moment.
     pub fn copy_into(&self, from: u64, end: u64, out: &mut Vec<i32>) {
         let ch = self.channels;
         for f in from.max(end.saturating_sub(self.ring_frames))..end {
             let at = (f % self.ring_frames) as usize * ch;
-            out.extend_from_slice(&self.samples[at..at + ch]);
+            out.extend_from_slice(&self.source[at..at + ch]);
+        }
+    }
+
+    /// Keeps `samples`, interleaved frames from absolute frame `at`, as given.
+    fn keep_source(&mut self, at: u64, samples: &[i32]) {
+        let ch = self.channels;
+        let mut f = at;
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let i = (f % self.ring_frames) as usize;
+            let n = (self.ring_frames as usize - i).min(rest.len() / ch);
+            self.source[i * ch..(i + n) * ch].copy_from_slice(&rest[..n * ch]);
+            rest = &rest[n * ch..];
+            f += n as u64;
         }
     }
 }
@@ -101,15 +136,97 @@ impl<'a> WriteStream<'a> {
     }
 
     /// Adds `samples` (interleaved frames at the mix scale) at absolute frame `at`, as
-    /// [`ClientRing::mix_add`] does, and keeps each in `history` in the same pass, for a
-    /// later retraction; late frames are counted in the slot's figures.
+    /// [`ClientRing::mix_add`] does, at the volume the server gives the slot, and keeps each
+    /// in `history` in the same pass, for a later retraction or a change of volume; late
+    /// frames are counted in the slot's figures. A new volume is followed first
+    /// ([`WriteStream::follow_volume`]).
     pub fn add(&self, at: u64, samples: &[i32], history: &mut History) -> AddOutcome {
-        let out = self.ring.mix_add_keeping(at, samples, &mut history.samples);
+        self.follow_volume(history);
+        let out = if history.gain.unity_from(at) {
+            self.ring.mix_add_keeping(at, samples, &mut history.samples)
+        } else {
+            let mut scaled = std::mem::take(&mut history.scratch);
+            history.gain.apply(at, samples, history.channels, &mut scaled);
+            let out = self.ring.mix_add_keeping(at, &scaled, &mut history.samples);
+            history.scratch = scaled;
+            out
+        };
+        history.keep_source(at, &samples[..out.frames * history.channels]);
+        history.end = history.end.max(at + out.frames as u64);
         if out.late_frames > 0 {
             // Relaxed: a figure for inspectors.
             self.counters().late_frames.fetch_add(out.late_frames as u64, Ordering::Relaxed);
         }
         out
+    }
+
+    /// The volume the server gives this slot.
+    pub fn volume(&self) -> Volume {
+        // Relaxed: one word, read whole.
+        Volume::from_word(self.ring.slot_info(self.slot).gain.load(Ordering::Relaxed))
+    }
+
+    fn gain_seq(&self) -> u32 {
+        // Acquire: pairs with the server's Release in `ServerSlot::set_volume`: the volume
+        // read after it is at least as new as the count.
+        self.ring.slot_info(self.slot).gain_seq.load(Ordering::Acquire)
+    }
+
+    /// Follows a new volume from the server, if there is one: from a period past hw_ptr (the
+    /// server may be taking the current one), every frame queued is changed in place to the
+    /// new volume, ramped over 10 ms, and so is everything added later. The change is one
+    /// delta per sample, oldest first, each a single atomic add: the server, taking frames
+    /// meanwhile, finds each at the old volume or the new, never missing. Frames it took
+    /// first are skipped (they played at the old volume) and are not counted late. Returns
+    /// true when the volume changed.
+    pub fn follow_volume(&self, h: &mut History) -> bool {
+        let seq = self.gain_seq();
+        if h.seen_seq == Some(seq) {
+            return false;
+        }
+        let g = self.volume().factor();
+        if h.seen_seq.replace(seq).is_none() {
+            // The first look: nothing is queued, and the volume holds from the first frame.
+            h.gain = GainCurve::steady(g);
+            return true;
+        }
+        let p = self.params();
+        let from = (self.hw_ptr() + u64::from(p.period_frames)).max(h.end.saturating_sub(h.ring_frames));
+        h.gain = h.gain.change(from, g, ramp_frames(p.rate_hz));
+        if from >= h.end {
+            return true;
+        }
+        let ch = h.channels;
+        let mut delta = std::mem::take(&mut h.scratch);
+        delta.clear();
+        for f in from..h.end {
+            let g = h.gain.factor(f);
+            let at = (f % h.ring_frames) as usize * ch;
+            for c in at..at + ch {
+                let new = scale(h.source[c], g);
+                delta.push(new.wrapping_sub(h.samples[c]));
+                h.samples[c] = new;
+            }
+        }
+        self.ring.mix_add(from, &delta, false);
+        h.scratch = delta;
+        true
+    }
+
+    /// Sleeps until the server has taken frames up to `hw_target` (see
+    /// [`ClientRing::sleep_until_hw_ptr`]), or until the volume changes (then
+    /// [`WriteStream::follow_volume`] has work), or `timeout`.
+    pub fn sleep_until_hw_ptr(&self, hw_target: u64, timeout: Duration, h: &History) -> Wake {
+        let seen = h.seen_seq.unwrap_or_else(|| self.gain_seq());
+        if self.gain_seq() != seen {
+            return Wake::Woken;
+        }
+        self.ring.sleep_until_hw_ptr_or(hw_target, timeout, Some((&self.ring.slot_info(self.slot).gain_seq, seen)))
+    }
+
+    /// True when the volume changed since `h` last followed it.
+    pub fn volume_changed(&self, h: &History) -> bool {
+        h.seen_seq.is_some_and(|s| s != self.gain_seq())
     }
 
     /// Subtracts frames `[from, end)` again, as `history` kept them: newest frame first, so

@@ -153,7 +153,7 @@ mod tests {
     const AUDIO_GID: u32 = 29;
 
     fn hello(role: Role, channels: u32) -> Hello {
-        Hello { version: PROTOCOL_VERSION, role, channels, name: "test".into() }
+        Hello { version: PROTOCOL_VERSION, role, channels, name: "test".into(), volume_db: None }
     }
 
     fn no_groups() -> Vec<u32> {

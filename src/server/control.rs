@@ -13,9 +13,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::Core;
 use super::admit::{self, Admission, AdmitContext, Peer};
+use super::mixer::{self, Mixer};
 use super::subdevice::{self, Sub};
 use crate::error::{Error, Result};
-use crate::protocol::{Hello, MAX_SHARE_BYTES, Refusal, Reply, Role, ShareRequest, Welcome};
+use crate::protocol::{Hello, MAX_SHARE_BYTES, MixerRequest, Refusal, Reply, Role, ShareRequest, Welcome};
 use crate::ring::layout::{MAX_SLOTS, RING_LAYOUT_VERSION};
 use crate::ring::server::SlotFill;
 use crate::transport::{self, Listener, PeerCred};
@@ -69,6 +70,8 @@ pub(super) struct Control<'a> {
     /// When the last line about a refused client was logged, and how many were not since.
     last_log: Option<Instant>,
     unlogged: u64,
+    /// Volumes: the rules of a mixer request, and those remembered by name.
+    mixer: Mixer,
 }
 
 /// What a poll entry stands for.
@@ -80,7 +83,13 @@ enum Source {
 }
 
 impl<'a> Control<'a> {
-    pub(super) fn new(shared: &'a Core, listener: &'a Listener, dir: Option<&'a Path>, group: Option<u32>) -> Self {
+    pub(super) fn new(
+        shared: &'a Core,
+        listener: &'a Listener,
+        dir: Option<&'a Path>,
+        group: Option<u32>,
+        mixer: Mixer,
+    ) -> Self {
         Control {
             shared,
             listener,
@@ -95,6 +104,7 @@ impl<'a> Control<'a> {
             dropped: 0,
             last_log: None,
             unlogged: 0,
+            mixer,
         }
     }
 
@@ -233,6 +243,11 @@ impl<'a> Control<'a> {
                 let bytes = if msg.truncated { None } else { Some(&buf[..msg.len]) };
                 self.share(i, bytes);
             }
+            (ConnState::Active { role: Role::Stat, .. }, Ok(Some(msg))) => {
+                drop(msg.fds);
+                let bytes = if msg.truncated { None } else { Some(&buf[..msg.len]) };
+                self.mix(i, bytes);
+            }
             (ConnState::Active { .. }, Ok(Some(msg))) => {
                 // Nothing else is expected after the hello; reading keeps the socket from
                 // filling. A hang-up is how a client leaves.
@@ -302,6 +317,60 @@ impl<'a> Control<'a> {
         };
         let (b, n) = reply.encode();
         let _ = transport::send(self.conns[i].fd.as_fd(), &b[..n], &[]);
+    }
+
+    /// Carries out a mixer request from an inspector (`dmix-stat --volume/--mute/--forget`):
+    /// writes the volumes (each client follows its own at once), keeps what is remembered,
+    /// and answers with the new state in one line, or refuses with why.
+    fn mix(&mut self, i: usize, bytes: Option<&[u8]>) {
+        let req = match bytes.map(MixerRequest::decode) {
+            None => Err((Refusal::BadRequest, "mixer request: oversized message".to_string())),
+            Some(Err(e)) => Err((Refusal::BadRequest, e.to_string())),
+            Some(Ok(req)) => Ok(req),
+        };
+        let reply = match req.and_then(|req| self.mix_request(&req)) {
+            Ok(answer) => Reply::Answer(answer),
+            Err((r, reason)) => Reply::Refused(r, reason),
+        };
+        let (b, n) = reply.encode();
+        let _ = transport::send(self.conns[i].fd.as_fd(), &b[..n], &[]);
+    }
+
+    fn mix_request(&mut self, req: &MixerRequest) -> Result<String, (Refusal, String)> {
+        if let MixerRequest::Sink { spec } = req {
+            return self.switch_sink(spec);
+        }
+        let clients: Vec<mixer::Client> = self
+            .conns
+            .iter()
+            .filter_map(|c| match c.state {
+                ConnState::Active { slot, role, .. } => {
+                    let s = self.shared.ring.slot(slot);
+                    let (id, pid, name) = s.client();
+                    Some(mixer::Client { slot, id, pid, name, role, volume: s.volume() })
+                }
+                ConnState::Pending(_) => None,
+            })
+            .collect();
+        let mut d = self.mixer.decide(req, &clients, self.shared.ring.master_volume())?;
+        for &(slot, v) in &d.slots {
+            self.shared.ring.slot(slot).set_volume(v);
+        }
+        if let Some(v) = d.master {
+            self.shared.ring.set_master_volume(v);
+        }
+        if d.save
+            && let Err(e) = self.mixer.save()
+        {
+            crate::say!("dmix-serve: keeping volumes: {e}");
+            d.answer.push_str(&format!(" (not kept across restarts: {e})"));
+        }
+        Ok(d.answer)
+    }
+
+    /// Moves the server to the sink `spec` (`dmix-stat --sink`).
+    fn switch_sink(&mut self, spec: &str) -> Result<String, (Refusal, String)> {
+        Err((Refusal::BadRequest, format!("switching to {spec}: not supported by this server yet")))
     }
 
     /// Checks a hello and the peer ([`admit`]) and does what the decision says: refuses,
@@ -394,6 +463,7 @@ impl<'a> Control<'a> {
             channels: width,
             name: &hello.name,
             map: map.unwrap_or(&[]),
+            volume: self.mixer.initial(hello),
         });
     }
 }

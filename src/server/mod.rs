@@ -10,6 +10,7 @@
 mod admit;
 mod capture;
 mod control;
+mod mixer;
 pub mod period;
 pub mod sinks;
 mod subdevice;
@@ -56,6 +57,11 @@ pub struct ServerConfig {
     /// SCHED_FIFO priority for the period and capture threads when paced (None: ordinary
     /// scheduling). Not applied in freewheel.
     pub rt_priority: Option<u32>,
+    /// Where the volumes set by client name (and the master) are kept across restarts
+    /// (`$XDG_STATE_HOME/dmix/NAME.volumes`); None: nowhere.
+    pub volumes: Option<PathBuf>,
+    /// Give remembered volumes to new clients and the master at the start.
+    pub restore: bool,
 }
 
 /// What the server does when the sink in use fails for good (`--on-sink-loss`).
@@ -265,7 +271,14 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         });
         // Type=notify: the service manager starts what depends on us only now.
         crate::notify::notify("READY=1");
-        let control = control::Control::new(shared, &listener, listener.path().parent(), cfg.group).run();
+        let (mixer, warning) = mixer::Mixer::load(cfg.volumes.clone(), cfg.restore);
+        if let Some(warning) = warning {
+            crate::say!("dmix-serve: {warning}");
+        }
+        if let Some(master) = mixer.master_at_start() {
+            shared.ring.set_master_volume(master);
+        }
+        let control = control::Control::new(shared, &listener, listener.path().parent(), cfg.group, mixer).run();
         crate::notify::notify("STOPPING=1");
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);

@@ -28,7 +28,7 @@ use super::Core;
 use super::sinks::{Installed, Returned, SinkPort};
 use crate::error::Result;
 use crate::ring::layout::SlotBits;
-use crate::ring::server::Supply;
+use crate::ring::server::{Master, Supply};
 use crate::sys::{monotonic_ns, sleep_until_monotonic};
 
 /// How long a freewheel or held server sleeps before re-checking its stop flag.
@@ -54,6 +54,8 @@ pub struct PeriodLoop<'a> {
     /// `--on-sink-loss exit`: a lost sink ends the server, as any sink error does.
     exit_on_loss: bool,
     buf: Vec<i32>,
+    /// The master volume as the loop applies it (the word it saw, the ramp it follows).
+    master: Master,
     hw: u64,
     /// Players admitted and not yet gone (slot bits), written or not.
     active_play: u64,
@@ -86,6 +88,7 @@ impl<'a> PeriodLoop<'a> {
             past_xruns: 0,
             exit_on_loss,
             buf: vec![0; p.period_frames as usize * p.channels as usize],
+            master: Master::default(),
             hw: 0,
             active_play: 0,
             counted_play: 0,
@@ -164,7 +167,7 @@ impl<'a> PeriodLoop<'a> {
                 }
             }
             let started = monotonic_ns();
-            self.shared.ring.take_period(self.hw, &mut self.buf);
+            self.shared.ring.take_period_at(self.hw, &mut self.buf, &mut self.master);
             self.hw += period;
             self.shared.ring.publish_hw_ptr(self.hw);
             if let Some(s) = &mut self.sink
