@@ -13,10 +13,11 @@ use serde::Serialize;
 use crate::client::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
-use crate::protocol::Role;
-use crate::ring::ClientRing;
+use crate::protocol::{MAX_REPLY_BYTES, MixerRequest, MuteHow, Reply, Role, Target};
 use crate::ring::layout::{CAPTURE_ENDED, MAX_SLOTS};
+use crate::ring::{ClientRing, Volume};
 use crate::sys::{monotonic_ns, unix_now_ns};
+use crate::transport;
 
 /// Everything `dmix-stat` shows about one server at one moment.
 #[derive(Clone, Debug, Serialize)]
@@ -78,6 +79,10 @@ pub struct ServerSnapshot {
     pub late_periods: u64,
     /// Longest work for one period, microseconds.
     pub max_period_work_us: f64,
+    /// The master volume, dB (applied to the mix; `dmix-stat --volume master=DB`).
+    pub master_volume_db: f64,
+    /// The master is muted.
+    pub master_muted: bool,
     /// The shared input (`dmix-serve --capture`); null when there is none.
     pub capture: Option<CaptureSnapshot>,
 }
@@ -141,8 +146,13 @@ pub struct ClientSnapshot {
     pub underruns: u64,
     /// Frames it dropped because they arrived late.
     pub late_frames: u64,
-    /// Recent peak per channel, dBFS (null: silence).
+    /// Recent peak per channel, dBFS (null: silence), as the client gave it, before its
+    /// volume.
     pub peak_dbfs: Vec<Option<f64>>,
+    /// Players: the volume the server gives it, dB; null otherwise.
+    pub volume_db: Option<f64>,
+    /// Players: muted; null otherwise.
+    pub muted: Option<bool>,
 }
 
 /// Peak at the mix scale as dBFS; `None` for silence.
@@ -200,6 +210,8 @@ pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
         periods: v.periods,
         late_periods: v.late_periods,
         max_period_work_us: v.max_period_work_ns as f64 / 1000.0,
+        master_volume_db: f64::from(v.master.db),
+        master_muted: v.master.muted,
         capture: v.capture.map(|c| CaptureSnapshot {
             source: c.source,
             state: match c.state {
@@ -236,6 +248,8 @@ pub fn snapshot_ring(ring: &ClientRing, socket: &Path) -> Result<Snapshot> {
                 underruns: c.underruns,
                 late_frames: c.late_frames,
                 peak_dbfs: if playing { c.peaks.iter().map(|&v| peak_dbfs(v)).collect() } else { Vec::new() },
+                volume_db: playing.then_some(f64::from(c.volume.db)),
+                muted: playing.then_some(c.volume.muted),
             }
         })
         .collect();
@@ -299,6 +313,78 @@ pub fn wait_for_server(device: &str, timeout: Duration, name: &str) -> Result<Co
     }
 }
 
+/// Sends a mixer request on an inspector's connection and returns the server's answer (the
+/// new state in one line), or its refusal as an error.
+pub fn mixer_request(conn: &Connection, req: &MixerRequest, timeout: Duration) -> Result<String> {
+    use std::os::fd::AsFd;
+    transport::send(conn.socket(), &req.encode(), &[])
+        .map_err(|e| if e.is_hang_up() { Error::ServerGone } else { e })?;
+    let mut buf = [0u8; MAX_REPLY_BYTES];
+    let Some(msg) = transport::recv_timeout(conn.socket().as_fd(), &mut buf, timeout)? else {
+        return Err(Error::ServerGone);
+    };
+    match Reply::decode(&buf[..msg.len])? {
+        Reply::Answer(text) => Ok(text),
+        Reply::Refused(r, reason) => Err(Error::Refused { kind: r.kind(), reason }),
+        Reply::Welcome(_) | Reply::Done => Err(Error::invalid("server reply", "not an answer to a mixer request")),
+    }
+}
+
+/// A mixer target as dmix-stat takes it: `master`, `pid:N`, a client id (digits), else a
+/// client name.
+pub fn parse_target(s: &str) -> std::result::Result<Target, String> {
+    if s.is_empty() {
+        return Err("no target: a client id, pid:N, a client name or master".into());
+    }
+    if s == "master" {
+        return Ok(Target::Master);
+    }
+    if let Some(pid) = s.strip_prefix("pid:") {
+        return pid.parse().map(Target::Pid).map_err(|_| format!("'{s}': pid:N takes a process id"));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map(Target::Id).map_err(|_| format!("'{s}': no such client id"));
+    }
+    Ok(Target::Name(s.to_string()))
+}
+
+/// `TARGET=DB` (absolute), `TARGET=DB+` or `TARGET=DB-` (a change, as amixer writes it).
+pub fn parse_volume(s: &str) -> std::result::Result<MixerRequest, String> {
+    let Some((target, db)) = s.rsplit_once('=') else {
+        return Err(format!("'{s}': expected TARGET=DB, TARGET=DB+ or TARGET=DB-"));
+    };
+    let target = parse_target(target)?;
+    let (num, sign) = match db.as_bytes().last() {
+        Some(b'+') => (&db[..db.len() - 1], Some(1.0)),
+        Some(b'-') => (&db[..db.len() - 1], Some(-1.0)),
+        _ => (db, None),
+    };
+    let value: f32 = num.trim_end_matches("dB").parse().map_err(|_| format!("'{db}' is not a number of dB"))?;
+    if !value.is_finite() {
+        return Err(format!("'{db}' is not a number of dB"));
+    }
+    match sign {
+        Some(_) if value < 0.0 => Err(format!("'{db}': a change is a positive number followed by + or -")),
+        Some(sign) => Ok(MixerRequest::Volume { target, db: value * sign, relative: true }),
+        None => {
+            let db = crate::protocol::check_volume(value)?;
+            Ok(MixerRequest::Volume { target, db, relative: false })
+        }
+    }
+}
+
+/// `TARGET`, `TARGET=on`, `TARGET=off` or `TARGET=toggle`.
+pub fn parse_mute(s: &str) -> std::result::Result<MixerRequest, String> {
+    let (target, how) = match s.rsplit_once('=') {
+        Some((t, "on")) => (t, MuteHow::On),
+        Some((t, "off")) => (t, MuteHow::Off),
+        Some((t, "toggle")) => (t, MuteHow::Toggle),
+        Some((_, h)) => return Err(format!("'{h}': mute is on, off or toggle")),
+        None => (s, MuteHow::On),
+    };
+    Ok(MixerRequest::Mute { target: parse_target(target)?, how })
+}
+
 /// Renders a snapshot as the plain text `dmix-stat` prints once.
 pub fn render_text(s: &Snapshot) -> String {
     use std::fmt::Write;
@@ -332,6 +418,8 @@ pub fn render_text(s: &Snapshot) -> String {
     }
     o.push('\n');
     let _ = writeln!(o, "clock    {}, up {:.1} s, hw_ptr {}", v.mode, v.uptime_s, v.hw_ptr);
+    let master = Volume { db: v.master_volume_db as f32, muted: v.master_muted };
+    let _ = writeln!(o, "master   {}", master.describe());
     let _ = writeln!(
         o,
         "xruns    {} (periods {}, late {}, longest period work {:.0} us)",
@@ -347,8 +435,8 @@ pub fn render_text(s: &Snapshot) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9} {:>9}  {:<20} NAME",
-        "ID", "PID", "ROLE", "CH", "QUEUED", "LATENCY", "UNDERRUNS", "LATE", "PEAK dBFS"
+        "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9} {:>9} {:>15}  {:<20} NAME",
+        "ID", "PID", "ROLE", "CH", "QUEUED", "LATENCY", "UNDERRUNS", "LATE", "VOLUME", "PEAK dBFS"
     );
     for c in &s.clients {
         let queued = match (c.started, c.queued_ms) {
@@ -361,7 +449,7 @@ pub fn render_text(s: &Snapshot) -> String {
         let ch = if c.channels == 0 { v.channels } else { c.channels };
         let _ = writeln!(
             o,
-            "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9} {:>9}  {:<20} {}",
+            "{:>4} {:>7} {:<7} {:>3} {:>9} {:>9} {:>9} {:>9} {:>15}  {:<20} {}",
             c.id,
             c.pid,
             c.role,
@@ -370,6 +458,10 @@ pub fn render_text(s: &Snapshot) -> String {
             latency,
             c.underruns,
             c.late_frames,
+            match (c.volume_db, c.muted) {
+                (Some(db), Some(muted)) => Volume { db: db as f32, muted }.describe(),
+                _ => "-".to_string(),
+            },
             if peaks.is_empty() { "-".into() } else { peaks.join(" ") },
             c.name
         );
@@ -380,6 +472,29 @@ pub fn render_text(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_parses_volume_and_mute_as_amixer_writes_them() {
+        let v = |t: Target, db: f32, relative: bool| MixerRequest::Volume { target: t, db, relative };
+        assert_eq!(parse_volume("3=-6"), Ok(v(Target::Id(3), -6.0, false)));
+        assert_eq!(parse_volume("mpv=3+"), Ok(v(Target::Name("mpv".into()), 3.0, true)));
+        assert_eq!(parse_volume("pid:42=1.5-"), Ok(v(Target::Pid(42), -1.5, true)));
+        assert_eq!(parse_volume("master=-6.0206"), Ok(v(Target::Master, -6.0206, false)));
+        assert_eq!(parse_volume("a=b=0"), Ok(v(Target::Name("a=b".into()), 0.0, false)));
+        assert_eq!(parse_volume("3=loud").unwrap_err(), "'loud' is not a number of dB");
+        assert_eq!(parse_volume("3=12.5").unwrap_err(), "volume 12.5 dB is above the most, +12 dB");
+        assert!(parse_volume("3").is_err());
+        assert!(parse_volume("=3").is_err());
+        assert!(parse_volume("pid:x=3").is_err());
+        assert!(parse_volume("3=nan").is_err());
+        assert_eq!(parse_mute("2"), Ok(MixerRequest::Mute { target: Target::Id(2), how: MuteHow::On }));
+        assert_eq!(
+            parse_mute("mpv=toggle"),
+            Ok(MixerRequest::Mute { target: Target::Name("mpv".into()), how: MuteHow::Toggle })
+        );
+        assert_eq!(parse_mute("master=off"), Ok(MixerRequest::Mute { target: Target::Master, how: MuteHow::Off }));
+        assert!(parse_mute("2=maybe").is_err());
+    }
 
     #[test]
     fn stat_peak_dbfs() {

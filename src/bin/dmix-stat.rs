@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
 use dmix::client::Connection;
+use dmix::protocol::MixerRequest;
 use dmix::stat::{Snapshot, list_servers, render_text, snapshot, wait_for_server};
 use dmix::{Error, Result};
 
@@ -34,6 +35,26 @@ struct Args {
     /// else asked, print nothing), non-zero on timeout. For scripts, instead of sleeps.
     #[arg(long, value_name = "SECONDS")]
     wait: Option<f64>,
+    /// Set a volume: TARGET=DB (absolute, at most +12), TARGET=DB+ or TARGET=DB- (a change,
+    /// as amixer writes it: 3+, 1.5-). TARGET is a client id from the table, pid:N, a client
+    /// name (every client of that name, now and later: remembered) or master (the mix).
+    /// Prints the new state in one line.
+    #[arg(long, value_name = "TARGET=DB", value_parser = dmix::stat::parse_volume, allow_hyphen_values = true,
+          conflicts_with_all = ["watch", "list", "mute", "forget", "sink"])]
+    volume: Option<MixerRequest>,
+    /// Mute (on, the default), unmute (off) or toggle TARGET, as --volume names it; the
+    /// volume is kept for unmuting. Prints the new state in one line.
+    #[arg(long, value_name = "TARGET[=on|off|toggle]", value_parser = dmix::stat::parse_mute,
+          conflicts_with_all = ["watch", "list", "forget", "sink"])]
+    mute: Option<MixerRequest>,
+    /// Forget the volume remembered for the client name NAME.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["watch", "list", "sink"])]
+    forget: Option<String>,
+    /// Move the running server to another sink (alsa:PCM, wav:PATH, null), without stopping
+    /// any client; it becomes the server's first preference. If it will not open, the old
+    /// one plays on and the error is one line.
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["watch", "list"])]
+    sink: Option<String>,
     /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
     #[arg(long, hide = true, value_name = "WHAT")]
     generate: Option<String>,
@@ -71,6 +92,18 @@ fn run(a: &Args) -> Result<()> {
         return Ok(());
     }
     let (conn, socket) = open(a)?;
+    let request = match (&a.volume, &a.mute, &a.forget, &a.sink) {
+        (Some(r), ..) | (_, Some(r), ..) => Some(r.clone()),
+        (_, _, Some(name), _) => Some(MixerRequest::Forget { name: name.clone() }),
+        (.., Some(spec)) => Some(MixerRequest::Sink { spec: spec.clone() }),
+        _ => None,
+    };
+    if let Some(req) = request {
+        // A sink switch waits for the device to open.
+        let answer = dmix::stat::mixer_request(&conn, &req, Duration::from_secs(15))?;
+        let mut out = std::io::stdout().lock();
+        return writeln!(out, "{answer}").and_then(|_| out.flush()).map_err(Error::stdout);
+    }
     if a.wait.is_some() && !a.json && !a.watch {
         return Ok(());
     }
@@ -401,6 +434,8 @@ mod json_fields_tests {
             periods: 0,
             late_periods: 0,
             max_period_work_us: 0.0,
+            master_volume_db: 0.0,
+            master_muted: false,
             capture: Some(capture),
         };
         let client = ClientSnapshot {
@@ -417,6 +452,8 @@ mod json_fields_tests {
             underruns: 0,
             late_frames: 0,
             peak_dbfs: vec![Some(-6.0)],
+            volume_db: Some(0.0),
+            muted: Some(false),
         };
         Snapshot { server, clients: vec![client] }
     }

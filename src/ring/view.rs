@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use super::client::ClientRing;
+use super::gain::Volume;
 use super::layout::*;
 
 /// The server's figures.
@@ -41,6 +42,8 @@ pub struct ServerView {
     pub late_periods: u64,
     /// The longest period's work, in ns.
     pub max_period_work_ns: u64,
+    /// The master volume.
+    pub master: Volume,
     /// The shared input, when the server has one.
     pub capture: Option<CaptureView>,
 }
@@ -87,6 +90,8 @@ pub struct SlotView {
     pub late_frames: u64,
     /// Recent peak per server channel, mix scale.
     pub peaks: Vec<u32>,
+    /// The volume the server gives it (players).
+    pub volume: Volume,
 }
 
 impl ClientRing {
@@ -127,6 +132,7 @@ impl ClientRing {
             periods: stats.periods.load(Ordering::Relaxed),
             late_periods: stats.late_periods.load(Ordering::Relaxed),
             max_period_work_ns: stats.max_period_work_ns.load(Ordering::Relaxed),
+            master: Volume::from_word(stats.master_gain.load(Ordering::Relaxed)),
             capture,
         }
     }
@@ -158,6 +164,7 @@ impl ClientRing {
             underruns: c.underruns.load(Ordering::Relaxed),
             late_frames: c.late_frames.load(Ordering::Relaxed),
             peaks: c.peak.iter().take(channels).map(|v| v.load(Ordering::Relaxed)).collect(),
+            volume: Volume::from_word(info.gain.load(Ordering::Relaxed)),
         };
         // The slot may have been reused while we read it: keep it only if it still holds
         // the same client.
