@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::client::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
-use crate::protocol::{MAX_REPLY_BYTES, MixerRequest, MuteHow, Reply, Role, Target};
+use crate::protocol::{MAX_REPLY_BYTES, MixerRequest, MuteHow, Refusal, Reply, Role, Target};
 use crate::ring::layout::{CAPTURE_ENDED, MAX_SLOTS};
 use crate::ring::{ClientRing, Volume};
 use crate::sys::{monotonic_ns, unix_now_ns};
@@ -325,8 +325,26 @@ pub fn mixer_request(conn: &Connection, req: &MixerRequest, timeout: Duration) -
     };
     match Reply::decode(&buf[..msg.len])? {
         Reply::Answer(text) => Ok(text),
-        Reply::Refused(r, reason) => Err(Error::Refused { kind: r.kind(), reason }),
+        // The server's reason names what (a client, a sink) and why, in its words.
+        Reply::Refused(Refusal::Device, reason) => {
+            Err(Error::Device { sink: "--sink".into(), reason: reason.replace('\n', " ") })
+        }
+        Reply::Refused(r, reason) => Err(Error::Invalid { what: refused_what(req, r), reason }),
         Reply::Welcome(_) | Reply::Done => Err(Error::invalid("server reply", "not an answer to a mixer request")),
+    }
+}
+
+/// What a refused mixer request was, for its one-line error: "--volume", "--mute", ...
+fn refused_what(req: &MixerRequest, r: Refusal) -> String {
+    let what = match req {
+        MixerRequest::Volume { .. } => "--volume",
+        MixerRequest::Mute { .. } => "--mute",
+        MixerRequest::Forget { .. } => "--forget",
+        MixerRequest::Sink { .. } => "--sink",
+    };
+    match r {
+        Refusal::BadRequest => what.to_string(),
+        _ => format!("{what}: the server refused"),
     }
 }
 

@@ -3,6 +3,7 @@ mod badinput;
 mod capture;
 mod flooder;
 mod generated;
+mod mixer;
 mod package;
 mod play;
 mod props;

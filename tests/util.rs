@@ -69,6 +69,8 @@ impl Env {
         let mut c = Command::new(program);
         c.env("XDG_RUNTIME_DIR", self.runtime_dir())
             .env("HOME", self.dir.path())
+            // Remembered volumes (dmix-serve) stay in the test's directory.
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env_remove("DMIX_DEVICE")
             .current_dir(self.dir.path());
         for (k, v) in &self.extra_env {

@@ -211,7 +211,12 @@ fn decide(
         Target::Master => {
             let v = changed(master, req);
             remembered.insert(MASTER.to_string(), v);
-            Ok(Decision { slots: Vec::new(), master: Some(v), save: true, answer: format!("master: {}", v.describe()) })
+            Ok(Decision {
+                slots: Vec::new(),
+                master: Some(v),
+                save: true,
+                answer: format!("master: {}; remembered", v.describe()),
+            })
         }
         Target::Id(id) => {
             let Some(c) = clients.iter().find(|c| c.id == *id) else {
@@ -351,7 +356,7 @@ mod tests {
         let mut r = BTreeMap::new();
         let d = decide(&mut r, &vol(Target::Master, 30.0, true), &[], Volume { db: -3.0, muted: false }).unwrap();
         assert_eq!(d.master, Some(Volume { db: 12.0, muted: false }));
-        assert_eq!(d.answer, "master: +12.0 dB");
+        assert_eq!(d.answer, "master: +12.0 dB; remembered");
         assert_eq!(r.get(MASTER), Some(&Volume { db: 12.0, muted: false }));
         let d = decide(&mut r, &vol(Target::Id(1), -500.0, true), &clients(), Volume::UNITY).unwrap();
         assert_eq!(d.slots[0].1.db, MIN_VOLUME_DB);
