@@ -68,6 +68,8 @@ impl Server {
             wait_readers: 0,
             group: None,
             rt_priority: None,
+            volumes: None,
+            restore: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
