@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dmix::format::SampleFormat;
-use dmix::ring::{ClientRing, RingParams, ServerRing};
+use dmix::ring::{ClientRing, History, RingParams, ServerRing, Volume};
 
 fn ring(period: u32) -> (ServerRing, ClientRing) {
     let params = RingParams {
@@ -99,5 +99,48 @@ fn kernel(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, kernel);
+/// What a volume change costs the client (issue 16): a player with 500 ms queued (24,000
+/// stereo frames at 48 kHz, in a one-second ring) follows a new volume, re-adding everything
+/// queued past the next period as one delta a sample. Alternates -6 dB and 0 dB so every
+/// sample changes. The server's side is one store and two futex wakes, off the period loop.
+fn volume_change(c: &mut Criterion) {
+    let params = RingParams {
+        rate_hz: 48000,
+        channels: 2,
+        format: SampleFormat::S16Le,
+        period_frames: 256,
+        ring_frames: 48128,
+        monitor_frames: 48128,
+        capture_frames: 0,
+        freewheel: false,
+    };
+    let server = ServerRing::create(params).expect("ring");
+    let f = server.client_fds(true);
+    let fds = [f.status, f.mix, f.monitor, f.capture].map(|fd| fd.try_clone_to_owned().expect("dup"));
+    let client = ClientRing::attach(params, [&fds[0], &fds[1], &fds[2], &fds[3]], true).expect("attach");
+    let w = client.writer(0);
+    let mut history = History::new(&params);
+    let queued: Vec<i32> = (0..48000i32).map(|i| ((i * 37) % 30000 - 15000) << 8).collect();
+    let out = w.add(0, &queued, &mut history);
+    assert_eq!(out.frames, 24000);
+    let mut g = c.benchmark_group("volume change, 500 ms queued, stereo");
+    g.throughput(Throughput::Elements(queued.len() as u64));
+    let mut quiet = false;
+    g.bench_function("client re-add", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                quiet = !quiet;
+                server.slot(0).set_volume(Volume { db: if quiet { -6.0 } else { 0.0 }, muted: false });
+                let t = Instant::now();
+                let changed = w.follow_volume(black_box(&mut history));
+                spent += t.elapsed();
+                debug_assert!(changed);
+            }
+            spent
+        })
+    });
+}
+
+criterion_group!(benches, kernel, volume_change);
 criterion_main!(benches);
