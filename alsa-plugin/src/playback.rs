@@ -189,7 +189,7 @@ impl Stream {
             self.pending.clear();
             self.history.copy_into(taken.start, taken.end, &mut self.pending);
         }
-        w.retract(taken.start, taken.end, &self.history);
+        w.retract(taken.start, taken.end, &mut self.history);
         // Frames the server took while we retracted played whole or partly.
         let now = self.pos.retracted(&taken, w.hw_ptr());
         if keep && now > taken.start {

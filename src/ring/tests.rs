@@ -300,6 +300,98 @@ fn ring_history_keeps_what_was_added_for_a_pause() {
     h.copy_into(0, hw + u64::from(R), &mut kept);
     assert_eq!(kept, data, "no more than a ring's worth");
     // Retracting them all leaves silence.
-    w.retract(hw, hw + u64::from(R), &h);
+    w.retract(hw, hw + u64::from(R), &mut h);
     assert!(take(&s, hw).iter().all(|&v| v == 0));
+}
+
+/// A ring deep enough for a 10 ms ramp at 48 kHz (480 frames).
+fn deep_server() -> ServerRing {
+    let params = RingParams {
+        rate_hz: 48000,
+        channels: 2,
+        format: SampleFormat::S16Le,
+        period_frames: P,
+        ring_frames: 2048,
+        monitor_frames: 2048,
+        capture_frames: 0,
+        freewheel: true,
+    };
+    ServerRing::create(params).unwrap()
+}
+
+/// Takes frames [hw, hw + n) (whole periods) and returns the left channel.
+fn take_left(s: &ServerRing, hw: u64, n: u64) -> Vec<i32> {
+    let mut left = Vec::new();
+    let mut out = vec![0; (P * 2) as usize];
+    for at in (hw..hw + n).step_by(P as usize) {
+        s.take_period(at, &mut out);
+        s.publish_hw_ptr(at + u64::from(P));
+        left.extend(out.chunks(2).map(|f| f[0]));
+    }
+    left
+}
+
+#[test]
+fn ring_volume_change_re_adds_the_queue_from_a_period_past_hw_ptr_ramped() {
+    let s = deep_server();
+    let c = client(&s);
+    let w = c.writer(0);
+    let mut h = History::new(s.params());
+    let frames = vec![1000; 1024 * 2];
+    assert_eq!(w.add(0, &frames, &mut h).frames, 1024);
+    assert!(!w.follow_volume(&mut h), "no change yet");
+    s.slot(0).set_volume(Volume { db: -6.0206, muted: false });
+    assert!(w.volume_changed(&h));
+    assert!(w.follow_volume(&mut h));
+    let g = Volume { db: -6.0206, muted: false }.factor();
+    let left = take_left(&s, 0, 1024);
+    // The period the server may be taking keeps the old volume; then a 480-frame ramp.
+    assert!(left[..16].iter().all(|&v| v == 1000));
+    for k in 0..480 {
+        let f = 1.0 + (g - 1.0) * (k + 1) as f64 / 480.0;
+        assert_eq!(left[16 + k], (1000.0 * f).round() as i32, "ramp frame {k}");
+    }
+    assert!(left[496..].iter().all(|&v| v == 500), "steady at half");
+}
+
+#[test]
+fn ring_mute_then_new_adds_are_silent_and_retracted_frames_stay_out() {
+    let s = deep_server();
+    let c = client(&s);
+    let w = c.writer(0);
+    let mut h = History::new(s.params());
+    assert_eq!(w.add(0, &vec![1000; 512 * 2], &mut h).frames, 512);
+    s.slot(0).set_volume(Volume { db: -3.0, muted: true });
+    w.follow_volume(&mut h);
+    let left = take_left(&s, 0, 512);
+    assert!(left[..16].iter().all(|&v| v == 1000));
+    assert!(left[496..].iter().all(|&v| v == 0), "muted after the ramp");
+    // Added while muted: silent.
+    assert_eq!(w.add(512, &vec![1000; 512 * 2], &mut h).frames, 512);
+    // Taken back (a stop), then unmuted: what was retracted must not come back.
+    w.retract(768, 1024, &mut h);
+    s.slot(0).set_volume(Volume { db: -3.0, muted: false });
+    w.follow_volume(&mut h);
+    let left = take_left(&s, 512, 512);
+    assert!(left[..16].iter().all(|&v| v == 0), "the period being taken keeps the old volume");
+    let g = Volume { db: -3.0, muted: false }.factor();
+    for k in 0..240 {
+        assert_eq!(left[16 + k], (1000.0 * g * (k + 1) as f64 / 480.0).round() as i32, "ramp frame {k}");
+    }
+    assert!(left[256..].iter().all(|&v| v == 0), "retracted frames came back");
+}
+
+#[test]
+fn ring_zero_db_adds_exactly_and_copy_into_gives_the_source() {
+    let s = deep_server();
+    let c = client(&s);
+    let w = c.writer(0);
+    let mut h = History::new(s.params());
+    let input = ramp(64, 3);
+    assert_eq!(w.add(0, &input, &mut h).frames, 64);
+    s.slot(0).set_volume(Volume { db: -20.0, muted: false });
+    w.follow_volume(&mut h);
+    let mut out = Vec::new();
+    h.copy_into(0, 64, &mut out);
+    assert_eq!(out, input, "copy_into gives what was given, before the volume");
 }

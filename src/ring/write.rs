@@ -63,6 +63,19 @@ impl History {
         }
     }
 
+    /// Frames `[from, end)` were taken back out of the ring: nothing of them is queued.
+    fn forget(&mut self, from: u64, end: u64) {
+        let ch = self.channels;
+        for f in from.max(end.saturating_sub(self.ring_frames))..end {
+            let at = (f % self.ring_frames) as usize * ch;
+            self.samples[at..at + ch].fill(0);
+            self.source[at..at + ch].fill(0);
+        }
+        if end >= self.end {
+            self.end = self.end.min(from);
+        }
+    }
+
     /// Keeps `samples`, interleaved frames from absolute frame `at`, as given.
     fn keep_source(&mut self, at: u64, samples: &[i32]) {
         let ch = self.channels;
@@ -232,9 +245,11 @@ impl<'a> WriteStream<'a> {
     /// Subtracts frames `[from, end)` again, as `history` kept them: newest frame first, so
     /// that whatever the server takes meanwhile (oldest first) is a clean prefix of what was
     /// queued, never a hole followed by samples meant to be taken back. Frames the server
-    /// took already are skipped by the lap tags.
-    pub fn retract(&self, from: u64, end: u64, history: &History) {
+    /// took already are skipped by the lap tags. They are no longer queued: a later change
+    /// of volume leaves them alone (copy them out first to add them again later).
+    pub fn retract(&self, from: u64, end: u64, history: &mut History) {
         self.ring.retract(from, end, &history.samples);
+        history.forget(from, end);
     }
 
     /// Counts one underrun (the client fell behind hw_ptr).
