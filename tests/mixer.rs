@@ -111,12 +111,33 @@ fn mixer_mute_of_a_500ms_player_is_heard_within_two_periods_and_unmute_as_fast()
 
 #[test]
 fn mixer_volume_minus_6_0206_db_halves_within_one_lsb_after_the_ramp() {
+    halves("id");
+}
+
+#[test]
+fn mixer_volume_by_name_halves_as_fast() {
+    halves("name");
+}
+
+#[test]
+fn mixer_master_volume_halves_the_mix_as_fast() {
+    halves("master");
+}
+
+/// `--volume TARGET=-6.0206` on a dmix-play with 500 ms queued, by its id, its name, or the
+/// master: two periods and the ramp after the command returned, every sample is half,
+/// within 1 LSB.
+fn halves(by: &str) {
     let env = Env::new();
-    let (server, player, tone, stat) = paced_player(&env, &[]);
-    let id = player_id(&env, "default").to_string();
-    let line = stat_line(&env, &["--volume", &format!("{id}=-6.0206")]);
+    let (server, player, tone, stat) = paced_player(&env, &["--name", "tone"]);
+    let target = match by {
+        "name" => "tone".to_string(),
+        "master" => "master".to_string(),
+        _ => player_id(&env, "default").to_string(),
+    };
+    let line = stat_line(&env, &["--volume", &format!("{target}=-6.0206")]);
     let hw = stat.ring().hw_ptr();
-    assert!(line.ends_with(": -6.0 dB"), "{line}");
+    assert!(line.contains(": -6.0 dB"), "{line}");
     wait_frames(&stat, hw + 24000);
     let wav = finish(&env, server, player);
     let off = offset_of(&wav, &tone, 4800);
