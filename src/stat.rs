@@ -146,8 +146,7 @@ pub struct ClientSnapshot {
     pub underruns: u64,
     /// Frames it dropped because they arrived late.
     pub late_frames: u64,
-    /// Recent peak per channel, dBFS (null: silence), as the client gave it, before its
-    /// volume.
+    /// Recent peak per channel, dBFS (null: silence), at the client's volume.
     pub peak_dbfs: Vec<Option<f64>>,
     /// Players: the volume the server gives it, dB; null otherwise.
     pub volume_db: Option<f64>,

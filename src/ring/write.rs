@@ -258,9 +258,12 @@ impl<'a> WriteStream<'a> {
         self.counters().underruns.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reports the recent peak of each channel (mix scale, absolute value).
+    /// Reports the recent peak of each channel (mix scale, absolute value), as given: it is
+    /// shown at the slot's volume (a muted client's meter falls to silence).
     pub fn set_peaks(&self, peaks: &[u32]) {
+        let g = self.volume().factor();
         for (peak, &m) in self.counters().peak.iter().zip(peaks) {
+            let m = if g == 1.0 { m } else { (f64::from(m) * g).round().min(f64::from(u32::MAX)) as u32 };
             // Relaxed: a figure for inspectors.
             peak.store(m, Ordering::Relaxed);
         }
