@@ -68,6 +68,9 @@ impl Server {
             wait_readers: 0,
             group: None,
             rt_priority: None,
+            // An in-process test server neither reads nor writes remembered volumes.
+            volumes: None,
+            restore: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
