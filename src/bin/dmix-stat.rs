@@ -22,7 +22,10 @@ struct Args {
     /// Print JSON: one object, or one per line with --watch.
     #[arg(long)]
     json: bool,
-    /// Redraw live with level meters; q, Esc or Ctrl-C quits.
+    /// Redraw live as a mixer: the table, then the master and each player with its volume
+    /// and level meters. Up and Down (or k, j) select a row; Left and Right (or -, + and =,
+    /// or h, l) turn its volume down or up by 1 dB; m mutes or unmutes it; q, Esc or Ctrl-C
+    /// quits.
     #[arg(short, long)]
     watch: bool,
     /// Redraw interval for --watch, in milliseconds.
@@ -152,7 +155,7 @@ fn extra_sections() -> Vec<(&'static str, String)> {
 const EXTRA: &[(&str, &str)] = &[
     (
         "LIVE VIEW",
-        "--watch redraws every --interval and ends, with exit status 0, on q, Esc or Ctrl-C, on SIGINT, SIGTERM or SIGHUP (seen within 0.1 s whatever the interval), and when its terminal goes away (the terminal hung up, or its input ended): each is the normal end of a view that runs until it is stopped, as for dmix-serve, dmix-tee and dmix-share; the screen is restored if the terminal is still there. With --json the same signals end it with 0. The server going away ends it with 10.",
+        "--watch shows the table, then a mixer: the master, then every player (other clients have no volume), each with its volume and a player with a level meter per channel, a status line and the keys. Up and Down (or k and j) select a row, which stays selected while others come and go; Left and Right (or - and +, = being an unshifted +, or h and l) change its volume by 1 dB, and m mutes or unmutes it, each a request as --volume ID=1- or --mute ID=toggle sends (master=1+ for the master); the status line shows the server's answer, or why it refused (a player that left, say). It redraws at once after a key, else every --interval, and ends, with exit status 0, on q, Esc or Ctrl-C, on SIGINT, SIGTERM or SIGHUP (seen within 0.1 s whatever the interval), and when its terminal goes away (the terminal hung up, or its input ended): each is the normal end of a view that runs until it is stopped, as for dmix-serve, dmix-tee and dmix-share; the screen is restored if the terminal is still there. With --json the same signals end it with 0. The server going away ends it with 10.",
     ),
     ("EXAMPLES", "dmix-stat --wait 5 && dmix-play song.flac\ndmix-stat --watch\ndmix-stat --json | jq .clients"),
 ];
