@@ -33,6 +33,12 @@ const SLICE: Duration = Duration::from_millis(100);
 /// What one press of left or right changes a volume by, dB: alsamixer's step on most cards.
 const STEP_DB: f32 = 1.0;
 
+/// How long a read that ends inside an escape sequence waits for the rest of it before a
+/// lone ESC counts as the Esc key. A terminal writes a key's sequence at once, but a slow
+/// link (ssh) may split it across reads, and a split arrow must not quit. vim's ttimeoutlen
+/// is 100 ms; curses waits a second.
+const ESC_WAIT_MS: u16 = 50;
+
 /// How long the view waits for the server to answer a key: the server's control thread
 /// answers a volume at once, so only a server that stopped answering takes this long.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
@@ -143,7 +149,10 @@ impl Keyboard {
             match nix::unistd::read(self, &mut buf) {
                 // A hung-up terminal reads as end of file; a pty whose other side closed, EIO.
                 Ok(0) | Err(nix::Error::EIO) => return Ok(Input::Gone),
-                Ok(n) => {
+                Ok(mut n) => {
+                    if unfinished_escape(&buf[..n]) {
+                        n += self.rest_of_escape(&mut buf[n..]);
+                    }
                     let keys = keys(&buf[..n]);
                     if !keys.is_empty() {
                         return Ok(Input::Keys(keys));
@@ -154,12 +163,36 @@ impl Keyboard {
             }
         }
     }
+
+    /// Reads what follows an unfinished escape sequence into `buf` if it comes within
+    /// [`ESC_WAIT_MS`]; the bytes read. Nothing, or an error, leaves the read as it was (a
+    /// lone ESC is the Esc key); the next wait sees any error again.
+    fn rest_of_escape(&self, buf: &mut [u8]) -> usize {
+        let mut fds = [PollFd::new(self.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ESC_WAIT_MS) {
+            Ok(1..) if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) => {
+                nix::unistd::read(self, buf).unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Whether `bytes` end inside an escape sequence: after an ESC, an ESC [ with no final byte
+/// yet, or an ESC O.
+fn unfinished_escape(bytes: &[u8]) -> bool {
+    let Some(at) = bytes.iter().rposition(|&b| b == ESC) else { return false };
+    match &bytes[at + 1..] {
+        [] | [b'O'] => true,
+        [b'[', rest @ ..] => rest.iter().all(|b| !(0x40..=0x7e).contains(b)),
+        _ => false,
+    }
 }
 
 /// The keys in a read from the raw terminal. Ctrl-C is a byte there, not a SIGINT. A
 /// terminal sends a key's escape sequence in one write (an arrow: ESC [ A, or ESC O A in
-/// application cursor mode), so an ESC that ends the read is the Esc key, and the sequence
-/// after any other ESC is read whole: an arrow is a key, any other sequence (F-keys, Home,
+/// application cursor mode), so an ESC that ends the read (after [`ESC_WAIT_MS`] for the
+/// rest of a split one) is the Esc key, and the sequence after any other ESC is read whole: an arrow is a key, any other sequence (F-keys, Home,
 /// a CSI whose final byte is q) none, and its letters are never keys.
 fn keys(bytes: &[u8]) -> Vec<Key> {
     let mut out = Vec::new();
@@ -468,6 +501,16 @@ mod tests {
         ];
         for (bytes, want) in cases {
             assert_eq!(keys(bytes), want, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn stat_watch_keys_wait_for_the_rest_of_an_escape_sequence_only_when_it_is_unfinished() {
+        for bytes in [&b"\x1b"[..], b"q\x1b", b"\x1b[", b"\x1b[1;5", b"\x1bO", b"\x1b[A\x1b"] {
+            assert!(unfinished_escape(bytes), "{bytes:?}");
+        }
+        for bytes in [&b""[..], b"q", b"\x1b[A", b"\x1bOB", b"\x1bq", b"\x1b[15~", b"\x1b[1;5Dj"] {
+            assert!(!unfinished_escape(bytes), "{bytes:?}");
         }
     }
 
