@@ -7,7 +7,7 @@ complete -c dmix-stat -l forget -d 'Forget the volume remembered for the client 
 complete -c dmix-stat -l sink -d 'Move the running server to another sink (alsa:PCM, wav:PATH, null), without stopping any client; it becomes the server\'s first preference. If it will not open, the old one plays on and the error is one line' -r
 complete -c dmix-stat -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
 complete -c dmix-stat -l json -d 'Print JSON: one object, or one per line with --watch'
-complete -c dmix-stat -s w -l watch -d 'Redraw live with level meters; q, Esc or Ctrl-C quits'
+complete -c dmix-stat -s w -l watch -d 'Redraw live as a mixer: the table, then the master and each player with its volume and level meters. Up and Down (or k, j) select a row; Left and Right (or -, + and =, or h, l) turn its volume down or up by 1 dB; m mutes or unmutes it; q, Esc or Ctrl-C quits'
 complete -c dmix-stat -s l -l list -d 'List the servers in the runtime directory and whether they answer'
 complete -c dmix-stat -s h -l help -d 'Print help'
 complete -c dmix-stat -s V -l version -d 'Print version'

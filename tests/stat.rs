@@ -99,8 +99,10 @@ fn stat_watch_in_a_terminal_shows_meters_and_quits_on_q() {
         let out = tmux(&["capture-pane", "-p", "-t", "w"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let shown = screen("dBFS  dmix-play");
-    assert!(shown.contains("####"), "no meter:\n{shown}");
+    // The key line is the screen's last: all of it was drawn.
+    let shown = screen("m mute  q quit");
+    let meter = shown.lines().find(|l| l.contains(" dmix-play ") && l.contains(" ch0 "));
+    assert!(meter.is_some_and(|l| l.contains("####")), "no meter in the player's row:\n{shown}");
     assert!(tmux(&["send-keys", "-t", "w", "q"]).status.success());
     let after = screen("EXIT=");
     assert!(after.contains("EXIT=0"), "{after}");

@@ -13,6 +13,9 @@ use crate::util::*;
 /// How long a tool may take to notice that its terminal went away or that a signal came.
 const PROMPT: Duration = Duration::from_secs(5);
 
+/// The last line of `dmix-stat --watch`.
+const KEY_HELP: &str = "↑↓ select  ←→ volume  m mute  q quit";
+
 /// A program run by `sh` in a tmux session of its own. The shell writes the program's exit
 /// status and CPU time (`times`) to a FIFO when it ends; it survives the hang-up
 /// (`trap : HUP` defers the trap until its foreground program ended), while the program gets
@@ -112,6 +115,27 @@ impl Pane {
     fn capture(&self, tmux: &Tmux) -> String {
         String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-t", &self.session]).stdout).into_owned()
     }
+
+    /// Waits (bounded, in time and tries) until what the pane shows, with its attributes as
+    /// escape sequences (reverse video: ESC [ 7 m), holds a line that `want` accepts.
+    fn wait_for_line(&self, tmux: &Tmux, what: &str, want: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut shown = String::new();
+        for _ in 0..2000 {
+            let out = tmux.run(&["capture-pane", "-p", "-e", "-t", &self.session]);
+            shown = String::from_utf8_lossy(&out.stdout).into_owned();
+            if shown.lines().any(&want) || Instant::now() > deadline {
+                break;
+            }
+        }
+        assert!(shown.lines().any(want), "{}: {what}; the pane shows:\n{shown}", self.session);
+    }
+
+    /// Sends keys (tmux key names: Down, Left, m) to the program.
+    fn keys(&self, tmux: &Tmux, keys: &[&str]) {
+        let out = tmux.run(&[&["send-keys", "-t", self.session.as_str()][..], keys].concat());
+        assert!(out.status.success(), "send-keys {keys:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 impl Drop for Pane {
@@ -155,10 +179,10 @@ fn terminal_stat_watch_exits_when_its_terminal_goes_away() {
     // With the SIGHUP of the hang-up, as reported; and under setsid, where no signal comes
     // and only the tty's end of input (or EIO) tells it.
     let mut hup = Pane::start(&env, &tmux, "hup", &format!("{} --watch --interval 50", stat.display()));
-    hup.screen.wait_for("q: quit");
+    hup.screen.wait_for(KEY_HELP);
     hup.find_client(&env, "default", "stat", "dmix-stat");
     let mut eof = Pane::start(&env, &tmux, "eof", &format!("setsid -w {} --watch --interval 50", stat.display()));
-    eof.screen.wait_for("q: quit");
+    eof.screen.wait_for(KEY_HELP);
     let sock = env.socket("default");
     let s = wait_for_snapshot(&stat_conn(&env, "default"), &sock, "two watchers", |s| {
         s.clients.iter().filter(|c| c.name == "dmix-stat").count() == 2
@@ -182,7 +206,7 @@ fn terminal_stat_watch_stops_at_once_on_a_signal() {
     let program = format!("{} --watch --interval 60000", bin("dmix-stat").display());
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         let mut pane = Pane::start(&env, &tmux, sig.as_str(), &program);
-        pane.screen.wait_for("q: quit");
+        pane.screen.wait_for(KEY_HELP);
         pane.find_client(&env, "default", "stat", "dmix-stat");
         pane.signal(sig);
         let e = pane.ended();
@@ -191,12 +215,128 @@ fn terminal_stat_watch_stops_at_once_on_a_signal() {
         // keeps the pane showing what is left.
         pane.screen.wait_for("\u{1b}[?1049l");
         let shown = pane.capture(&tmux);
-        assert!(!shown.contains("q: quit"), "{sig}: the alternate screen was not left:\n{shown}");
+        assert!(!shown.contains("q quit"), "{sig}: the alternate screen was not left:\n{shown}");
         // Wait for the server to see it go, so that the next pane's watcher is the only one.
         wait_for_snapshot(&stat_conn(&env, "default"), &env.socket("default"), "the watcher left", |s| {
             !s.clients.iter().any(|c| c.name == "dmix-stat")
         });
     }
+}
+
+/// `dmix-stat --json`, parsed, as soon as `until` holds of it; bounded in time and tries,
+/// taking a new one whenever the server's status changes.
+fn wait_for_json(env: &Env, what: &str, until: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let stat = stat_conn(env, "default");
+    let deadline = Instant::now() + DEADLINE;
+    let mut tries = 0;
+    loop {
+        let out = env.run("dmix-stat", &["--json"]);
+        assert!(out.status.success(), "dmix-stat --json: {}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("dmix-stat --json prints JSON");
+        if until(&v) {
+            return v;
+        }
+        tries += 1;
+        assert!(tries < 1000 && Instant::now() < deadline, "{what}; dmix-stat --json last printed {v}");
+        stat.ring().wait_any(Duration::from_millis(20));
+    }
+}
+
+/// The client `id` in a `dmix-stat --json` object.
+fn json_client(v: &serde_json::Value, id: u32) -> &serde_json::Value {
+    let clients = v["clients"].as_array().expect("clients");
+    clients.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no client {id} in {v}"))
+}
+
+/// A player playing a long tone, and its client id, once the server lists it.
+fn long_player(env: &Env) -> (Proc, u32) {
+    write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(48000 * 60, 2, 440.0, 0.5, 1));
+    let play = env.spawn("dmix-play", &[env.path("a.wav").to_str().unwrap()]);
+    let s = wait_for_clients(env, "default", "play", 1);
+    let id = s.clients.iter().find(|c| c.role == "play").expect("a player").id;
+    (play, id)
+}
+
+/// `dmix-stat --watch` is a mixer: the arrows select the master or a player and turn its
+/// volume by 1 dB, m mutes; each key reaches the server, as `dmix-stat --json` then shows,
+/// and the screen highlights the selected row.
+#[test]
+fn terminal_stat_watch_mixes_with_the_arrow_keys() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let (_play, id) = long_player(&env);
+    let tmux = Tmux::new("mixer");
+    let mut pane = Pane::start(&env, &tmux, "mixer", &format!("{} --watch --interval 50", bin("dmix-stat").display()));
+    pane.screen.wait_for(KEY_HELP);
+    pane.find_client(&env, "default", "stat", "dmix-stat");
+    let selected = |what: &str| format!("\u{1b}[7m> {what}");
+    pane.wait_for_line(&tmux, "the master is selected at first", |l| l.starts_with(&selected("master")));
+    let player = |v: &serde_json::Value| {
+        let c = json_client(v, id);
+        (c["volume_db"].as_f64(), c["muted"].as_bool())
+    };
+    assert_eq!(player(&wait_for_json(&env, "the player", |_| true)), (Some(0.0), Some(false)));
+
+    pane.keys(&tmux, &["Down", "Left", "Left", "Left"]);
+    let v = wait_for_json(&env, "the player at -3 dB", |v| player(v).0 == Some(-3.0));
+    assert_eq!(player(&v), (Some(-3.0), Some(false)));
+    assert_eq!(v["server"]["master_volume_db"], 0.0, "the master moved: {v}");
+    let row = selected(&format!("{id:>4} dmix-play"));
+    pane.wait_for_line(&tmux, "the player is selected and at -3 dB", |l| l.starts_with(&row) && l.contains("-3.0 dB"));
+
+    pane.keys(&tmux, &["m"]);
+    let v = wait_for_json(&env, "the player muted", |v| player(v).1 == Some(true));
+    assert_eq!(player(&v), (Some(-3.0), Some(true)));
+    pane.wait_for_line(&tmux, "the player shows as muted", |l| l.starts_with(&row) && l.contains("-3.0 dB, muted"));
+
+    pane.keys(&tmux, &["Up", "Right"]);
+    let v = wait_for_json(&env, "the master at +1 dB", |v| v["server"]["master_volume_db"] == 1.0);
+    assert_eq!(v["server"]["master_muted"], false);
+    assert_eq!(player(&v), (Some(-3.0), Some(true)), "the player changed with the master");
+    pane.wait_for_line(&tmux, "the master is selected and at +1 dB", |l| {
+        l.starts_with(&selected("master")) && l.contains("+1.0 dB")
+    });
+    // The keys on the screen, and the server's answer to the last one on the status line.
+    let shown = pane.capture(&tmux);
+    assert!(shown.contains(KEY_HELP), "no key line:\n{shown}");
+    assert!(shown.contains("master: +1.0 dB"), "no answer on the status line:\n{shown}");
+
+    pane.keys(&tmux, &["q"]);
+    let e = pane.ended();
+    assert_eq!(e.code, 0, "{e:?}");
+    pane.screen.wait_for("\u{1b}[?1049l");
+    let shown = pane.capture(&tmux);
+    assert!(!shown.contains("q quit"), "the alternate screen was not left:\n{shown}");
+}
+
+/// A key for a player that left after the screen was drawn is refused by the server: the
+/// status line says so, the view goes on, and the selection moves to the row in its place.
+#[test]
+fn terminal_stat_watch_shows_a_refused_request_on_its_status_line() {
+    let env = Env::new();
+    let _s = env.serve(&["--sink", "null"]);
+    let (mut play, id) = long_player(&env);
+    let tmux = Tmux::new("refused");
+    // A minute between redraws: only the keys redraw, so the player stays on the screen
+    // after it left.
+    let program = format!("{} --watch --interval 60000", bin("dmix-stat").display());
+    let mut pane = Pane::start(&env, &tmux, "refused", &program);
+    pane.screen.wait_for(KEY_HELP);
+    pane.find_client(&env, "default", "stat", "dmix-stat");
+    pane.keys(&tmux, &["j"]);
+    let row = format!("\u{1b}[7m> {id:>4} dmix-play");
+    pane.wait_for_line(&tmux, "the player is selected", |l| l.starts_with(&row));
+    play.signal(Signal::SIGTERM);
+    play.wait();
+    wait_for_snapshot(&stat_conn(&env, "default"), &env.socket("default"), "the player left", |s| {
+        !s.clients.iter().any(|c| c.role == "play")
+    });
+    pane.keys(&tmux, &["Left"]);
+    pane.wait_for_line(&tmux, "the refusal on the status line", |l| l.contains(&format!("refused: no client {id}")));
+    pane.wait_for_line(&tmux, "the master selected in the player's place", |l| l.starts_with("\u{1b}[7m> master"));
+    pane.keys(&tmux, &["Escape"]);
+    let e = pane.ended();
+    assert_eq!(e.code, 0, "{e:?}");
 }
 
 #[test]

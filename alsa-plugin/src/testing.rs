@@ -68,6 +68,7 @@ impl Server {
             wait_readers: 0,
             group: None,
             rt_priority: None,
+            // An in-process test server neither reads nor writes remembered volumes.
             volumes: None,
             restore: false,
         };
