@@ -449,7 +449,7 @@ impl Player {
         let ring_frames = u64::from(self.conn.params().ring_frames);
         let w = self.conn.writer();
         let from = w.hw_ptr().max(self.pos.saturating_sub(ring_frames));
-        w.retract(from, self.pos, &self.history);
+        w.retract(from, self.pos, &mut self.history);
         w.ended_at(from);
         self.pos = from;
     }

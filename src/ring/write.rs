@@ -7,7 +7,7 @@
 //! it is a player at all; `latency_frames`, `late_frames`, `underruns` and `peak` are
 //! figures for inspectors. The orderings are chosen here, once.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::client::ClientRing;
@@ -63,6 +63,12 @@ impl History {
         }
     }
 
+    /// The volume followed so far, to sleep on without the History
+    /// ([`WriteStream::sleep_until_hw_ptr_marked`], [`WriteStream::wait_volume_or`]).
+    pub fn volume_mark(&self) -> VolumeMark {
+        VolumeMark(self.seen_seq)
+    }
+
     /// Keeps `samples`, interleaved frames from absolute frame `at`, as given.
     fn keep_source(&mut self, at: u64, samples: &[i32]) {
         let ch = self.channels;
@@ -77,6 +83,12 @@ impl History {
         }
     }
 }
+
+/// The volume a [`History`] last followed ([`History::volume_mark`]): what a thread that
+/// does not hold the History (the ALSA plugin's poll waiter, while the application's thread
+/// may be adding) sleeps on, to wake when there is a new volume to follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeMark(Option<u32>);
 
 /// The write operations of one slot (a cheap handle: a ring and a slot index).
 #[derive(Clone, Copy)]
@@ -217,24 +229,52 @@ impl<'a> WriteStream<'a> {
     /// [`ClientRing::sleep_until_hw_ptr`]), or until the volume changes (then
     /// [`WriteStream::follow_volume`] has work), or `timeout`.
     pub fn sleep_until_hw_ptr(&self, hw_target: u64, timeout: Duration, h: &History) -> Wake {
-        let seen = h.seen_seq.unwrap_or_else(|| self.gain_seq());
+        self.sleep_until_hw_ptr_marked(hw_target, timeout, h.volume_mark())
+    }
+
+    /// [`WriteStream::sleep_until_hw_ptr`] for a thread that does not hold the History: it
+    /// wakes when the volume is no longer the one `mark` saw.
+    pub fn sleep_until_hw_ptr_marked(&self, hw_target: u64, timeout: Duration, mark: VolumeMark) -> Wake {
+        let seen = mark.0.unwrap_or_else(|| self.gain_seq());
         if self.gain_seq() != seen {
             return Wake::Woken;
         }
         self.ring.sleep_until_hw_ptr_or(hw_target, timeout, Some((&self.ring.slot_info(self.slot).gain_seq, seen)))
     }
 
+    /// Sleeps until the volume is no longer the one `mark` saw, or `own` (a word of the
+    /// caller's process, woken with [`crate::sys::futex_wake`]) no longer holds `own_seen`,
+    /// or `timeout`: a waiter with nothing to wait for on the server's clock that must still
+    /// follow a new volume at once.
+    pub fn wait_volume_or(&self, own: &AtomicU32, own_seen: u32, mark: VolumeMark, timeout: Duration) -> Wake {
+        let seen = mark.0.unwrap_or_else(|| self.gain_seq());
+        if self.gain_seq() != seen {
+            return Wake::Woken;
+        }
+        crate::sys::futex_wait_either((own, own_seen), (&self.ring.slot_info(self.slot).gain_seq, seen), timeout)
+    }
+
     /// True when the volume changed since `h` last followed it.
     pub fn volume_changed(&self, h: &History) -> bool {
-        h.seen_seq.is_some_and(|s| s != self.gain_seq())
+        self.volume_changed_since(h.volume_mark())
+    }
+
+    /// True when the volume is no longer the one `mark` saw (never, before a first look).
+    pub fn volume_changed_since(&self, mark: VolumeMark) -> bool {
+        mark.0.is_some_and(|s| s != self.gain_seq())
     }
 
     /// Subtracts frames `[from, end)` again, as `history` kept them: newest frame first, so
     /// that whatever the server takes meanwhile (oldest first) is a clean prefix of what was
     /// queued, never a hole followed by samples meant to be taken back. Frames the server
-    /// took already are skipped by the lap tags.
-    pub fn retract(&self, from: u64, end: u64, history: &History) {
+    /// took already are skipped by the lap tags. From `from` on nothing of ours is queued
+    /// any more: a later change of volume leaves those frames alone (re-adding the
+    /// difference there would sound what was taken back).
+    pub fn retract(&self, from: u64, end: u64, history: &mut History) {
         self.ring.retract(from, end, &history.samples);
+        if from < history.end {
+            history.end = from;
+        }
     }
 
     /// Counts one underrun (the client fell behind hw_ptr).
