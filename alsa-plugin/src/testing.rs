@@ -68,6 +68,9 @@ impl Server {
             wait_readers: 0,
             group: None,
             rt_priority: None,
+            // No state file: a test's volumes are its own.
+            volumes: None,
+            restore: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
