@@ -5,6 +5,7 @@ mod flooder;
 mod generated;
 mod package;
 mod play;
+mod plugin_mixer;
 mod props;
 mod reliability;
 mod serve;
