@@ -385,3 +385,36 @@ pub mod alloc_count {
     #[global_allocator]
     static GLOBAL: Counting = Counting;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A wait on two words returns when either changes (woken, or the change seen before it
+    /// slept), never sleeping out its timeout; with neither changing it times out.
+    #[test]
+    fn sys_futex_wait_either_wakes_on_either_word() {
+        let (a, b) = (AtomicU32::new(0), AtomicU32::new(0));
+        assert_eq!(futex_wait_either((&a, 0), (&b, 0), Duration::from_millis(20)), Wake::TimedOut);
+        for (word, other, first) in [(&a, &b, true), (&b, &a, false)] {
+            let (seen, other_seen) = (word.load(Ordering::Acquire), other.load(Ordering::Acquire));
+            let start = Instant::now();
+            std::thread::scope(|t| {
+                t.spawn(|| {
+                    word.store(seen + 1, Ordering::Release);
+                    futex_wake(word);
+                });
+                while word.load(Ordering::Acquire) == seen {
+                    assert!(start.elapsed() < Duration::from_secs(10), "a change never woke the wait");
+                    let (x, y) =
+                        if first { ((word, seen), (other, other_seen)) } else { ((other, other_seen), (word, seen)) };
+                    futex_wait_either(x, y, Duration::from_secs(5));
+                }
+            });
+            assert!(start.elapsed() < Duration::from_secs(5), "the wait slept out its timeout");
+        }
+    }
+}
