@@ -31,9 +31,9 @@ use crate::position::{frames_at, room_at};
 /// (add, retract, keep for a pause) and the waiter (follow a new volume).
 pub(crate) type SharedHistory = Arc<Mutex<History>>;
 
-/// Locks the history. A panic while it was held (caught at the plugin's boundary) leaves
-/// at worst a queue at a stale volume; the next follow sets it right, so the lock is taken
-/// anyway.
+/// Locks the history, poisoned or not, as `Readiness` takes its own lock: a panic while it
+/// was held (caught at the plugin's boundary; none is expected in an add, a follow or a
+/// retraction) is no reason to fail every later call of the stream.
 pub(crate) fn lock(history: &SharedHistory) -> std::sync::MutexGuard<'_, History> {
     history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
