@@ -1,7 +1,8 @@
 //! Fence 2 of the crate's `unsafe`: the few system calls no safe wrapper offers.
 //!
 //! - futex wait/wake on a word in a shared mapping (never `FUTEX_PRIVATE_FLAG`: the waiter
-//!   and the waker are different processes);
+//!   and the waker are different processes), and a wait on either of two words
+//!   (`futex_waitv`);
 //! - adopting the raw fds the kernel hands us (`accept4`, `SCM_RIGHTS`) as `OwnedFd`, each
 //!   exactly once, close-on-exec from birth, and the listening socket a service manager
 //!   passes at start (socket activation: fd 3, once);
@@ -95,6 +96,75 @@ pub fn futex_wait_bitset(word: &AtomicU32, expected: u32, timeout: Duration, bit
 /// Waits while `*word == expected`, for at most `timeout`, woken by any wake.
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> Wake {
     futex_wait_bitset(word, expected, timeout, FUTEX_BITSET_ALL)
+}
+
+/// The kernel's `struct futex_waitv` (include/uapi/linux/futex.h, Linux 5.16):
+/// `{ __u64 val; __u64 uaddr; __u32 flags; __u32 __reserved; }`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: a 32-bit futex word (shared: no `FUTEX2_PRIVATE`).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// How often [`futex_wait_either`] looks at its second word on a kernel without
+/// `futex_waitv` (before Linux 5.16, or a sandbox that refuses it).
+const EITHER_FALLBACK_SLICE: Duration = Duration::from_millis(2);
+
+/// Waits while `*a.0 == a.1` and `*b.0 == b.1`, for at most `timeout`, woken by a wake on
+/// either word (`futex_waitv`): a thread that must notice whichever of two words changes
+/// first, one written by its own process and one by another. Without `futex_waitv` it
+/// sleeps on `a` for at most a slice of 2 ms (the caller looks at `b` between slices). Spurious returns happen:
+/// callers re-check their conditions.
+pub fn futex_wait_either(a: (&AtomicU32, u32), b: (&AtomicU32, u32), timeout: Duration) -> Wake {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC).map(Duration::from).unwrap_or_default();
+    let deadline = now + timeout;
+    let ts = libc::timespec {
+        tv_sec: deadline.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(deadline.subsec_nanos() as i32),
+    };
+    let waiter = |(word, expected): (&AtomicU32, u32)| FutexWaitv {
+        val: u64::from(expected),
+        uaddr: word.as_ptr() as u64,
+        flags: FUTEX2_SIZE_U32,
+        reserved: 0,
+    };
+    let waiters = [waiter(a), waiter(b)];
+    // SAFETY: `waiters` is an array of two kernel `futex_waitv` records on our stack, each
+    // naming a live &AtomicU32 (4-byte aligned, valid for the call, possibly in a read-only
+    // shared mapping, which the wait only reads); `ts` is a valid absolute CLOCK_MONOTONIC
+    // timespec on our stack; flags are 0 as the call requires.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            2 as libc::c_uint,
+            0 as libc::c_uint,
+            &ts as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if rc >= 0 {
+        return Wake::Woken;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => Wake::TimedOut,
+        // EAGAIN: a word already changed; EINTR: a signal. Both mean "look again".
+        Some(libc::EAGAIN | libc::EINTR) => Wake::Woken,
+        // ENOSYS (an older kernel), EPERM (a seccomp filter): wait on one word at a time.
+        _ => {
+            let slice = timeout.min(EITHER_FALLBACK_SLICE);
+            match futex_wait(a.0, a.1, slice) {
+                // A slice passed, not the caller's timeout: the caller looks at `b` again.
+                Wake::TimedOut if slice < timeout => Wake::Woken,
+                w => w,
+            }
+        }
+    }
 }
 
 /// Wakes every waiter on `word` whose bitset shares a bit with `bitset`; returns how many.
@@ -314,4 +384,37 @@ pub mod alloc_count {
 
     #[global_allocator]
     static GLOBAL: Counting = Counting;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A wait on two words returns when either changes (woken, or the change seen before it
+    /// slept), never sleeping out its timeout; with neither changing it times out.
+    #[test]
+    fn sys_futex_wait_either_wakes_on_either_word() {
+        let (a, b) = (AtomicU32::new(0), AtomicU32::new(0));
+        assert_eq!(futex_wait_either((&a, 0), (&b, 0), Duration::from_millis(20)), Wake::TimedOut);
+        for (word, other, first) in [(&a, &b, true), (&b, &a, false)] {
+            let (seen, other_seen) = (word.load(Ordering::Acquire), other.load(Ordering::Acquire));
+            let start = Instant::now();
+            std::thread::scope(|t| {
+                t.spawn(|| {
+                    word.store(seen + 1, Ordering::Release);
+                    futex_wake(word);
+                });
+                while word.load(Ordering::Acquire) == seen {
+                    assert!(start.elapsed() < Duration::from_secs(10), "a change never woke the wait");
+                    let (x, y) =
+                        if first { ((word, seen), (other, other_seen)) } else { ((other, other_seen), (word, seen)) };
+                    futex_wait_either(x, y, Duration::from_secs(5));
+                }
+            });
+            assert!(start.elapsed() < Duration::from_secs(5), "the wait slept out its timeout");
+        }
+    }
 }

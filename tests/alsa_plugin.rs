@@ -628,7 +628,7 @@ fn alsa_plugin_configuration_keys_and_their_errors() {
     ));
     write_wav_i16(&env.path("a.wav"), 48000, 2, &signal(4800, 2, 440.0, 0.3, 47));
     for (pcm, tool, why) in [
-        ("unknown", "aplay", "dmixrs: unknown key colour (known: server, name, source)"),
+        ("unknown", "aplay", "dmixrs: unknown key colour (known: server, name, volume, source)"),
         ("badsource", "arecord", "dmixrs: source mic: expected monitor or capture"),
         ("nobody", "aplay", "dmixrs: no server at"),
     ] {

@@ -6,6 +6,7 @@ mod generated;
 mod mixer;
 mod package;
 mod play;
+mod plugin_mixer;
 mod props;
 mod reliability;
 mod serve;

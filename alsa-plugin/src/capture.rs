@@ -62,7 +62,7 @@ impl Recorder {
         if !p.freewheel {
             r.reader().read_everything();
         }
-        r.waiter = Some(spawn_waiter(&r.conn, &r.ready)?);
+        r.waiter = Some(spawn_waiter(&r.conn, &r.ready, None)?);
         Ok(r)
     }
 

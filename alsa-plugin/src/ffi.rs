@@ -137,6 +137,8 @@ unsafe extern "C" {
     fn snd_config_iterator_entry(it: *mut snd_config_iterator) -> *mut snd_config_t;
     fn snd_config_get_id(config: *const snd_config_t, value: *mut *const c_char) -> c_int;
     fn snd_config_get_string(config: *const snd_config_t, value: *mut *const c_char) -> c_int;
+    fn snd_config_get_integer(config: *const snd_config_t, value: *mut c_long) -> c_int;
+    fn snd_config_get_real(config: *const snd_config_t, value: *mut f64) -> c_int;
 }
 
 static CALLBACKS: snd_pcm_ioplug_callback_t = snd_pcm_ioplug_callback_t {
@@ -317,7 +319,7 @@ pub unsafe extern "C" fn _snd_pcm_dmixrs_open(
     .unwrap_or(-libc::EIO)
 }
 
-/// Reads the `server` and `name` keys.
+/// Reads the plugin's keys (`config::KEYS`).
 ///
 /// # Safety
 /// `conf` is a valid configuration compound node (or null).
@@ -350,6 +352,19 @@ unsafe fn read_config(conf: *mut snd_config_t) -> Result<Config, String> {
                 "comment" | "type" | "hint" => {}
                 "server" => cfg.server = Some(string(&mut value)?),
                 "name" => cfg.name = Some(string(&mut value)?),
+                "volume" => {
+                    // `volume -6` is an integer node, `volume -4.5` a real, `volume "-6"` a
+                    // string: each is the same number of dB.
+                    let (mut int, mut real): (c_long, f64) = (0, 0.0);
+                    let text = if snd_config_get_integer(node, &mut int) >= 0 {
+                        int.to_string()
+                    } else if snd_config_get_real(node, &mut real) >= 0 {
+                        real.to_string()
+                    } else {
+                        string(&mut value).map_err(|_| "volume: expected a number of dB".to_string())?
+                    };
+                    cfg.volume_db = Some(crate::config::parse_volume(&text)?);
+                }
                 "source" => {
                     cfg.source = Some(match string(&mut value)?.as_str() {
                         "monitor" => Direction::Monitor,
@@ -357,7 +372,7 @@ unsafe fn read_config(conf: *mut snd_config_t) -> Result<Config, String> {
                         other => return Err(format!("source {other}: expected monitor or capture")),
                     })
                 }
-                other => return Err(format!("unknown key {other} (known: server, name, source)")),
+                other => return Err(format!("unknown key {other} (known: {})", crate::config::KEYS)),
             }
         }
     }

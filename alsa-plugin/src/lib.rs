@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! pcm_type.dmixrs { lib "/usr/local/lib/alsa-lib/libasound_module_pcm_dmixrs.so" }
-//! pcm.dmixrs { type dmixrs }              # keys: server NAME|PATH, name NAME, source monitor|capture
+//! pcm.dmixrs { type dmixrs }              # keys: server NAME|PATH, name NAME, volume DB, source monitor|capture
 //! pcm.!default { type plug slave.pcm "dmixrs" }
 //! ```
 

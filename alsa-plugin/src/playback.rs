@@ -14,10 +14,14 @@
 //! it is no player at all. From then on, prepared, it holds a freewheel render until it
 //! starts (as a dmix-play waiting for its input does).
 //!
-//! Poll readiness is the waiter's (`Readiness`).
+//! Poll readiness is the waiter's (`Readiness`). So is following a new volume from
+//! dmix-stat while the application sits in poll(): the stream's `History` (what was added,
+//! for retraction and for re-adding at a new volume) is shared with the waiter under a
+//! mutex (`SharedHistory`), which either thread holds for one add, follow or retraction and
+//! never across a sleep.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use dmix::client::Connection;
@@ -29,7 +33,7 @@ use nix::errno::Errno;
 
 use crate::config::{Config, Direction};
 use crate::position::{Playhead, buffer_fits};
-use crate::waiter::{ALIVE_CHECK, Readiness, spawn_waiter};
+use crate::waiter::{ALIVE_CHECK, Readiness, SharedHistory, lock, spawn_waiter};
 
 /// A playback stream into a dmix server.
 pub struct Stream {
@@ -44,8 +48,9 @@ pub struct Stream {
     ring_frames: u64,
     /// Frames to start ahead of hw_ptr: a period on a paced server, none in freewheel.
     lead: u64,
-    /// What we added, laid out as the sum ring (for retraction).
-    history: History,
+    /// What we added, laid out as the sum ring (for retraction), and the source of it (to
+    /// re-add at a new volume): shared with the waiter, which follows a new volume.
+    history: SharedHistory,
     /// Frames written but not in the ring yet (before start, while paused), server width.
     pending: Vec<i32>,
     /// Where the stream is (base, written, played, running, buffer): the application's
@@ -74,7 +79,7 @@ impl Stream {
             channels: p.channels as usize,
             ring_frames: u64::from(p.ring_frames),
             lead: if p.freewheel { 0 } else { u64::from(p.period_frames) },
-            history: History::new(&p),
+            history: Arc::new(Mutex::new(History::new(&p))),
             pending: Vec::new(),
             pos: Playhead::new(u64::from(p.period_frames) * 2),
             xrun_counted: AtomicBool::new(false),
@@ -90,7 +95,7 @@ impl Stream {
             s.conn.writer().ended_at(s.conn.start_frame());
         }
         let mut s = s;
-        s.waiter = Some(spawn_waiter(&s.conn, &s.ready)?);
+        s.waiter = Some(spawn_waiter(&s.conn, &s.ready, Some(&s.history))?);
         s.update_event();
         Ok(s)
     }
@@ -185,11 +190,17 @@ impl Stream {
         let Some(taken) = self.pos.stop_running(w.hw_ptr()) else { return };
         self.sync();
         let ch = self.channels;
-        if keep {
-            self.pending.clear();
-            self.history.copy_into(taken.start, taken.end, &mut self.pending);
+        {
+            // Held across the copy and the retraction: a follow of a new volume between them
+            // would change frames we are about to take back.
+            let mut history = lock(&self.history);
+            if keep {
+                self.pending.clear();
+                // As given, before the volume: re-added on resume at the volume of then.
+                history.copy_into(taken.start, taken.end, &mut self.pending);
+            }
+            w.retract(taken.start, taken.end, &mut history);
         }
-        w.retract(taken.start, taken.end, &mut self.history);
         // Frames the server took while we retracted played whole or partly.
         let now = self.pos.retracted(&taken, w.hw_ptr());
         if keep && now > taken.start {
@@ -253,7 +264,7 @@ impl Stream {
 
     fn add(&mut self, at: u64, samples: &[i32]) {
         if !samples.is_empty() {
-            self.conn.writer().add(at, samples, &mut self.history);
+            self.conn.writer().add(at, samples, &mut lock(&self.history));
         }
     }
 
@@ -304,6 +315,9 @@ impl Stream {
         // Until the last frame was heard: past the server's device buffer too.
         let heard = ring.heard_at(end);
         while ring.hw_ptr() < heard {
+            // The tail still queued follows a new volume (the waiter does too; whichever
+            // looks first). The server's change wakes this wait.
+            self.conn.writer().follow_volume(&mut lock(&self.history));
             if ring.wait_hw_ptr(heard, ALIVE_CHECK) == Wake::TimedOut {
                 self.alive()?;
             }
@@ -461,6 +475,52 @@ pub(crate) mod tests {
         });
     }
 
+    /// Paced, a full 12288-frame buffer (256 ms) and an application that calls nothing
+    /// (it sits in poll()): a mute from dmix-stat is heard within two server periods and the
+    /// 10 ms ramp all the same, since the waiter follows it. With avail_min the whole
+    /// buffer the waiter sleeps until the buffer has played; with avail_min a period it
+    /// has signalled and waits on the application.
+    #[test]
+    fn inproc_mute_is_heard_within_two_periods_while_the_application_sleeps() {
+        for avail_min in [12_288, u64::from(PERIOD)] {
+            bounded(move || {
+                const BUFFER: u64 = 12_288;
+                /// 10 ms at 48 kHz: the ramp.
+                const RAMP: u64 = 480;
+                let server = Server::start(false);
+                let mut s = open(&server, BUFFER, avail_min);
+                let sig = signal(BUFFER as usize);
+                write(&mut s, &sig);
+                s.start().expect("start");
+                wait_server(&s, 4 * u64::from(PERIOD));
+                let stat =
+                    Connection::open(&server.config().server(), Role::Stat, "test", 0).expect("inspector connection");
+                let id = s.conn.client_id().to_string();
+                let req = dmix::stat::parse_mute(&id).expect("mute request");
+                dmix::stat::mixer_request(&stat, &req, PATIENCE).expect("mute");
+                let hw = s.conn.ring().hw_ptr();
+                let base = s.pos.base;
+                assert!(hw + 2 * u64::from(PERIOD) + RAMP < base + BUFFER, "the queue ran out before the mute");
+                wait_server(&s, BUFFER);
+                drop(s);
+                let render = server.finish(true);
+                let frame = |f: u64| &render[f as usize * 2..f as usize * 2 + 2];
+                let played =
+                    |f: u64| [i32::from(sig[(f - base) as usize * 2]), i32::from(sig[(f - base) as usize * 2 + 1])];
+                for f in base..hw {
+                    assert_eq!(frame(f), played(f), "frame {f}, before the mute, is not the frame written");
+                }
+                let silent_from = (base..base + BUFFER).rev().find(|&f| frame(f) != [0, 0]).map_or(base, |f| f + 1);
+                eprintln!("avail_min {avail_min}: silent {} frames after the mute's hw_ptr", silent_from - hw);
+                assert!(
+                    silent_from <= hw + 2 * u64::from(PERIOD) + RAMP,
+                    "avail_min {avail_min}: sound until {} frames after the mute's hw_ptr",
+                    silent_from - hw
+                );
+            });
+        }
+    }
+
     /// Paced: pause retracts what was queued (silence while paused) and keeps it; resume
     /// plays it: every frame written is heard once, in order, with a gap where it paused.
     #[test]
@@ -486,6 +546,47 @@ pub(crate) mod tests {
             let frames: Vec<bool> = render.chunks_exact(2).map(|f| f != [0, 0]).collect();
             let runs = frames.windows(2).filter(|w| !w[0] && w[1]).count() + usize::from(frames[0]);
             assert_eq!(runs, 2, "one gap, where it paused");
+        });
+    }
+
+    /// Paced: a volume change while paused changes nothing in the ring (what was taken back
+    /// stays taken back: the pause is silent), and what plays on resume is at the new
+    /// volume: halved (-6.0206 dB) within one step of rounding, once the ramp is past.
+    #[test]
+    fn inproc_volume_change_while_paused_is_silent_and_resume_plays_at_it() {
+        bounded(|| {
+            let server = Server::start(false);
+            let mut s = open(&server, 8192, 2048);
+            let sig = signal(8192);
+            write(&mut s, &sig);
+            s.start().expect("start");
+            wait_played(&s, 2048);
+            assert_eq!(s.pause(true), Ok(()));
+            let paused_at = s.pointer().expect("pointer");
+            let silent_from = s.pos.base + paused_at;
+            let stat =
+                Connection::open(&server.config().server(), Role::Stat, "test", 0).expect("inspector connection");
+            let req = dmix::stat::parse_volume("inproc=-6.0206").expect("volume request");
+            dmix::stat::mixer_request(&stat, &req, PATIENCE).expect("volume");
+            wait_server(&s, 4096);
+            assert_eq!(s.pause(false), Ok(()));
+            let resumed_at = s.pos.base + paused_at;
+            assert_eq!(s.drain(), Ok(()));
+            drop(s);
+            let render = server.finish(true);
+            let frames: Vec<[i32; 2]> = render.chunks_exact(2).map(|f| [f[0], f[1]]).collect();
+            let gap = &frames[silent_from as usize + PERIOD as usize..resumed_at as usize];
+            assert!(gap.iter().all(|f| f == &[0, 0]), "sound while paused, after a change of volume");
+            // From the end of the ramp on, every sample is half the one written.
+            let from = resumed_at as usize + 480;
+            let tail = (from..resumed_at as usize + (8192 - paused_at) as usize).map(|f| (f, f - resumed_at as usize));
+            for (f, i) in tail {
+                for c in 0..2 {
+                    let want = (f64::from(sig[(paused_at as usize + i) * 2 + c]) * 0.5).round() as i32;
+                    let got = frames[f][c];
+                    assert!((got - want).abs() <= 1, "frame {f} channel {c}: {got}, not half of the frame written");
+                }
+            }
         });
     }
 }

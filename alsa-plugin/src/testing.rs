@@ -98,6 +98,7 @@ impl Server {
         Config {
             server: Some(self.dir.join("sock").to_string_lossy().into_owned()),
             name: Some("inproc".into()),
+            volume_db: None,
             source: None,
         }
     }

@@ -4,7 +4,13 @@
 //! futex for the shared input) until the period at which that becomes true (one wake-up per
 //! refill, not one per period) and signals it; the server does nothing per client for it.
 //! It owns no audio: it reads the positions the application's calls publish in
-//! [`Readiness`] and never writes the ring.
+//! [`Readiness`]. It writes the ring for one thing only: a playback stream's new volume
+//! from dmix-stat, which must be heard within two server periods whatever the buffer, while
+//! the application may sit in poll() for its whole buffer. The waiter also sleeps on the
+//! slot's volume count, and when it moves re-adds the queue at the new volume
+//! (`WriteStream::follow_volume`) through the stream's [`SharedHistory`], the one piece of
+//! writer state the two threads share: under a mutex, held for an add, a follow or a
+//! retraction (microseconds) and never across a sleep.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dmix::client::Connection;
+use dmix::ring::{History, VolumeMark};
 use dmix::sys::Wake;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -19,6 +26,17 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::capture::source_of;
 use crate::config::Direction;
 use crate::position::{frames_at, room_at};
+
+/// A playback stream's retraction and volume history, shared by the application's calls
+/// (add, retract, keep for a pause) and the waiter (follow a new volume).
+pub(crate) type SharedHistory = Arc<Mutex<History>>;
+
+/// Locks the history, poisoned or not, as `Readiness` takes its own lock: a panic while it
+/// was held (caught at the plugin's boundary; none is expected in an add, a follow or a
+/// retraction) is no reason to fail every later call of the stream.
+pub(crate) fn lock(history: &SharedHistory) -> std::sync::MutexGuard<'_, History> {
+    history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// How often a sleeping waiter or drain checks that the server is still there.
 pub(crate) const ALIVE_CHECK: Duration = Duration::from_millis(100);
@@ -148,34 +166,60 @@ impl Readiness {
     }
 }
 
-pub(crate) fn spawn_waiter(conn: &Arc<Connection>, ready: &Arc<Readiness>) -> Result<JoinHandle<()>, String> {
-    let (conn, ready) = (Arc::clone(conn), Arc::clone(ready));
+/// Starts the waiter of `ready`; a playback stream gives its `history`, whose queue the
+/// waiter keeps at the server's volume.
+pub(crate) fn spawn_waiter(
+    conn: &Arc<Connection>,
+    ready: &Arc<Readiness>,
+    history: Option<&SharedHistory>,
+) -> Result<JoinHandle<()>, String> {
+    let (conn, ready, history) = (Arc::clone(conn), Arc::clone(ready), history.map(Arc::clone));
     std::thread::Builder::new()
         .name("dmixrs-poll".into())
-        .spawn(move || wait_for_room(&conn, &ready))
+        .spawn(move || wait_for_room(&conn, &ready, history.as_ref()))
         .map_err(|e| format!("waiter thread: {e}"))
+}
+
+/// Follows a new volume, if any (one atomic load when there is none), and returns the mark
+/// to sleep on: the lock is held for the follow alone.
+fn follow_volume(conn: &Connection, history: &SharedHistory) -> VolumeMark {
+    let mut h = lock(history);
+    conn.writer().follow_volume(&mut h);
+    h.volume_mark()
 }
 
 /// The waiter thread: signals the eventfd when the running stream has room for (playback)
 /// or holds (capture) avail_min frames, sleeping on the ring's period futex until the
-/// period at which that happens.
-fn wait_for_room(conn: &Connection, ready: &Readiness) {
+/// period at which that happens. A playback stream's waiter also wakes for a new volume and
+/// follows it at once, whatever the application is doing.
+fn wait_for_room(conn: &Connection, ready: &Readiness, history: Option<&SharedHistory>) {
     let ring = conn.ring();
     while !ready.closing.load(Ordering::Acquire) {
         let generation = ready.generation.load(Ordering::Acquire);
+        let mark = history.map(|h| follow_volume(conn, h));
         let woke = if ready.running.load(Ordering::Acquire) {
             let end = ready.base.load(Ordering::Acquire) + ready.written.load(Ordering::Acquire);
             let avail_min = ready.avail_min.load(Ordering::Acquire);
             if ready.direction == Direction::Playback {
                 let target = room_at(end, ready.buffer.load(Ordering::Acquire), avail_min);
-                if ring.hw_ptr() >= target {
-                    ready.signal();
-                    dmix::sys::futex_wait(&ready.generation, generation, ALIVE_CHECK)
-                } else {
+                let w = conn.writer();
+                match (ring.hw_ptr() >= target, mark) {
+                    (true, Some(mark)) => {
+                        ready.signal();
+                        // Nothing to wait for on the server's clock, but the queue must still
+                        // follow a new volume: sleep on both words.
+                        w.wait_volume_or(&ready.generation, generation, mark, ALIVE_CHECK)
+                    }
+                    (true, None) => {
+                        ready.signal();
+                        dmix::sys::futex_wait(&ready.generation, generation, ALIVE_CHECK)
+                    }
                     // On our own clock until the server should have published the target, as
                     // players do: the server then has nobody to wake (a futex waiter costs its
-                    // wake-up call a little each: measured, docs/BENCHMARKS.md).
-                    ring.sleep_until_hw_ptr(target, ALIVE_CHECK)
+                    // wake-up call a little each: measured, docs/BENCHMARKS.md). A new volume
+                    // wakes it too.
+                    (false, Some(mark)) => w.sleep_until_hw_ptr_marked(target, ALIVE_CHECK, mark),
+                    (false, None) => ring.sleep_until_hw_ptr(target, ALIVE_CHECK),
                 }
             } else {
                 let reader = conn.reader(source_of(ready.direction));
@@ -188,6 +232,8 @@ fn wait_for_room(conn: &Connection, ready: &Readiness) {
                 }
             }
         } else {
+            // Stopped, paused or not started: nothing of ours is in the ring (what waits
+            // outside it takes the volume of the moment it is added).
             dmix::sys::futex_wait(&ready.generation, generation, ALIVE_CHECK)
         };
         if woke == Wake::TimedOut && conn.check_alive().is_err() {

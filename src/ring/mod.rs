@@ -34,7 +34,7 @@ pub use self::params::{AddOutcome, MAX_RING_FRAMES, RingParams};
 pub use self::read::{READ_EVERYTHING, ReadSource, ReadStream};
 pub use self::server::{ClientFds, ServerRing};
 pub use self::view::{CaptureView, ServerView, SlotView};
-pub use self::write::{History, WriteStream};
+pub use self::write::{History, VolumeMark, WriteStream};
 
 #[cfg(test)]
 mod tests;

@@ -395,3 +395,54 @@ fn ring_zero_db_adds_exactly_and_copy_into_gives_the_source() {
     h.copy_into(0, 64, &mut out);
     assert_eq!(out, input, "copy_into gives what was given, before the volume");
 }
+
+/// A change of volume after a retraction (a paused or stopped ALSA PCM) leaves the frames
+/// taken back silent: the queue ends where the retraction began.
+#[test]
+fn ring_volume_change_after_a_retraction_leaves_it_silent() {
+    let s = server();
+    let c = client(&s);
+    let w = c.writer(0);
+    let mut h = History::new(s.params());
+    let data = ramp(R - P, 100);
+    assert_eq!(w.add(0, &data, &mut h).frames, (R - P) as usize);
+    w.retract(0, u64::from(R - P), &mut h);
+    s.slot(0).set_volume(Volume { db: -6.0, muted: false });
+    assert!(w.follow_volume(&mut h), "a new volume");
+    let mut hw = 0;
+    while hw < u64::from(R - P) {
+        assert!(take(&s, hw).iter().all(|&v| v == 0), "sound at frame {hw} after the retraction");
+        hw += u64::from(P);
+    }
+}
+
+/// A thread that does not hold the History sleeps on its mark: a new volume wakes it, and
+/// so does its own word; with neither, it times out.
+#[test]
+fn ring_wait_volume_or_wakes_on_the_volume_and_on_its_own_word() {
+    use std::sync::atomic::AtomicU32;
+    let s = server();
+    let c = client(&s);
+    let w = c.writer(0);
+    let mut h = History::new(s.params());
+    w.follow_volume(&mut h);
+    let mark = h.volume_mark();
+    let own = AtomicU32::new(7);
+    assert_eq!(w.wait_volume_or(&own, 7, mark, Duration::from_millis(20)), Wake::TimedOut);
+    assert!(!w.volume_changed_since(mark));
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            own.store(8, Ordering::Release);
+            crate::sys::futex_wake(&own);
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while own.load(Ordering::Acquire) == 7 {
+            assert!(std::time::Instant::now() < deadline, "never woken by its own word");
+            w.wait_volume_or(&own, 7, mark, Duration::from_secs(1));
+        }
+    });
+    s.slot(0).set_volume(Volume { db: -3.0, muted: false });
+    assert!(w.volume_changed_since(mark));
+    assert_eq!(w.wait_volume_or(&own, 8, mark, Duration::from_secs(10)), Wake::Woken, "a new volume wakes it");
+    assert_eq!(w.sleep_until_hw_ptr_marked(u64::MAX / 2, Duration::from_secs(10), mark), Wake::Woken);
+}

@@ -7,7 +7,7 @@
 //! it is a player at all; `latency_frames`, `late_frames`, `underruns` and `peak` are
 //! figures for inspectors. The orderings are chosen here, once.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::client::ClientRing;
@@ -76,6 +76,12 @@ impl History {
         }
     }
 
+    /// The volume followed so far, to sleep on without the History
+    /// ([`WriteStream::sleep_until_hw_ptr_marked`], [`WriteStream::wait_volume_or`]).
+    pub fn volume_mark(&self) -> VolumeMark {
+        VolumeMark(self.seen_seq)
+    }
+
     /// Keeps `samples`, interleaved frames from absolute frame `at`, as given.
     fn keep_source(&mut self, at: u64, samples: &[i32]) {
         let ch = self.channels;
@@ -90,6 +96,12 @@ impl History {
         }
     }
 }
+
+/// The volume a [`History`] last followed ([`History::volume_mark`]): what a thread that
+/// does not hold the History (the ALSA plugin's poll waiter, while the application's thread
+/// may be adding) sleeps on, to wake when there is a new volume to follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeMark(Option<u32>);
 
 /// The write operations of one slot (a cheap handle: a ring and a slot index).
 #[derive(Clone, Copy)]
@@ -230,16 +242,39 @@ impl<'a> WriteStream<'a> {
     /// [`ClientRing::sleep_until_hw_ptr`]), or until the volume changes (then
     /// [`WriteStream::follow_volume`] has work), or `timeout`.
     pub fn sleep_until_hw_ptr(&self, hw_target: u64, timeout: Duration, h: &History) -> Wake {
-        let seen = h.seen_seq.unwrap_or_else(|| self.gain_seq());
+        self.sleep_until_hw_ptr_marked(hw_target, timeout, h.volume_mark())
+    }
+
+    /// [`WriteStream::sleep_until_hw_ptr`] for a thread that does not hold the History: it
+    /// wakes when the volume is no longer the one `mark` saw.
+    pub fn sleep_until_hw_ptr_marked(&self, hw_target: u64, timeout: Duration, mark: VolumeMark) -> Wake {
+        let seen = mark.0.unwrap_or_else(|| self.gain_seq());
         if self.gain_seq() != seen {
             return Wake::Woken;
         }
         self.ring.sleep_until_hw_ptr_or(hw_target, timeout, Some((&self.ring.slot_info(self.slot).gain_seq, seen)))
     }
 
+    /// Sleeps until the volume is no longer the one `mark` saw, or `own` (a word of the
+    /// caller's process, woken with [`crate::sys::futex_wake`]) no longer holds `own_seen`,
+    /// or `timeout`: a waiter with nothing to wait for on the server's clock that must still
+    /// follow a new volume at once.
+    pub fn wait_volume_or(&self, own: &AtomicU32, own_seen: u32, mark: VolumeMark, timeout: Duration) -> Wake {
+        let seen = mark.0.unwrap_or_else(|| self.gain_seq());
+        if self.gain_seq() != seen {
+            return Wake::Woken;
+        }
+        crate::sys::futex_wait_either((own, own_seen), (&self.ring.slot_info(self.slot).gain_seq, seen), timeout)
+    }
+
     /// True when the volume changed since `h` last followed it.
     pub fn volume_changed(&self, h: &History) -> bool {
-        h.seen_seq.is_some_and(|s| s != self.gain_seq())
+        self.volume_changed_since(h.volume_mark())
+    }
+
+    /// True when the volume is no longer the one `mark` saw (never, before a first look).
+    pub fn volume_changed_since(&self, mark: VolumeMark) -> bool {
+        mark.0.is_some_and(|s| s != self.gain_seq())
     }
 
     /// Subtracts frames `[from, end)` again, as `history` kept them: newest frame first, so
