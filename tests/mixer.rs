@@ -75,6 +75,7 @@ fn finish(env: &Env, mut server: Proc, mut player: Proc) -> Vec<i32> {
 }
 
 #[test]
+#[ignore = "timing: the two-period bound needs the client scheduled within a period, so it runs alone after the suite (scripts/quickstart test)"]
 fn mixer_mute_of_a_500ms_player_is_heard_within_two_periods_and_unmute_as_fast() {
     let env = Env::new();
     let (server, player, tone, stat) = paced_player(&env, &[]);
@@ -110,16 +111,19 @@ fn mixer_mute_of_a_500ms_player_is_heard_within_two_periods_and_unmute_as_fast()
 }
 
 #[test]
+#[ignore = "timing: the two-period bound needs the client scheduled within a period, so it runs alone after the suite (scripts/quickstart test)"]
 fn mixer_volume_minus_6_0206_db_halves_within_one_lsb_after_the_ramp() {
     halves("id");
 }
 
 #[test]
+#[ignore = "timing: the two-period bound needs the client scheduled within a period, so it runs alone after the suite (scripts/quickstart test)"]
 fn mixer_volume_by_name_halves_as_fast() {
     halves("name");
 }
 
 #[test]
+#[ignore = "timing: the two-period bound needs the client scheduled within a period, so it runs alone after the suite (scripts/quickstart test)"]
 fn mixer_master_volume_halves_the_mix_as_fast() {
     halves("master");
 }

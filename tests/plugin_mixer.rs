@@ -143,6 +143,7 @@ fn change<'a>(args: &[&str], heard: Heard, what: &'a str) -> Change<'a> {
 /// from the hw_ptr at which the command returned plus two periods and the ramp, until
 /// `--mute ID=off`, after which the tone is back, exact, just as fast.
 #[test]
+#[ignore = "timing: the two-period bound needs the client scheduled within a period, so it runs alone after the suite (scripts/quickstart test)"]
 fn plugin_mixer_mute_is_heard_within_two_periods_of_a_500ms_buffer() {
     play_with_changes(
         "",
@@ -154,6 +155,7 @@ fn plugin_mixer_mute_is_heard_within_two_periods_of_a_500ms_buffer() {
 /// periods and the ramp after the command; back at 0 dB it is exact again; and the same by
 /// the client's name, as dmix-stat lists it (the plugin sends the program's name: aplay).
 #[test]
+#[ignore = "timing: the two-period bound needs the client scheduled within a period, so it runs alone after the suite (scripts/quickstart test)"]
 fn plugin_mixer_volume_by_id_and_by_name_halves_the_tone() {
     play_with_changes(
         "",
