@@ -68,6 +68,9 @@ impl Server {
             wait_readers: 0,
             group: None,
             rt_priority: None,
+            // No volumes kept: the test must not write into the user's state directory.
+            volumes: None,
+            restore: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
