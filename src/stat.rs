@@ -325,7 +325,8 @@ pub fn mixer_request(conn: &Connection, req: &MixerRequest, timeout: Duration) -
     };
     match Reply::decode(&buf[..msg.len])? {
         Reply::Answer(text) => Ok(text),
-        Reply::Refused(r, reason) => Err(Error::Refused { kind: r.kind(), reason }),
+        // Not "refused the connection": the connection stands, the request was refused.
+        Reply::Refused(r, reason) => Err(Error::RequestRefused { kind: r.kind(), reason }),
         Reply::Welcome(_) | Reply::Done => Err(Error::invalid("server reply", "not an answer to a mixer request")),
     }
 }
