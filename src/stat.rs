@@ -37,7 +37,8 @@ pub struct ServerSnapshot {
     pub socket: String,
     /// Server pid.
     pub pid: u32,
-    /// The sink playing, as named at start; while `sink_state` is "lost", the one lost.
+    /// The sink playing, as named at start or by a switch (`dmix-stat --sink`); while
+    /// `sink_state` is "lost", the one lost.
     pub sink: String,
     /// "running" (a sink plays) or "lost" (none does: the one in use went away, or none
     /// opened at the start; clients play on unheard while the server retries).
@@ -90,7 +91,7 @@ pub struct ServerSnapshot {
 /// One sink of the server's preference list.
 #[derive(Clone, Debug, Serialize)]
 pub struct SinkEntry {
-    /// The sink as named at start.
+    /// The sink as named at start or by a switch.
     pub name: String,
     /// "in use"; "waiting" (not open: tried again until it opens, since nothing plays or it
     /// is preferred to the one in use); "fallback" (after the one in use: tried only if
