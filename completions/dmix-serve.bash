@@ -23,7 +23,7 @@ _dmix__serve() {
 
     case "${cmd}" in
         dmix__serve)
-            opts="-r -c -f -n -q -h -V --sink --on-sink-loss --rate --channels --format --period --buffer --device-buffer --name --socket --freewheel --wait-clients --exit-when-idle --capture --wait-readers --group --rt-priority --quiet --generate --help --version"
+            opts="-r -c -f -n -q -h -V --sink --on-sink-loss --rate --channels --format --period --buffer --device-buffer --name --socket --freewheel --wait-clients --exit-when-idle --capture --wait-readers --group --rt-priority --restore --no-restore --quiet --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

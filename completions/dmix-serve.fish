@@ -17,6 +17,8 @@ complete -c dmix-serve -l rt-priority -d 'Real-time priority (SCHED_FIFO, 1-99) 
 complete -c dmix-serve -l generate -d 'Print a man page or a shell completion script (man, bash, zsh, fish) and exit' -r
 complete -c dmix-serve -l freewheel -d 'Do not run in real time: advance as soon as every playing client has supplied the period (exact offline renders)'
 complete -c dmix-serve -l exit-when-idle -d 'Exit (finalizing the sink) once a player has written a frame and every player has left (one that never wrote still holds the server while it is connected)'
+complete -c dmix-serve -l restore -d 'Give clients the volumes remembered for their names (dmix-stat --volume NAME=DB), and the master its remembered volume. The default when paced; a --freewheel server restores nothing without it, so that scripted renders stay exact'
+complete -c dmix-serve -l no-restore -d 'Restore no remembered volume (they are still kept, and changes by name remembered)'
 complete -c dmix-serve -s q -l quiet -d 'Print nothing but errors'
 complete -c dmix-serve -s h -l help -d 'Print help'
 complete -c dmix-serve -s V -l version -d 'Print version'

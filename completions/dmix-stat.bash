@@ -23,7 +23,7 @@ _dmix__stat() {
 
     case "${cmd}" in
         dmix__stat)
-            opts="-D -w -l -h -V --device --json --watch --interval --list --wait --generate --help --version"
+            opts="-D -w -l -h -V --device --json --watch --interval --list --wait --volume --mute --forget --sink --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,22 @@ _dmix__stat() {
                     return 0
                     ;;
                 --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sink)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
