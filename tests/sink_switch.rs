@@ -7,6 +7,11 @@ use nix::sys::signal::Signal;
 use crate::alsa_plugin::plugin_env_with;
 use crate::util::*;
 
+/// The downstream server's device buffer, frames: deep enough (170 ms) that a loaded machine
+/// (the suite runs tests side by side) does not underrun an upstream server, as in
+/// sinks.rs: these tests check the audio bit for bit.
+const DEVICE_BUFFER: &str = "8192";
+
 /// Two upstream servers, each rendering to a WAV file, that a downstream server can play
 /// into through the plugin (PCMs up1 and up2).
 fn two_upstreams() -> (Env, Proc, Proc) {
@@ -47,7 +52,7 @@ fn heard_stretch(part: &[i32], want: &[i32], from: usize, what: &str) -> usize {
 #[test]
 fn sink_switch_moves_a_playing_server_to_another_device() {
     let (env, u1, u2) = two_upstreams();
-    let down = env.serve(&["--name", "down", "--sink", "alsa:up1"]);
+    let down = env.serve(&["--name", "down", "--sink", "alsa:up1", "--device-buffer", DEVICE_BUFFER]);
     let tone = signal(3 * 48000, 2, 440.0, 0.3, 61);
     write_wav_i16(&env.path("tone.wav"), 48000, 2, &tone);
     let mut player = env.spawn("dmix-play", &["-D", "down", "tone.wav"]);
@@ -91,7 +96,7 @@ fn sink_switch_moves_a_playing_server_to_another_device() {
 #[test]
 fn sink_switch_to_a_sink_that_will_not_open_leaves_the_old_one_playing() {
     let (env, u1, u2) = two_upstreams();
-    let down = env.serve(&["--name", "down", "--sink", "alsa:up1"]);
+    let down = env.serve(&["--name", "down", "--sink", "alsa:up1", "--device-buffer", DEVICE_BUFFER]);
     let tone = signal(2 * 48000, 2, 440.0, 0.3, 62);
     write_wav_i16(&env.path("tone.wav"), 48000, 2, &tone);
     let mut player = env.spawn("dmix-play", &["-D", "down", "tone.wav"]);
@@ -180,4 +185,50 @@ fn sink_switch_between_wav_files_in_freewheel_is_exact() {
     assert!(got.len() >= want.len(), "the render is shorter than the tone");
     assert!(got[..want.len()] == want[..], "the two files are not the tone, split");
     assert!(got[want.len()..].iter().all(|&v| v == 0), "something after the tone");
+}
+
+/// A switch while the sink in use is lost (its upstream server killed): the server plays on
+/// the new sink at once ("was none"), a player then reaches it exactly, and the old sink,
+/// now a fallback behind the one playing, is no longer retried: when its server is back,
+/// the downstream server stays where it was moved (watched for longer than the 2 s retry).
+#[test]
+fn sink_switch_while_the_sink_is_lost_plays_on_the_new_one_and_stops_retrying_the_old() {
+    let (env, mut u1, u2) = two_upstreams();
+    let down = env.serve(&["--name", "down", "--sink", "alsa:up1", "--device-buffer", DEVICE_BUFFER]);
+    let stat = stat_conn(&env, "down");
+    let sock = env.socket("down");
+    // The plugin's first writes into U1 have gone through before U1 goes.
+    wait_for_snapshot(&stat, &sock, "never played on U1", |s| s.server.hw_ptr >= 9600);
+    u1.signal(Signal::SIGKILL);
+    u1.wait();
+    wait_for_snapshot(&stat, &sock, "the sink was never shown lost", |s| s.server.sink_state == "lost");
+    let r = env.run("dmix-stat", &["-D", "down", "--sink", "alsa:up2"]);
+    assert!(r.status.success(), "dmix-stat: {}", r.stderr);
+    assert_eq!(r.stdout, "sink: alsa:up2 (was none)\n");
+    let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+    let list: Vec<(&str, &str)> = s.server.sinks.iter().map(|e| (e.name.as_str(), e.state.as_str())).collect();
+    assert_eq!(
+        (s.server.sink_state.as_str(), list),
+        ("running", vec![("alsa:up2", "in use"), ("alsa:up1", "fallback")])
+    );
+    assert_eq!(s.server.sink_losses, 1);
+    let tone = signal(48000, 2, 440.0, 0.3, 64);
+    write_wav_i16(&env.path("tone.wav"), 48000, 2, &tone);
+    let r = env.run("dmix-play", &["-D", "down", "tone.wav"]);
+    assert!(r.status.success(), "dmix-play: {}", r.stderr);
+    // U1 back: the downstream server, on its first preference, must not move to it.
+    let u1b = env.serve(&["--name", "up1", "--sink", "wav:up1b.wav"]);
+    let at = stat_conn(&env, "up1").ring().hw_ptr();
+    wait_hw_ptr(&env, "up1", at + 3 * 48000);
+    let s = dmix::stat::snapshot(&stat, &sock).unwrap();
+    assert_eq!((s.server.sink.as_str(), s.server.sink_state.as_str()), ("alsa:up2", "running"));
+    let on_u1 = dmix::stat::snapshot(&stat_conn(&env, "up1"), &env.socket("up1")).unwrap();
+    assert!(!on_u1.clients.iter().any(|c| c.role == "play"), "the downstream server went back to U1");
+    drop(stat);
+    stop(down);
+    stop(u1b);
+    stop(u2);
+    let want: Vec<i32> = tone.iter().map(|&v| i32::from(v)).collect();
+    let (_, got2) = read_wav(&env.path("up2.wav"));
+    assert_eq!(heard_stretch(&got2, &want, 0, "U2"), want.len(), "U2 did not hear the whole tone");
 }

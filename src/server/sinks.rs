@@ -399,7 +399,7 @@ impl Keeper {
         let was = match &playing {
             Some(p @ SinkSpec::Wav(_)) => format!("was {p}, finalized"),
             Some(p) => format!("was {p}"),
-            None => "none played".into(),
+            None => "was none".into(),
         };
         let mut line = format!("sink: {spec} ({was})");
         let gone: Vec<String> =
