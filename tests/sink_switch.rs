@@ -91,8 +91,8 @@ fn sink_switch_moves_a_playing_server_to_another_device() {
 /// A sink that will not open changes nothing: dmix-stat exits 9 with one line naming the
 /// sink and the one that plays on; the server keeps playing on the old sink (hw_ptr
 /// advances, the status still names it first) and the player neither notices nor loses a
-/// sample. A malformed spec is exit 3 with the parser's line; a relative WAV path is made
-/// absolute by dmix-stat, and switching to the sink in use changes nothing.
+/// sample. A malformed spec, or one too long for the request, is exit 3 with one line, and
+/// switching to the sink in use changes nothing.
 #[test]
 fn sink_switch_to_a_sink_that_will_not_open_leaves_the_old_one_playing() {
     let (env, u1, u2) = two_upstreams();
@@ -111,8 +111,13 @@ fn sink_switch_to_a_sink_that_will_not_open_leaves_the_old_one_playing() {
     assert_eq!(r.stdout, "");
     let hw = stat.ring().hw_ptr();
     wait_hw_ptr(&env, "down", hw + 4800);
-    for (spec, why) in [("pulse:x", "sink 'pulse:x': use alsa:PCM, wav:PATH or null"), ("wav:", "no path after 'wav:'")]
-    {
+    let long = format!("wav:/{}.wav", "x".repeat(200));
+    for (spec, why) in [
+        ("pulse:x", "sink 'pulse:x': use alsa:PCM, wav:PATH or null"),
+        ("wav:", "no path after 'wav:'"),
+        // The request holds 128 bytes: dmix-stat refuses more rather than cut a path short.
+        (long.as_str(), "longer than 128 bytes"),
+    ] {
         let r = env.run("dmix-stat", &["-D", "down", "--sink", spec]);
         assert_eq!(r.status.code(), Some(3), "{spec}: {}", r.stderr);
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);

@@ -74,15 +74,22 @@ fn open(a: &Args) -> Result<(Connection, std::path::PathBuf)> {
 }
 
 /// `spec` with a relative WAV path made absolute: the server resolves paths in its own
-/// working directory, not ours. Anything else goes as typed, for the server to judge.
-fn absolute_wav(spec: &str) -> Result<String> {
-    match spec.strip_prefix("wav:").map(std::path::Path::new) {
+/// working directory, not ours. Anything else goes as typed, for the server to judge; but
+/// one too long for the request is refused here, where the wire would cut it (a WAV path
+/// cut short is another file).
+fn sink_spec(spec: &str) -> Result<String> {
+    let spec = match spec.strip_prefix("wav:").map(std::path::Path::new) {
         Some(path) if path.is_relative() && !path.as_os_str().is_empty() => {
             let cwd = std::env::current_dir().map_err(|e| Error::sys("the current directory", e))?;
-            Ok(format!("wav:{}", cwd.join(path).display()))
+            format!("wav:{}", cwd.join(path).display())
         }
-        _ => Ok(spec.to_string()),
+        _ => spec.to_string(),
+    };
+    if spec.len() > dmix::protocol::SPEC_WIRE_BYTES {
+        let max = dmix::protocol::SPEC_WIRE_BYTES;
+        return Err(Error::invalid(format!("--sink {spec}"), format!("longer than {max} bytes")));
     }
+    Ok(spec)
 }
 
 fn print_json(s: &impl serde::Serialize) -> Result<()> {
@@ -108,7 +115,7 @@ fn run(a: &Args) -> Result<()> {
     let request = match (&a.volume, &a.mute, &a.forget, &a.sink) {
         (Some(r), ..) | (_, Some(r), ..) => Some(r.clone()),
         (_, _, Some(name), _) => Some(MixerRequest::Forget { name: name.clone() }),
-        (.., Some(spec)) => Some(MixerRequest::Sink { spec: absolute_wav(spec)? }),
+        (.., Some(spec)) => Some(MixerRequest::Sink { spec: sink_spec(spec)? }),
         _ => None,
     };
     if let Some(req) = request {
