@@ -15,9 +15,9 @@
 //! through the control thread's [`Switcher`]): this thread opens it, and if it opens hands it
 //! over with the new preference list (the new sink first, then the old list without it; a
 //! WAV file alone, since it can only be the one sink). The loop installs both at a period
-//! boundary and gives back what it replaced, which is closed here (an ALSA device drained,
-//! a WAV file finalized) before the switch is answered. A sink that will not open changes
-//! nothing: the old one plays on and the answer says why.
+//! boundary and gives back what it replaced, which is closed here (a WAV file finalized
+//! before the switch is answered, an ALSA device drained after). A sink that will not open
+//! changes nothing: the old one plays on and the answer says why.
 //!
 //! The two threads talk through two bounded channels: the loop only ever `try_recv`s and
 //! `try_send`s (no allocation: the slots are preallocated). This thread logs; the loop never
@@ -138,8 +138,9 @@ pub struct Switcher {
 
 impl Switcher {
     /// Asks the keeper to move the server to `spec`. Never blocks: the answer arrives on the
-    /// returned channel once the new sink plays and the old one is closed, or at once when
-    /// it will not open. `Err` when the keeper cannot take the request.
+    /// returned channel once the new sink plays (and an old WAV file is finalized), or as
+    /// soon as it is known that nothing changes. `Err` when the keeper cannot take the
+    /// request.
     pub fn request(&self, spec: SinkSpec) -> std::result::Result<Receiver<SwitchAnswer>, (Refusal, String)> {
         let (answer, answered) = sync_channel(1);
         match self.to_keeper.try_send(ToKeeper::Switch { spec, answer }) {
@@ -370,8 +371,8 @@ impl Keeper {
     }
 
     /// Opens `spec` and hands it to the loop with the new preference list; `answer` is told
-    /// once the loop plays it and the old sink is closed ([`Keeper::switched`]), or at once
-    /// when nothing changes. False when the period loop is gone.
+    /// once the loop plays it ([`Keeper::switched`]), or at once when nothing changes. False
+    /// when the period loop is gone.
     fn switch(&mut self, spec: SinkSpec, answer: SyncSender<SwitchAnswer>) -> bool {
         let playing = self.current.map(|i| self.specs[i].clone());
         if self.switching.is_some() {
@@ -428,20 +429,27 @@ impl Keeper {
         true
     }
 
-    /// The loop plays the sink of the switch: finishes the old one (an ALSA device plays out
-    /// what it holds, so nothing taken from the ring is lost; a WAV file is finalized), then
-    /// answers.
+    /// The loop plays the sink of the switch: answers, and finishes the old sink (an ALSA
+    /// device plays out what it holds, so nothing taken from the ring is lost; a WAV file is
+    /// finalized). A file is finished first, so that it reads whole once the switch is
+    /// answered, and a failure to finalize it is in the answer; a device after, since its
+    /// drain lasts as long as its buffer, or longer if it is stuck.
     fn switched(&mut self, old: Option<Box<dyn Sink>>, list: Vec<String>) {
         drop(list);
+        let (mut first, mut after) = match old {
+            Some(old) if old.paces_itself() => (None, Some(old)),
+            old => (old, None),
+        };
         let mut note = String::new();
-        if let Some(mut old) = old
-            && let Err(e) = old.finish()
-        {
+        if let Some(Err(e)) = first.as_mut().map(|old| old.finish()) {
             crate::say!("dmix-serve: closing the old sink: {e}");
             note = format!(" (closing the old sink: {e})");
         }
         if let Some((answer, line)) = self.switching.take() {
             let _ = answer.try_send(Ok(format!("{line}{note}")));
+        }
+        if let Some(Err(e)) = after.as_mut().map(|old| old.finish()) {
+            crate::say!("dmix-serve: closing the old sink: {e}");
         }
     }
 
