@@ -113,6 +113,12 @@ impl SinkPort {
         }
     }
 
+    /// Waits up to `timeout` for a sink to play on: the keeper's tests play the loop.
+    #[cfg(test)]
+    fn wait_installed(&self, timeout: Duration) -> Option<Installed> {
+        self.from_keeper.recv_timeout(timeout).ok()
+    }
+
     /// A port with its own ends of the channels, for tests of the period loop: what is sent
     /// on the first is installed; what the loop gives back arrives on the second.
     pub fn for_test() -> (SyncSender<Installed>, impl Fn(Duration) -> Option<Returned>, SinkPort) {
@@ -478,6 +484,47 @@ mod tests {
 
     fn names(list: &[SinkSpec]) -> Vec<String> {
         list.iter().map(ToString::to_string).collect()
+    }
+
+    /// The keeper through a switch, with the test playing the period loop: the old sink lost
+    /// just after the switch was handed over (its loss reported from the old list, index 0
+    /// like the new sink's) is closed and forgotten, not taken for a loss of the new one,
+    /// which would leave the keeper thinking nothing plays and reopening (truncating) the
+    /// new WAV file. The next switch's answer shows which the keeper believes plays.
+    #[test]
+    fn sinks_keeper_forgets_a_sink_lost_from_the_list_before_a_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = |name: &str| SinkSpec::Wav(dir.path().join(name));
+        let cfg = SinkConfig {
+            rate_hz: 48000,
+            channels: 2,
+            format: crate::format::SampleFormat::S16Le,
+            period_frames: 256,
+            buffer_frames: 1024,
+        };
+        let started = start(vec![wav("a.wav")], cfg, false).unwrap();
+        let (port, switcher) = (started.port, started.switcher);
+        let wait = Duration::from_secs(20);
+        let a = port.wait_installed(wait).expect("a.wav installed at the start");
+        let answered = switcher.request(wav("b.wav")).unwrap();
+        let b = port.wait_installed(wait).expect("b.wav handed over");
+        assert_eq!((b.index, b.list_gen, b.list.as_deref()), (0, 1, Some(&[wav("b.wav").to_string()][..])));
+        let error = Error::Device { sink: "wav:a".into(), reason: "gone".into() };
+        port.give_back(Returned::Lost { index: a.index, list_gen: a.list_gen, sink: a.sink, error });
+        let mut b = b;
+        let list = b.list.take().unwrap();
+        port.give_back(Returned::Switched { old: None, list });
+        let first = answered.recv_timeout(wait).unwrap().unwrap();
+        assert_eq!(first, format!("sink: {} (was {}, finalized)", wav("b.wav"), wav("a.wav")));
+        let answered = switcher.request(wav("c.wav")).unwrap();
+        let c = port.wait_installed(wait).expect("c.wav handed over");
+        port.give_back(Returned::Switched { old: Some(b.sink), list: c.list.unwrap() });
+        let second = answered.recv_timeout(wait).unwrap().unwrap();
+        assert_eq!(second, format!("sink: {} (was {}, finalized)", wav("c.wav"), wav("b.wav")));
+        // The old file was finalized by the keeper: it reads as a WAV file.
+        assert!(hound::WavReader::open(dir.path().join("b.wav")).is_ok());
+        let refused = switcher.request(wav("c.wav")).unwrap().recv_timeout(wait).unwrap();
+        assert_eq!(refused, Ok(format!("sink: {} (already in use)", wav("c.wav"))));
     }
 
     /// The new sink goes first and is not listed twice; a WAV file is only ever alone; a
