@@ -69,6 +69,15 @@ pub enum Error {
         /// The server's words.
         reason: String,
     },
+    /// The server refused a request made on an open connection (a mixer request: a volume, a
+    /// sink switch), for a reason it named; its words say what was asked.
+    #[error("{reason}")]
+    RequestRefused {
+        /// The class of the refusal.
+        kind: ErrorKind,
+        /// The server's words.
+        reason: String,
+    },
     /// Protocol or layout versions differ.
     #[error("{what} version mismatch: we speak {ours}, the other side speaks {theirs}")]
     Version {
@@ -142,7 +151,7 @@ impl Error {
         match self {
             Error::NotRunning { .. } => ErrorKind::NotRunning,
             Error::AlreadyRunning { .. } => ErrorKind::Busy,
-            Error::Refused { kind, .. } => *kind,
+            Error::Refused { kind, .. } | Error::RequestRefused { kind, .. } => *kind,
             Error::Version { .. } => ErrorKind::Incompatible,
             Error::Invalid { .. } | Error::Input { .. } => ErrorKind::InvalidInput,
             Error::Device { .. } => ErrorKind::Device,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::client::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{MIX_MAX, SampleFormat};
-use crate::protocol::{MAX_REPLY_BYTES, MixerRequest, MuteHow, Refusal, Reply, Role, Target};
+use crate::protocol::{MAX_REPLY_BYTES, MixerRequest, MuteHow, Reply, Role, Target};
 use crate::ring::layout::{CAPTURE_ENDED, MAX_SLOTS};
 use crate::ring::{ClientRing, Volume};
 use crate::sys::{monotonic_ns, unix_now_ns};
@@ -37,7 +37,8 @@ pub struct ServerSnapshot {
     pub socket: String,
     /// Server pid.
     pub pid: u32,
-    /// The sink playing, as named at start; while `sink_state` is "lost", the one lost.
+    /// The sink playing, as named at start or by a switch (`dmix-stat --sink`); while
+    /// `sink_state` is "lost", the one lost.
     pub sink: String,
     /// "running" (a sink plays) or "lost" (none does: the one in use went away, or none
     /// opened at the start; clients play on unheard while the server retries).
@@ -90,7 +91,7 @@ pub struct ServerSnapshot {
 /// One sink of the server's preference list.
 #[derive(Clone, Debug, Serialize)]
 pub struct SinkEntry {
-    /// The sink as named at start.
+    /// The sink as named at start or by a switch.
     pub name: String,
     /// "in use"; "waiting" (not open: tried again until it opens, since nothing plays or it
     /// is preferred to the one in use); "fallback" (after the one in use: tried only if
@@ -324,26 +325,9 @@ pub fn mixer_request(conn: &Connection, req: &MixerRequest, timeout: Duration) -
     };
     match Reply::decode(&buf[..msg.len])? {
         Reply::Answer(text) => Ok(text),
-        // The server's reason names what (a client, a sink) and why, in its words.
-        Reply::Refused(Refusal::Device, reason) => {
-            Err(Error::Device { sink: "--sink".into(), reason: reason.replace('\n', " ") })
-        }
-        Reply::Refused(r, reason) => Err(Error::Invalid { what: refused_what(req, r), reason }),
+        // Not "refused the connection": the connection stands, the request was refused.
+        Reply::Refused(r, reason) => Err(Error::RequestRefused { kind: r.kind(), reason }),
         Reply::Welcome(_) | Reply::Done => Err(Error::invalid("server reply", "not an answer to a mixer request")),
-    }
-}
-
-/// What a refused mixer request was, for its one-line error: "--volume", "--mute", ...
-fn refused_what(req: &MixerRequest, r: Refusal) -> String {
-    let what = match req {
-        MixerRequest::Volume { .. } => "--volume",
-        MixerRequest::Mute { .. } => "--mute",
-        MixerRequest::Forget { .. } => "--forget",
-        MixerRequest::Sink { .. } => "--sink",
-    };
-    match r {
-        Refusal::BadRequest => what.to_string(),
-        _ => format!("{what}: the server refused"),
     }
 }
 

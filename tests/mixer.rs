@@ -221,10 +221,7 @@ fn mixer_volume_set_by_name_is_remembered_across_restarts_and_by_id_is_not() {
     // Forgotten: the next client of the name starts at 0 dB.
     assert_eq!(stat_line(&env, &["--forget", "song"]), "song: forgotten");
     let r = env.run("dmix-stat", &["--forget", "song"]);
-    assert_eq!(
-        (r.status.code(), r.stderr.trim()),
-        (Some(3), "dmix-stat: --forget: no volume is remembered for 'song'")
-    );
+    assert_eq!((r.status.code(), r.stderr.trim()), (Some(3), "dmix-stat: no volume is remembered for 'song'"));
     for p in [&mut d, &mut e] {
         p.signal(Signal::SIGINT);
         p.wait();
@@ -289,8 +286,8 @@ fn mixer_errors_are_one_line_with_their_exit_codes() {
     let warned = server.wait_for_stderr("volumes");
     assert!(warned.contains("line 1 is not NAME<TAB>DB<TAB>muted|unmuted; ignored"), "{warned}");
     for (args, code, says) in [
-        (&["--volume", "42=-3"][..], 3, "dmix-stat: --volume: no client 42"),
-        (&["--mute", "pid:1"][..], 3, "dmix-stat: --mute: no player of pid 1"),
+        (&["--volume", "42=-3"][..], 3, "dmix-stat: no client 42"),
+        (&["--mute", "pid:1"][..], 3, "dmix-stat: no player of pid 1"),
         (&["--volume", "x=13"][..], 2, "volume 13 dB is above the most, +12 dB"),
         (&["--volume", "x=loud"][..], 2, "'loud' is not a number of dB"),
         (&["--mute", "x=maybe"][..], 2, "'maybe': mute is on, off or toggle"),

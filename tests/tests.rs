@@ -11,6 +11,7 @@ mod props;
 mod reliability;
 mod serve;
 mod share;
+mod sink_switch;
 mod sinks;
 mod snapcast;
 mod stat;

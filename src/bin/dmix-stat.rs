@@ -55,7 +55,8 @@ struct Args {
     forget: Option<String>,
     /// Move the running server to another sink (alsa:PCM, wav:PATH, null), without stopping
     /// any client; it becomes the server's first preference. If it will not open, the old
-    /// one plays on and the error is one line.
+    /// one plays on and the error is one line. A relative WAV path is taken from the current
+    /// directory. See dmix-serve(1), SINKS.
     #[arg(long, value_name = "SPEC", conflicts_with_all = ["watch", "list"])]
     sink: Option<String>,
     /// Print a man page or a shell completion script (man, bash, zsh, fish) and exit.
@@ -73,6 +74,25 @@ fn open(a: &Args) -> Result<(Connection, std::path::PathBuf)> {
         None => Connection::open(&a.device, dmix::protocol::Role::Stat, "dmix-stat", 0)?,
     };
     Ok((conn, socket))
+}
+
+/// `spec` with a relative WAV path made absolute: the server resolves paths in its own
+/// working directory, not ours. Anything else goes as typed, for the server to judge; but
+/// one too long for the request is refused here, where the wire would cut it (a WAV path
+/// cut short is another file).
+fn sink_spec(spec: &str) -> Result<String> {
+    let spec = match spec.strip_prefix("wav:").map(std::path::Path::new) {
+        Some(path) if path.is_relative() && !path.as_os_str().is_empty() => {
+            let cwd = std::env::current_dir().map_err(|e| Error::sys("the current directory", e))?;
+            format!("wav:{}", cwd.join(path).display())
+        }
+        _ => spec.to_string(),
+    };
+    if spec.len() > dmix::protocol::SPEC_WIRE_BYTES {
+        let max = dmix::protocol::SPEC_WIRE_BYTES;
+        return Err(Error::invalid(format!("--sink {spec}"), format!("longer than {max} bytes")));
+    }
+    Ok(spec)
 }
 
 fn print_json(s: &impl serde::Serialize) -> Result<()> {
@@ -98,7 +118,7 @@ fn run(a: &Args) -> Result<()> {
     let request = match (&a.volume, &a.mute, &a.forget, &a.sink) {
         (Some(r), ..) | (_, Some(r), ..) => Some(r.clone()),
         (_, _, Some(name), _) => Some(MixerRequest::Forget { name: name.clone() }),
-        (.., Some(spec)) => Some(MixerRequest::Sink { spec: spec.clone() }),
+        (.., Some(spec)) => Some(MixerRequest::Sink { spec: sink_spec(spec)? }),
         _ => None,
     };
     if let Some(req) = request {
@@ -143,7 +163,7 @@ mod watch;
 /// The man page's JSON FIELDS section, every field name in backticks, which the page
 /// leaves out: the test below checks the marked names against what the serializer writes,
 /// so a field cannot be added, renamed or removed without this text saying so.
-const JSON_FIELDS: &str = "--json prints one object (with --watch, one per line): `server`, with `name`, `socket`, `pid`, `sink` (the sink playing; while lost, the one lost), `sink_state` (\"running\", or \"lost\": no sink plays, the clients play on unheard while the server reopens one), `sink_lost_s` (seconds since the loss; null while running), `sink_losses` (times a sink in use was lost), `sinks` (every --sink in order of preference, objects with `name` and `state`: \"in use\", \"waiting\" (being retried) or \"fallback\" (tried only if the one in use is lost)), `rate_hz`, `channels`, `format`, `period_frames`, `period_ms`, `buffer_frames`, `buffer_ms` (the mix ring), `device_buffer_frames` (an ALSA sink's buffer: the latency the device adds after hw_ptr; null for wav and null sinks), `hw_ptr`, `uptime_s`, `mode` (\"freewheel\" or \"real time\"), `xruns`, `periods`, `late_periods`, `max_period_work_us`, `master_volume_db` (the master volume, applied to the mix), `master_muted`, `capture` (null, or an object with `source`, `state` (\"waiting\", \"running\" or \"ended\"), `cap_ptr`, `ring_frames`, `overruns`); and `clients`, a list of objects with `id`, `slot`, `pid`, `uid`, `name`, `role` (play, tee, share, stat or capture), `channels` (the channels it plays or reads: a sub-device's width, else the server's), `queued_ms` (players: ms queued ahead of hw_ptr; capture readers: ms behind the capture pointer; null otherwise), `latency_ms` (players: how far ahead of hw_ptr they write at most, their --latency; null otherwise), `started` (players: whether it has written a frame; one that has not, such as a device probe, is no player for --wait-clients, --exit-when-idle or a freewheel render, and the table shows it as opened; null otherwise), `underruns`, `late_frames`, `peak_dbfs` (one per channel, at the client's volume; null for silence), `volume_db` (players: the volume the server gives it, dB; null otherwise), `muted` (players; null otherwise).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, latency_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with `name`, `socket`, `running`. These names are stable.";
+const JSON_FIELDS: &str = "--json prints one object (with --watch, one per line): `server`, with `name`, `socket`, `pid`, `sink` (the sink playing; while lost, the one lost), `sink_state` (\"running\", or \"lost\": no sink plays, the clients play on unheard while the server reopens one), `sink_lost_s` (seconds since the loss; null while running), `sink_losses` (times a sink in use was lost), `sinks` (every --sink in order of preference, as a --sink switch last left them, objects with `name` and `state`: \"in use\", \"waiting\" (being retried) or \"fallback\" (tried only if the one in use is lost)), `rate_hz`, `channels`, `format`, `period_frames`, `period_ms`, `buffer_frames`, `buffer_ms` (the mix ring), `device_buffer_frames` (an ALSA sink's buffer: the latency the device adds after hw_ptr; null for wav and null sinks), `hw_ptr`, `uptime_s`, `mode` (\"freewheel\" or \"real time\"), `xruns`, `periods`, `late_periods`, `max_period_work_us`, `master_volume_db` (the master volume, applied to the mix), `master_muted`, `capture` (null, or an object with `source`, `state` (\"waiting\", \"running\" or \"ended\"), `cap_ptr`, `ring_frames`, `overruns`); and `clients`, a list of objects with `id`, `slot`, `pid`, `uid`, `name`, `role` (play, tee, share, stat or capture), `channels` (the channels it plays or reads: a sub-device's width, else the server's), `queued_ms` (players: ms queued ahead of hw_ptr; capture readers: ms behind the capture pointer; null otherwise), `latency_ms` (players: how far ahead of hw_ptr they write at most, their --latency; null otherwise), `started` (players: whether it has written a frame; one that has not, such as a device probe, is no player for --wait-clients, --exit-when-idle or a freewheel render, and the table shows it as opened; null otherwise), `underruns`, `late_frames`, `peak_dbfs` (one per channel, at the client's volume; null for silence), `volume_db` (players: the volume the server gives it, dB; null otherwise), `muted` (players; null otherwise).\n\npid and uid come from the kernel (SO_PEERCRED); name, queued_ms, latency_ms, underruns, late_frames and peak_dbfs are the client's own report. With --list --json: a list of objects with `name`, `socket`, `running`. These names are stable.";
 
 /// The sections after OPTIONS: JSON FIELDS (from [`JSON_FIELDS`]), then [`EXTRA`].
 fn extra_sections() -> Vec<(&'static str, String)> {

@@ -269,8 +269,8 @@ pub const SINK_LOST: u32 = 2;
 pub const NO_SINK: u32 = u32::MAX;
 
 shared_block! {
-    /// The sinks and which one plays (server-written: the names once at start, the rest by the
-    /// period loop when a sink is lost or installed).
+    /// The sinks and which one plays (server-written: the names at start and again at a live
+    /// switch, `dmix-stat --sink`; the rest by the period loop when a sink is lost or installed).
     #[repr(C)]
     pub struct SinkStatus {
         /// `SINK_RUNNING` or `SINK_LOST`; stored last (Release) after the fields below.

@@ -140,6 +140,23 @@ impl ServerRing {
         st.state.store(SINK_LOST, Ordering::Release);
     }
 
+    /// The period loop, switching sinks (`dmix-stat --sink`): the preference list is now
+    /// `sinks` (at most [`MAX_SINKS`]), whose first is about to play; the caller publishes
+    /// it running (or lost) next. Stores only: nothing is allocated. There is no seqlock: an
+    /// inspector reading while the names are rewritten may see a mix of the two lists in that
+    /// one read (names are for display; the next read is whole).
+    pub fn publish_sink_list<S: AsRef<str>>(&self, sinks: &[S]) {
+        let st = &self.status().sink.0;
+        for (i, field) in st.names.iter().enumerate() {
+            store_name(field, sinks.get(i).map_or("", AsRef::as_ref));
+        }
+        st.count.store(sinks.len().min(MAX_SINKS) as u32, Ordering::Relaxed);
+        st.current.store(0, Ordering::Relaxed);
+        // Release, of the state unchanged: pairs with the Acquire in `ClientRing::server_view`,
+        // so that an inspector that sees the state sees these names with it.
+        st.state.store(st.state.load(Ordering::Relaxed), Ordering::Release);
+    }
+
     /// The period loop: sink `index` of the list now plays, and its device holds
     /// `device_buffer_frames` beyond hw_ptr (what clients add to know when a frame is heard).
     pub fn publish_sink_running(&self, index: usize, device_buffer_frames: u32) {

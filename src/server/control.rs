@@ -1,12 +1,14 @@
 //! The control thread: accepts connections on the server socket and on the sockets of
 //! sub-devices (dmix-share), checks hellos and peers, assigns slots, sends the welcome with
 //! the fds, and notices hang-ups. It never touches audio; it talks to the period loop only
-//! through the atomics in [`Core`]. The sub-devices whose sockets it polls are made in
-//! [`subdevice`](super::subdevice).
+//! through the atomics in [`Core`], and asks the sink keeper for sink switches
+//! ([`Switcher`]), whose answers it waits for without blocking its other connections. The
+//! sub-devices whose sockets it polls are made in [`subdevice`](super::subdevice).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -14,11 +16,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::Core;
 use super::admit::{self, Admission, AdmitContext, Peer};
 use super::mixer::{self, Mixer};
+use super::sinks::{SwitchAnswer, Switcher};
 use super::subdevice::{self, Sub};
 use crate::error::{Error, Result};
 use crate::protocol::{Hello, MAX_SHARE_BYTES, MixerRequest, Refusal, Reply, Role, ShareRequest, Welcome};
 use crate::ring::layout::{MAX_SLOTS, RING_LAYOUT_VERSION};
 use crate::ring::server::SlotFill;
+use crate::sink::SinkSpec;
 use crate::transport::{self, Listener, PeerCred};
 
 /// How long a new connection may take to send its hello.
@@ -72,6 +76,10 @@ pub(super) struct Control<'a> {
     unlogged: u64,
     /// Volumes: the rules of a mixer request, and those remembered by name.
     mixer: Mixer,
+    /// Asks the sink keeper for switches.
+    switcher: Switcher,
+    /// The switch under way: the connection (id) that asked, and where its answer comes.
+    switching: Option<(u64, Receiver<SwitchAnswer>)>,
 }
 
 /// What a poll entry stands for.
@@ -89,6 +97,7 @@ impl<'a> Control<'a> {
         dir: Option<&'a Path>,
         group: Option<u32>,
         mixer: Mixer,
+        switcher: Switcher,
     ) -> Self {
         Control {
             shared,
@@ -105,6 +114,8 @@ impl<'a> Control<'a> {
             last_log: None,
             unlogged: 0,
             mixer,
+            switcher,
+            switching: None,
         }
     }
 
@@ -126,7 +137,10 @@ impl<'a> Control<'a> {
                     fds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
                     what.push(Source::Conn(i));
                 }
-                match poll(&mut fds, PollTimeout::from(100u16)) {
+                // While a switch is under way its answer is looked for often: it comes on a
+                // channel, not on a descriptor this poll could wait on.
+                let timeout = if self.switching.is_some() { 5u16 } else { 100 };
+                match poll(&mut fds, PollTimeout::from(timeout)) {
                     Ok(_) => {}
                     Err(nix::Error::EINTR) => continue,
                     Err(e) => return Err(Error::sys("poll", e)),
@@ -152,6 +166,7 @@ impl<'a> Control<'a> {
                     _ => {}
                 }
             }
+            self.answer_switch();
             self.expire_pending();
             if self.dropped > 0 && !self.conns.iter().any(|c| matches!(c.state, ConnState::Pending(_))) {
                 crate::say!("dmix-serve: the flood is over; {} connections were dropped", self.dropped);
@@ -328,6 +343,20 @@ impl<'a> Control<'a> {
             Some(Err(e)) => Err((Refusal::BadRequest, e.to_string())),
             Some(Ok(req)) => Ok(req),
         };
+        if let Ok(MixerRequest::Sink { spec }) = &req {
+            match self.switch_sink(spec) {
+                // Answered when the keeper is done ([`Control::answer_switch`]).
+                Ok(answered) => {
+                    self.switching = Some((self.conns[i].id, answered));
+                    return;
+                }
+                Err((r, reason)) => {
+                    let (b, n) = Reply::Refused(r, reason).encode();
+                    let _ = transport::send(self.conns[i].fd.as_fd(), &b[..n], &[]);
+                    return;
+                }
+            }
+        }
         let reply = match req.and_then(|req| self.mix_request(&req)) {
             Ok(answer) => Reply::Answer(answer),
             Err((r, reason)) => Reply::Refused(r, reason),
@@ -337,9 +366,6 @@ impl<'a> Control<'a> {
     }
 
     fn mix_request(&mut self, req: &MixerRequest) -> Result<String, (Refusal, String)> {
-        if let MixerRequest::Sink { spec } = req {
-            return self.switch_sink(spec);
-        }
         let clients: Vec<mixer::Client> = self
             .conns
             .iter()
@@ -368,9 +394,41 @@ impl<'a> Control<'a> {
         Ok(d.answer)
     }
 
-    /// Moves the server to the sink `spec` (`dmix-stat --sink`).
-    fn switch_sink(&mut self, spec: &str) -> Result<String, (Refusal, String)> {
-        Err((Refusal::BadRequest, format!("switching to {spec}: not supported by this server yet")))
+    /// Asks the sink keeper to move the server to the sink `spec` (`dmix-stat --sink`); the
+    /// answer comes later on the returned channel. The keeper opens the sink off this thread
+    /// and the period loop's, so other connections are served meanwhile. One switch at a
+    /// time.
+    fn switch_sink(&mut self, spec: &str) -> Result<Receiver<SwitchAnswer>, (Refusal, String)> {
+        let spec: SinkSpec = spec.parse().map_err(|e: Error| (Refusal::BadRequest, e.to_string()))?;
+        if let SinkSpec::Wav(path) = &spec
+            && path.is_relative()
+        {
+            // The server's working directory is not the asker's (dmix-stat makes it absolute).
+            return Err((Refusal::BadRequest, format!("sink '{spec}': the path must be absolute")));
+        }
+        if self.switching.is_some() {
+            return Err((Refusal::Busy, "another sink switch is under way".into()));
+        }
+        self.switcher.request(spec)
+    }
+
+    /// Sends the answer of the switch under way to the connection that asked, if it has
+    /// come (and the connection is still there).
+    fn answer_switch(&mut self) {
+        let Some((id, answered)) = &self.switching else { return };
+        let reply = match answered.try_recv() {
+            Ok(Ok(line)) => Reply::Answer(line),
+            Ok(Err((r, reason))) => Reply::Refused(r, reason),
+            Err(TryRecvError::Empty) => return,
+            // The keeper ended: the period loop has ended, the server is stopping.
+            Err(TryRecvError::Disconnected) => Reply::Refused(Refusal::Stopping, "the server is stopping".into()),
+        };
+        let id = *id;
+        self.switching = None;
+        if let Some(c) = self.conns.iter().find(|c| c.id == id) {
+            let (b, n) = reply.encode();
+            let _ = transport::send(c.fd.as_fd(), &b[..n], &[]);
+        }
     }
 
     /// Checks a hello and the peer ([`admit`]) and does what the decision says: refuses,

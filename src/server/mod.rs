@@ -209,7 +209,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         if let Some((index, device_buffer)) = started.opened {
             shared.ring.publish_sink_running(index, device_buffer);
         }
-        let port = started.port;
+        let (port, switcher) = (started.port, started.switcher);
         let period = std::thread::Builder::new()
             .name("dmix-period".into())
             .spawn_scoped(s, move || -> Result<LoopEnd> {
@@ -278,7 +278,8 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>, on_ready: impl FnOnce(&Rea
         if let Some(master) = mixer.master_at_start() {
             shared.ring.set_master_volume(master);
         }
-        let control = control::Control::new(shared, &listener, listener.path().parent(), cfg.group, mixer).run();
+        let control =
+            control::Control::new(shared, &listener, listener.path().parent(), cfg.group, mixer, switcher).run();
         crate::notify::notify("STOPPING=1");
         if control.is_err() {
             shared.stop.store(true, Ordering::Relaxed);

@@ -187,11 +187,12 @@ impl<'a> PeriodLoop<'a> {
     /// The device went away: hand it back to be closed off this thread, and pace by the
     /// clock from now on (the next deadline is one period from here).
     fn lose(&mut self, lost: Installed, error: crate::Error) {
-        let Installed { index, sink } = lost;
+        // Its list was taken when it was installed: nothing is freed here.
+        let Installed { index, list_gen, sink, .. } = lost;
         self.past_xruns += sink.xruns();
         let now = monotonic_ns();
         self.shared.ring.publish_sink_lost(now);
-        self.port.give_back(Returned::Lost { index, sink, error });
+        self.port.give_back(Returned::Lost { index, list_gen, sink, error });
         self.deadline_ns = now + self.period_ns;
     }
 
@@ -204,11 +205,23 @@ impl<'a> PeriodLoop<'a> {
     /// gap (seen: a break 9472 frames after every return of a device with an 8192-frame
     /// buffer). So a paced device is first filled with silence, all but the period the loop
     /// writes next: the ring is then taken at the device's pace from the start.
+    ///
+    /// A sink from a switch (`dmix-stat --sink`) comes with the new preference list: it is
+    /// published here, with the sink, and given back with the sink it replaced, whose
+    /// closing answers the switch. Clients see nothing but the gap of the new device's
+    /// silence, while the old one plays out what it holds.
     fn install_sink(&mut self) {
         let Some(mut new) = self.port.take_installed() else { return };
-        if let Some(old) = self.sink.take() {
+        let mut old = self.sink.take().map(|old| {
             self.past_xruns += old.sink.xruns();
-            self.port.give_back(Returned::Replaced { sink: old.sink });
+            old.sink
+        });
+        if let Some(list) = new.list.take() {
+            self.shared.ring.publish_sink_list(&list);
+            self.port.give_back(Returned::Switched { old: old.take(), list });
+        }
+        if let Some(sink) = old {
+            self.port.give_back(Returned::Replaced { sink });
         }
         if new.sink.paces_itself() && !self.freewheel {
             let periods = new.sink.device_buffer_frames() / self.shared.ring.params().period_frames;
@@ -422,8 +435,9 @@ mod tests {
 
     /// The loop allocates nothing once running: not per period, not admitting or freeing a
     /// slot, not when its sink is lost (handed back to the keeper, the clock paces), not when
-    /// a sink is handed over again. The lost sink comes back through the port, the status
-    /// says lost, then running again, with the loss counted and the xruns kept.
+    /// a sink is handed over again with a new preference list (a switch). The lost sink comes
+    /// back through the port, the status says lost, then running again on the first of the
+    /// new list, with the loss counted and the xruns kept; the list comes back to be freed.
     #[test]
     fn period_loop_allocates_nothing_and_survives_a_lost_sink() {
         let shared = shared();
@@ -436,11 +450,11 @@ mod tests {
             failure: Some(Error::Device { sink: "probe".into(), reason: "write: No such device".into() }),
             allocs_in_steady_state: allocs,
         };
-        let (to_loop, from_loop, port) = super::super::sinks::SinkPort::for_test();
-        to_loop.try_send(Installed { index: 0, sink: Box::new(probe) }).unwrap();
+        let (to_loop, returned, port) = super::super::sinks::SinkPort::for_test();
+        to_loop.try_send(Installed { index: 0, list_gen: 0, sink: Box::new(probe), list: None }).unwrap();
         let end = std::thread::scope(|s| {
             let period = s.spawn(|| PeriodLoop::new(shared, port, false, 0, false).run().unwrap());
-            let Ok(Returned::Lost { index, sink, error }) = from_loop.recv_timeout(Duration::from_secs(20)) else {
+            let Some(Returned::Lost { index, sink, error, .. }) = returned(Duration::from_secs(20)) else {
                 panic!("the lost sink was not given back");
             };
             assert_eq!((index, error.to_string()), (0, "probe: write: No such device".to_string()));
@@ -455,14 +469,25 @@ mod tests {
                 assert!(std::time::Instant::now() < deadline, "hw_ptr stopped with the sink");
                 crate::sys::futex_wait(seq, seq.load(Ordering::Acquire), Duration::from_millis(50));
             }
-            to_loop.try_send(Installed { index: 0, sink }).unwrap();
+            // Back as a switch would hand it: first of a new list (allocated here, not by the
+            // loop).
+            let list = Some(vec!["probe2".to_string(), "probe".to_string()]);
+            to_loop.try_send(Installed { index: 0, list_gen: 1, sink, list }).unwrap();
             period.join().unwrap()
         });
+        let Some(Returned::Switched { old: None, list }) = returned(Duration::ZERO) else {
+            panic!("the switch was not given back");
+        };
+        assert_eq!(list, ["probe2", "probe"]);
         assert_eq!(end, LoopEnd::Stopped);
         assert_eq!(allocs.load(Ordering::Relaxed), 0, "the period loop allocated");
         assert_eq!(shared.freed_mask.load(Ordering::Relaxed), 1, "the slot was admitted and freed");
         let st = &shared.ring.status().sink.0;
         assert_eq!(st.state.load(Ordering::Acquire), SINK_RUNNING);
+        assert_eq!(st.count.load(Ordering::Relaxed), 2);
+        assert_eq!(st.current.load(Ordering::Relaxed), 0);
+        let names: Vec<String> = st.names[..3].iter().map(|n| crate::ring::layout::load_name(n)).collect();
+        assert_eq!(names, ["probe2", "probe", ""]);
         assert_eq!(st.losses.load(Ordering::Relaxed), 1);
         assert_eq!(shared.ring.status().stats.0.device_buffer_frames.load(Ordering::Relaxed), 128);
         assert_eq!(shared.ring.status().stats.0.xruns.load(Ordering::Relaxed), 2, "xruns of both lives");

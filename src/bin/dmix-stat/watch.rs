@@ -323,10 +323,7 @@ fn request(row: Row, key: Key) -> Option<MixerRequest> {
 fn ask(conn: &Connection, req: &MixerRequest) -> Result<String> {
     match dmix::stat::mixer_request(conn, req, ANSWER_WAIT) {
         Ok(answer) => Ok(answer),
-        // A refused request is Invalid (--volume: why) or Device (--sink: why).
-        Err(Error::Refused { reason, .. } | Error::Invalid { reason, .. } | Error::Device { reason, .. }) => {
-            Ok(format!("refused: {reason}"))
-        }
+        Err(Error::RequestRefused { reason, .. }) => Ok(format!("refused: {reason}")),
         Err(Error::ServerGone) => Err(Error::ServerGone),
         Err(e) => Ok(e.to_string()),
     }
