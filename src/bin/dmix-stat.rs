@@ -224,7 +224,8 @@ mod json_fields_tests {
     }
 
     /// A snapshot with every optional part present, so that every key is written.
-    fn full_snapshot() -> Snapshot {
+    /// A snapshot with every field filled (an optional one set), also the watch tests' base.
+    pub(crate) fn full_snapshot() -> Snapshot {
         let sink = SinkEntry { name: "null".into(), state: "in use".into() };
         let capture = CaptureSnapshot {
             source: "wav:in.wav".into(),

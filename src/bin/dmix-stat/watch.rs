@@ -461,7 +461,7 @@ pub fn run(conn: &Connection, socket: &std::path::Path, interval: Duration) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dmix::stat::{ClientSnapshot, ServerSnapshot};
+    use dmix::stat::ClientSnapshot;
 
     fn quits(bytes: &[u8]) -> bool {
         keys(bytes).contains(&Key::Quit)
@@ -555,35 +555,12 @@ mod tests {
     }
 
     fn snapshot_with(clients: Vec<ClientSnapshot>) -> Snapshot {
-        let server = ServerSnapshot {
-            name: "default".into(),
-            socket: "/run/dmix/default.sock".into(),
-            pid: 1,
-            sink: "null".into(),
-            sink_state: "running".into(),
-            sink_lost_s: None,
-            sink_losses: 0,
-            sinks: Vec::new(),
-            rate_hz: 48000,
-            channels: 2,
-            format: "S16_LE".into(),
-            period_frames: 256,
-            period_ms: 5.3,
-            buffer_frames: 4096,
-            buffer_ms: 85.3,
-            device_buffer_frames: None,
-            hw_ptr: 0,
-            uptime_s: 0.0,
-            mode: "real time".into(),
-            xruns: 0,
-            periods: 0,
-            late_periods: 0,
-            max_period_work_us: 0.0,
-            master_volume_db: 2.0,
-            master_muted: false,
-            capture: None,
-        };
-        Snapshot { server, clients }
+        let mut s = crate::json_fields_tests::full_snapshot();
+        let v = &mut s.server;
+        (v.sink_lost_s, v.sinks, v.device_buffer_frames, v.capture) = (None, Vec::new(), None, None);
+        v.master_volume_db = 2.0;
+        s.clients = clients;
+        s
     }
 
     fn client(id: u32, role: &str, volume: Option<(f64, bool)>, peaks: Vec<Option<f64>>) -> ClientSnapshot {
