@@ -7,7 +7,8 @@
 //! hang-up, so a dead server is noticed within [`GONE_CHECK`].
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -265,11 +266,15 @@ pub enum Flow {
 
 /// A player: writes a continuous stream of frames into the ring.
 pub struct Player {
-    conn: Connection,
+    conn: Arc<Connection>,
     pos: u64,
     /// What we added for the last `ring_frames` frames, laid out as the sum ring, so that
-    /// we can subtract it again (retraction).
-    history: History,
+    /// we can subtract it again (retraction) or change it to a new volume. Shared with the
+    /// follower thread; each holds it for one add, retraction or change, never across a wait.
+    history: Arc<Mutex<History>>,
+    /// The thread that follows a new volume while this one is busy elsewhere (decoding, or
+    /// reading a pipe that stalled): a change is heard within two periods whatever we do.
+    follower: Option<Follower>,
     /// How far ahead of hw_ptr we write, in frames.
     window: u64,
     /// Our channel i goes to server channel map[i] (sub-devices).
@@ -281,6 +286,27 @@ pub struct Player {
     adds: u64,
     /// The server was told of our first frame ([`Connection::begin_playing`]).
     playing: bool,
+}
+
+/// The follower thread and the word that tells it to quit.
+struct Follower {
+    quit: Arc<AtomicU32>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.quit.store(1, Ordering::Release);
+        crate::sys::futex_wake(&self.quit);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The history, whoever panicked while holding it (it holds plain samples: still usable).
+fn lock(h: &Mutex<History>) -> MutexGuard<'_, History> {
+    h.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Fault injection: with `DMIX_FAULT_STOP_BEFORE_ADD=N`, a player stops itself (SIGSTOP)
@@ -304,15 +330,38 @@ impl Player {
         conn.writer().set_latency(window);
         Player {
             pos: conn.start_frame(),
-            history: History::new(&p),
+            history: Arc::new(Mutex::new(History::new(&p))),
+            follower: None,
             window,
             map: conn.channel_map(),
             wide: Vec::new(),
             stop_before_add: std::env::var(FAULT_STOP_BEFORE_ADD).ok().and_then(|v| v.parse().ok()),
             adds: 0,
             playing: false,
-            conn,
+            conn: Arc::new(conn),
         }
+        .with_follower()
+    }
+
+    /// Starts the follower thread (see [`Player::follower`]). Without a thread (the system
+    /// refused one), the player still follows a change at its next write or wake-up.
+    fn with_follower(mut self) -> Player {
+        let quit = Arc::new(AtomicU32::new(0));
+        let (conn, history, q) = (Arc::clone(&self.conn), Arc::clone(&self.history), Arc::clone(&quit));
+        let thread = std::thread::Builder::new().name("volume".into()).spawn(move || {
+            while q.load(Ordering::Acquire) == 0 {
+                let w = conn.writer();
+                let mark = lock(&history).volume_mark();
+                if w.volume_changed_since(mark) {
+                    w.follow_volume(&mut lock(&history));
+                    continue;
+                }
+                // Woken by a new volume, by `quit`, or after GONE_CHECK (to look at quit).
+                w.wait_volume_or(&q, 0, mark, GONE_CHECK);
+            }
+        });
+        self.follower = thread.ok().map(|thread| Follower { quit, thread: Some(thread) });
+        self
     }
 
     /// The latency in effect, in frames.
@@ -363,7 +412,7 @@ impl Player {
                 return Ok(Flow::Stopped);
             }
             // A new volume from dmix-stat: what is queued is re-added at it now.
-            self.conn.writer().follow_volume(&mut self.history);
+            self.conn.writer().follow_volume(&mut lock(&self.history));
             let hw = self.conn.ring.hw_ptr();
             if self.pos < hw {
                 // We fell behind the server (stalled, or too slow): restart a period ahead
@@ -379,7 +428,8 @@ impl Player {
                 let low = (self.window / 2 / period).max(1) * period;
                 let target = self.pos.saturating_sub(low).max(hw + 1);
                 // Woken early by a new volume, too.
-                if self.conn.writer().sleep_until_hw_ptr(target, GONE_CHECK, &self.history) == Wake::TimedOut {
+                let mark = lock(&self.history).volume_mark();
+                if self.conn.writer().sleep_until_hw_ptr_marked(target, GONE_CHECK, mark) == Wake::TimedOut {
                     self.conn.check_alive()?;
                 }
                 continue;
@@ -390,7 +440,7 @@ impl Player {
             if self.stop_before_add == Some(self.adds) {
                 let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
             }
-            let out = self.conn.writer().add(self.pos, chunk, &mut self.history);
+            let out = self.conn.writer().add(self.pos, chunk, &mut lock(&self.history));
             self.pos += out.frames as u64;
             off += out.frames;
             self.conn.writer().publish(self.pos);
@@ -435,7 +485,7 @@ impl Player {
                 return Ok(Flow::Stopped);
             }
             // The tail still queued follows a new volume (the server's change wakes us).
-            self.conn.writer().follow_volume(&mut self.history);
+            self.conn.writer().follow_volume(&mut lock(&self.history));
             if self.conn.ring.wait_hw_ptr(heard, GONE_CHECK) == Wake::TimedOut {
                 self.conn.check_alive()?;
             }
@@ -449,7 +499,7 @@ impl Player {
         let ring_frames = u64::from(self.conn.params().ring_frames);
         let w = self.conn.writer();
         let from = w.hw_ptr().max(self.pos.saturating_sub(ring_frames));
-        w.retract(from, self.pos, &mut self.history);
+        w.retract(from, self.pos, &mut lock(&self.history));
         w.ended_at(from);
         self.pos = from;
     }
