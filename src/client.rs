@@ -7,7 +7,7 @@
 //! hang-up, so a dead server is noticed within [`GONE_CHECK`].
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -288,16 +288,20 @@ pub struct Player {
     playing: bool,
 }
 
-/// The follower thread and the word that tells it to quit.
+/// The follower thread and the flag that tells it to quit.
 struct Follower {
-    quit: Arc<AtomicU32>,
+    quit: Arc<AtomicBool>,
+    conn: Arc<Connection>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long the follower sleeps at most without a wake.
+const FOLLOWER_WAIT: Duration = Duration::from_secs(1);
+
 impl Drop for Follower {
     fn drop(&mut self) {
-        self.quit.store(1, Ordering::Release);
-        crate::sys::futex_wake(&self.quit);
+        self.quit.store(true, Ordering::Release);
+        self.conn.writer().wake_volume_waiters();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -346,21 +350,24 @@ impl Player {
     /// Starts the follower thread (see [`Player::follower`]). Without a thread (the system
     /// refused one), the player still follows a change at its next write or wake-up.
     fn with_follower(mut self) -> Player {
-        let quit = Arc::new(AtomicU32::new(0));
+        let quit = Arc::new(AtomicBool::new(false));
         let (conn, history, q) = (Arc::clone(&self.conn), Arc::clone(&self.history), Arc::clone(&quit));
         let thread = std::thread::Builder::new().name("volume".into()).spawn(move || {
-            while q.load(Ordering::Acquire) == 0 {
+            while !q.load(Ordering::Acquire) {
                 let w = conn.writer();
                 let mark = lock(&history).volume_mark();
                 if w.volume_changed_since(mark) {
                     w.follow_volume(&mut lock(&history));
                     continue;
                 }
-                // Woken by a new volume, by `quit`, or after GONE_CHECK (to look at quit).
-                w.wait_volume_or(&q, 0, mark, GONE_CHECK);
+                // Woken by a new volume or by Follower's drop; the timeout only bounds a
+                // missed wake at quitting. No periodic wake-up: 10 a second per player
+                // showed in bench/server-cost.sh.
+                w.wait_volume(mark, FOLLOWER_WAIT);
             }
         });
-        self.follower = thread.ok().map(|thread| Follower { quit, thread: Some(thread) });
+        let conn = Arc::clone(&self.conn);
+        self.follower = thread.ok().map(|thread| Follower { quit, conn, thread: Some(thread) });
         self
     }
 

@@ -267,6 +267,23 @@ impl<'a> WriteStream<'a> {
         crate::sys::futex_wait_either((own, own_seen), (&self.ring.slot_info(self.slot).gain_seq, seen), timeout)
     }
 
+    /// Sleeps until the volume is no longer the one `mark` saw, or `timeout`, or a wake from
+    /// [`WriteStream::wake_volume_waiters`]: a thread whose only work is to follow the volume.
+    pub fn wait_volume(&self, mark: VolumeMark, timeout: Duration) -> Wake {
+        let seen = mark.0.unwrap_or_else(|| self.gain_seq());
+        if self.gain_seq() != seen {
+            return Wake::Woken;
+        }
+        crate::sys::futex_wait(&self.ring.slot_info(self.slot).gain_seq, seen, timeout)
+    }
+
+    /// Wakes the threads sleeping on this slot's volume word (only this client's sleep there):
+    /// one of ours that must stop waiting, such as a follower told to quit. A wake reads the
+    /// word, so the read-only mapping does.
+    pub fn wake_volume_waiters(&self) {
+        crate::sys::futex_wake(&self.ring.slot_info(self.slot).gain_seq);
+    }
+
     /// True when the volume changed since `h` last followed it.
     pub fn volume_changed(&self, h: &History) -> bool {
         self.volume_changed_since(h.volume_mark())
