@@ -791,6 +791,8 @@ impl StallWatch {
                     let mut next = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
                         next += Duration::from_millis(1);
+                        // The sleep is what is measured (how late a ready real-time thread
+                        // wakes), not a wait for anything.
                         std::thread::sleep(next.saturating_duration_since(Instant::now()));
                         let now = Instant::now();
                         if now > next + threshold {

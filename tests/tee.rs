@@ -314,6 +314,8 @@ fn tee_fifo_reader_faster_than_the_server_is_padded_once() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 2000 {
                 r.bytes(240 * 4);
                 reads += 1;
+                // The reader's pace is the load under test (slower than the stream, so the
+                // margin drains): this sleep is its clock, not a wait for anything.
                 let due = start + std::time::Duration::from_micros(4900) * reads;
                 std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
             }

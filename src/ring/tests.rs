@@ -341,7 +341,7 @@ fn ring_volume_change_re_adds_the_queue_from_a_period_past_hw_ptr_ramped() {
     assert_eq!(w.add(0, &frames, &mut h).frames, 1024);
     assert!(!w.follow_volume(&mut h), "no change yet");
     s.slot(0).set_volume(Volume { db: -6.0206, muted: false });
-    assert!(w.volume_changed(&h));
+    assert!(w.volume_changed_since(h.volume_mark()));
     assert!(w.follow_volume(&mut h));
     let g = Volume { db: -6.0206, muted: false }.factor();
     let left = take_left(&s, 0, 1024);

@@ -239,14 +239,9 @@ impl<'a> WriteStream<'a> {
     }
 
     /// Sleeps until the server has taken frames up to `hw_target` (see
-    /// [`ClientRing::sleep_until_hw_ptr`]), or until the volume changes (then
-    /// [`WriteStream::follow_volume`] has work), or `timeout`.
-    pub fn sleep_until_hw_ptr(&self, hw_target: u64, timeout: Duration, h: &History) -> Wake {
-        self.sleep_until_hw_ptr_marked(hw_target, timeout, h.volume_mark())
-    }
-
-    /// [`WriteStream::sleep_until_hw_ptr`] for a thread that does not hold the History: it
-    /// wakes when the volume is no longer the one `mark` saw.
+    /// [`ClientRing::sleep_until_hw_ptr`]), or until the volume is no longer the one `mark`
+    /// ([`History::volume_mark`]) saw (then [`WriteStream::follow_volume`] has work), or
+    /// `timeout`. The History need not be held meanwhile.
     pub fn sleep_until_hw_ptr_marked(&self, hw_target: u64, timeout: Duration, mark: VolumeMark) -> Wake {
         let seen = mark.0.unwrap_or_else(|| self.gain_seq());
         if self.gain_seq() != seen {
@@ -282,11 +277,6 @@ impl<'a> WriteStream<'a> {
     /// word, so the read-only mapping does.
     pub fn wake_volume_waiters(&self) {
         crate::sys::futex_wake(&self.ring.slot_info(self.slot).gain_seq);
-    }
-
-    /// True when the volume changed since `h` last followed it.
-    pub fn volume_changed(&self, h: &History) -> bool {
-        self.volume_changed_since(h.volume_mark())
     }
 
     /// True when the volume is no longer the one `mark` saw (never, before a first look).

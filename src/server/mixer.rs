@@ -250,7 +250,9 @@ fn decide(
             };
             Ok(Decision { slots, master: None, save: false, answer })
         }
-        Target::Name(name) if name == MASTER => unreachable_master(),
+        // dmix-stat sends `master` as Target::Master; spelled as a name it is refused, since
+        // a client of that name could not be told from the master in the file.
+        Target::Name(name) if name == MASTER => refuse("'master' names the master volume, not a client".into()),
         Target::Name(name) => {
             let mine: Vec<&Client> = players().filter(|c| &c.name == name).collect();
             // The name's volume: what is remembered for it, else its first player's.
@@ -271,12 +273,6 @@ fn decide(
             })
         }
     }
-}
-
-/// dmix-stat sends `master` as [`Target::Master`]; a name target spelled so cannot come
-/// from it, and is the master all the same.
-fn unreachable_master() -> Result<Decision, (Refusal, String)> {
-    Err((Refusal::BadRequest, "'master' names the master volume, not a client".into()))
 }
 
 #[cfg(test)]
